@@ -1,0 +1,217 @@
+//! The embedded memory store: Riven's default L1.
+//!
+//! Memory comes from one arena preallocated at start (`-m`), cut into fixed-size chunks. An item is
+//! a chain of chunks: the first holds a fixed header, then key and value run on through the chain.
+//! Because every allocation is "some number of equal chunks", freed memory serves any later value
+//! size: nothing gets stuck in the wrong slab class (the problem Rend's chunking solves for
+//! memcached).
+//!
+//! Keys are spread over shards by hash; each shard has its own lock, hash table, LRU list and free
+//! chunk list, so there is no global lock. Values are copied into chunks *before* the shard lock is
+//! taken, and a lock is never held while another is taken, so shards cannot deadlock.
+//!
+//! This module speaks memcached semantics (storage modes, CAS, TTL rules, flush, arithmetic, the
+//! meta protocol's stale/win flags); the protocol front ends only translate wire formats.
+
+mod arena;
+mod clock;
+mod shard;
+
+pub use clock::Clock;
+
+use std::sync::Arc;
+
+/// What a store is built with.
+#[derive(Clone, Debug)]
+pub struct StoreConfig {
+    /// Arena size in bytes (memcached's `-m`, in bytes).
+    pub memory_bytes: usize,
+    /// Size of one chunk in bytes (header included in the first chunk).
+    pub chunk_size: usize,
+    /// Largest value accepted, in bytes (memcached's `-I`).
+    pub item_size_max: usize,
+    /// Number of shards (rounded up to a power of two).
+    pub shards: usize,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            memory_bytes: 64 << 20,
+            chunk_size: 256,
+            item_size_max: 1 << 20,
+            shards: 64,
+        }
+    }
+}
+
+/// An absolute expiry in server seconds (see [`Clock`]); 0 means never.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Expiry(pub u32);
+
+impl Expiry {
+    pub const NEVER: Expiry = Expiry(0);
+}
+
+/// Storage modes of `set`/`add`/`replace`/`append`/`prepend` (and `ms` `M`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    Set,
+    Add,
+    Replace,
+    Append,
+    Prepend,
+}
+
+/// A storage request.
+#[derive(Clone, Copy, Debug)]
+pub struct StoreReq<'a> {
+    pub mode: Mode,
+    pub key: &'a [u8],
+    pub flags: u32,
+    pub expiry: Expiry,
+    pub value: &'a [u8],
+    /// Store only if the item's CAS equals this (memcached `cas`, `ms C`, binary cas != 0).
+    pub cas: Option<u64>,
+    /// `ms I`: with `cas`, a CAS lower than the item's is accepted but the item is marked stale.
+    pub invalidate: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StoreOutcome {
+    Stored { cas: u64 },
+    NotStored,
+    Exists,
+    NotFound,
+    /// The value is larger than `item_size_max` (or the whole arena).
+    TooLarge,
+    /// Memory could not be found even after evicting.
+    OutOfMemory,
+}
+
+/// How a read treats the item (memcached `get`/`gat`, `mg` flags).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ReadOpts {
+    /// Update the expiry on a hit (`gat`, `mg T`, binary touch/GAT).
+    pub touch: Option<Expiry>,
+    /// Do not bump in the LRU, nor mark as fetched nor update last access (`mg u`).
+    pub no_bump: bool,
+    /// `mg N`: on a miss, create an empty stub item with this expiry; the caller wins.
+    pub vivify: Option<Expiry>,
+    /// `mg R`: if the remaining TTL (seconds) is below this, the caller wins the recache.
+    pub recache_below: Option<u32>,
+}
+
+/// A found item, as seen under the shard lock.
+pub struct ItemView<'a> {
+    pub flags: u32,
+    pub cas: u64,
+    /// Remaining TTL in seconds, -1 for never.
+    pub ttl: i64,
+    /// Whether the item had been fetched before this request (`mg h`).
+    pub fetched_before: bool,
+    /// Seconds since last access, before this request (`mg l`).
+    pub idle_secs: u32,
+    /// Marked stale by `md I` or `ms I` (`mg X`).
+    pub stale: bool,
+    /// This request won the right to recache (`mg W`).
+    pub win: bool,
+    /// Another client already holds the win (`mg Z`).
+    pub win_taken: bool,
+    /// The value, possibly spread over several chunks.
+    pub value: Value<'a>,
+}
+
+/// An item's value as a sequence of byte slices (one per chunk).
+pub struct Value<'a> {
+    pub(crate) inner: arena::ValueChunks<'a>,
+}
+
+impl Value<'_> {
+    pub fn len(&self) -> usize {
+        self.inner.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// Appends the value's bytes to `out`.
+    pub fn copy_to(&self, out: &mut Vec<u8>) {
+        out.reserve(self.len());
+        self.inner.for_each(|s| out.extend_from_slice(s));
+    }
+    /// Calls `f` with each piece of the value, in order.
+    pub fn for_each(&self, f: impl FnMut(&[u8])) {
+        self.inner.for_each(f)
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DeleteOutcome {
+    Deleted,
+    NotFound,
+    Exists,
+}
+
+/// An arithmetic request (`incr`/`decr`, `ma`, binary INCREMENT/DECREMENT).
+#[derive(Clone, Copy, Debug)]
+pub struct ArithReq<'a> {
+    pub key: &'a [u8],
+    pub incr: bool,
+    pub delta: u64,
+    pub cas: Option<u64>,
+    /// On a miss, create the item with this initial value and expiry (`ma N J`, binary).
+    pub vivify: Option<(u64, Expiry)>,
+    /// On success, set the expiry (`ma T`).
+    pub touch: Option<Expiry>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ArithOutcome {
+    /// The new value, the new CAS and the remaining TTL (-1 never).
+    Done { value: u64, cas: u64, ttl: i64 },
+    NotFound,
+    /// The item's value is not a decimal number.
+    NonNumeric,
+    Exists,
+    NotStored,
+    OutOfMemory,
+}
+
+/// Counters reported by `stats`.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct StoreStats {
+    pub curr_items: u64,
+    pub total_items: u64,
+    /// Bytes of key + value held.
+    pub bytes: u64,
+    pub evictions: u64,
+    pub expired_unfetched: u64,
+    pub evicted_unfetched: u64,
+    pub reclaimed: u64,
+    pub get_hits: u64,
+    pub get_misses: u64,
+    pub get_expired: u64,
+    pub get_flushed: u64,
+    pub cmd_get: u64,
+    pub cmd_set: u64,
+    pub cmd_touch: u64,
+    pub touch_hits: u64,
+    pub touch_misses: u64,
+    pub delete_hits: u64,
+    pub delete_misses: u64,
+    pub incr_hits: u64,
+    pub incr_misses: u64,
+    pub decr_hits: u64,
+    pub decr_misses: u64,
+    pub cas_hits: u64,
+    pub cas_misses: u64,
+    pub cas_badval: u64,
+    pub total_chunks: u64,
+    pub used_chunks: u64,
+    pub chunk_size: u64,
+}
+
+pub use shard::Store;
+
+/// A shared handle to a store.
+pub type SharedStore = Arc<Store>;

@@ -1,0 +1,736 @@
+//! The classic memcached text protocol.
+//!
+//! Server side: [`parse_request`] frames one request from the front of a buffer and borrows its
+//! keys and data block from it. Meta commands share the text framing but have their own parser
+//! ([`crate::meta`]); this parser only recognises them and hands the line over.
+//!
+//! Client side: [`client`] composes requests and parses replies.
+//!
+//! The grammar follows memcached 1.6, including its quirks, because the node is tested byte for
+//! byte against a real memcached: tokens are separated by runs of spaces only, at most 24 tokens
+//! are split (the rest stays in the last one), and a malformed line's data block is not skipped
+//! (memcached reads it as the next command).
+
+use crate::{find_line, MAX_KEY_LEN};
+
+/// memcached splits a command line into at most this many tokens.
+const MAX_TOKENS: usize = 24;
+
+/// memcached closes a connection that sends this many bytes without a newline, unless the line
+/// is a `get`/`gets` (multi-gets may be long).
+pub const MAX_COMMAND_LINE: usize = 2048;
+
+/// Limits the parser enforces.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    /// Longest `get`/`gets` line accepted without a newline before the connection is closed.
+    pub max_get_line: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits { max_get_line: 1 << 20 }
+    }
+}
+
+/// The storage commands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StoreCmd {
+    Set,
+    Add,
+    Replace,
+    Append,
+    Prepend,
+    Cas,
+}
+
+impl StoreCmd {
+    pub fn name(self) -> &'static str {
+        match self {
+            StoreCmd::Set => "set",
+            StoreCmd::Add => "add",
+            StoreCmd::Replace => "replace",
+            StoreCmd::Append => "append",
+            StoreCmd::Prepend => "prepend",
+            StoreCmd::Cas => "cas",
+        }
+    }
+}
+
+/// The keys of a retrieval command, split lazily (no allocation).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Keys<'a>(pub &'a [u8]);
+
+impl<'a> Keys<'a> {
+    pub fn iter(&self) -> impl Iterator<Item = &'a [u8]> + 'a {
+        self.0.split(|&b| b == b' ').filter(|k| !k.is_empty())
+    }
+}
+
+/// A parsed text request.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Request<'a> {
+    /// `get`/`gets` (`cas` = gets).
+    Get { cas: bool, keys: Keys<'a> },
+    /// `gat`/`gats`.
+    Gat { cas: bool, exptime: i64, keys: Keys<'a> },
+    Store {
+        cmd: StoreCmd,
+        key: &'a [u8],
+        flags: u32,
+        exptime: i64,
+        /// Only for `cas`.
+        cas: u64,
+        data: &'a [u8],
+        noreply: bool,
+    },
+    Delete { key: &'a [u8], noreply: bool },
+    Arith { incr: bool, key: &'a [u8], delta: u64, noreply: bool },
+    Touch { key: &'a [u8], exptime: i64, noreply: bool },
+    FlushAll { delay: i64, noreply: bool },
+    Version,
+    Verbosity { noreply: bool },
+    Quit,
+    /// `stats [args]`: `args` is the rest of the line.
+    Stats { args: Keys<'a> },
+    /// A meta command (`mg`, `ms`, ...): `line[..line_end]` is its line, the request continues at
+    /// `next`. The caller parses it with [`crate::meta`].
+    Meta { cmd: u8, line_end: usize, next: usize },
+}
+
+/// Why no request came out, sorted by what the connection does next.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Error<'a> {
+    /// Not a whole request yet: read more.
+    Incomplete,
+    /// Reply with this line (without `\r\n`), drop `consumed` bytes and carry on.
+    Reply { msg: &'static str, consumed: usize, noreply: bool },
+    /// A storage command whose data block is larger than the caller's limit: reply
+    /// `SERVER_ERROR object too large for cache`, drop `consumed` bytes and discard the next
+    /// `swallow` bytes unread.
+    TooLarge {
+        cmd: StoreCmd,
+        key: &'a [u8],
+        consumed: usize,
+        swallow: usize,
+        noreply: bool,
+    },
+    /// The data block did not end in `\r\n`; `consumed` covers line and block.
+    BadDataChunk { consumed: usize, noreply: bool },
+    /// memcached closes the connection on this input (an overlong line).
+    Close,
+}
+
+pub const ERROR: &str = "ERROR";
+pub const BAD_FORMAT: &str = "CLIENT_ERROR bad command line format";
+pub const BAD_DATA_CHUNK: &str = "CLIENT_ERROR bad data chunk";
+pub const TOO_LARGE: &str = "SERVER_ERROR object too large for cache";
+pub const OUT_OF_MEMORY: &str = "SERVER_ERROR out of memory storing object";
+pub const INVALID_EXPTIME: &str = "CLIENT_ERROR invalid exptime argument";
+pub const INVALID_DELTA: &str = "CLIENT_ERROR invalid numeric delta argument";
+pub const NON_NUMERIC: &str = "CLIENT_ERROR cannot increment or decrement non-numeric value";
+pub const DELETE_USAGE: &str = "CLIENT_ERROR bad command line format.  Usage: delete <key> [noreply]";
+
+/// Splits a line into tokens as memcached does (runs of spaces separate; the 24th token keeps
+/// the rest of the line).
+fn tokenize(line: &[u8]) -> ([&[u8]; MAX_TOKENS], usize) {
+    let mut tokens: [&[u8]; MAX_TOKENS] = [&[]; MAX_TOKENS];
+    let mut n = 0;
+    let mut start = 0;
+    let mut i = 0;
+    while i < line.len() {
+        if line[i] == b' ' {
+            if i > start {
+                tokens[n] = &line[start..i];
+                n += 1;
+                if n == MAX_TOKENS - 1 {
+                    start = i + 1;
+                    break;
+                }
+            }
+            start = i + 1;
+        }
+        i += 1;
+    }
+    if n == MAX_TOKENS - 1 {
+        if start < line.len() {
+            tokens[n] = &line[start..];
+            n += 1;
+        }
+    } else if start < line.len() {
+        tokens[n] = &line[start..];
+        n += 1;
+    }
+    (tokens, n)
+}
+
+/// memcached's `safe_strtoull`: decimal, nothing after it, a '-' only where the value is small.
+pub fn parse_u64(t: &[u8]) -> Option<u64> {
+    if t.is_empty() || t.len() > 20 || !t.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(t).ok()?.parse().ok()
+}
+
+/// memcached's `safe_strtol` into a 64-bit long.
+pub fn parse_i64(t: &[u8]) -> Option<i64> {
+    let (neg, digits) = match t.first() {
+        Some(b'-') => (true, &t[1..]),
+        Some(b'+') => (false, &t[1..]),
+        _ => (false, t),
+    };
+    let v = parse_u64(digits)?;
+    if neg {
+        (v <= i64::MAX as u64 + 1).then(|| (v as i64).wrapping_neg())
+    } else {
+        i64::try_from(v).ok()
+    }
+}
+
+/// memcached's flags parsing: an unsigned number truncated to 32 bits (1.6 behaviour).
+fn parse_flags(t: &[u8]) -> Option<u32> {
+    parse_u64(t).map(|v| v as u32)
+}
+
+/// memcached's `safe_strtol` into a 32-bit int, as used for a data block length.
+fn parse_i32(t: &[u8]) -> Option<i32> {
+    parse_i64(t).and_then(|v| i32::try_from(v).ok())
+}
+
+fn reply<'a>(msg: &'static str, consumed: usize, noreply: bool) -> Error<'a> {
+    Error::Reply { msg, consumed, noreply }
+}
+
+/// Parses one request from the front of `buf`.
+///
+/// `item_size_ok(key, flags, len)` decides whether a data block of `len` bytes is accepted;
+/// a refused one yields [`Error::TooLarge`] before the block has arrived, so it can be skipped
+/// without ever being buffered.
+pub fn parse_request<'a>(
+    buf: &'a [u8],
+    limits: &Limits,
+    item_size_ok: impl Fn(&[u8], u32, usize) -> bool,
+) -> Result<(Request<'a>, usize), Error<'a>> {
+    let Some((line_end, next)) = find_line(buf) else {
+        return Err(overlong(buf, limits));
+    };
+    let line = &buf[..line_end];
+    // Meta commands are two letters starting with 'm'.
+    if line.len() >= 2 && line[0] == b'm' && (line.len() == 2 || line[2] == b' ') {
+        return Ok((Request::Meta { cmd: line[1], line_end, next }, next));
+    }
+    let (t, n) = tokenize(line);
+    if n == 0 {
+        return Err(reply(ERROR, next, false));
+    }
+    // memcached's count includes a final empty token; `want` below uses the real count.
+    let noreply = n > 1 && t[n - 1] == b"noreply";
+    let cmd = t[0];
+    let req = match cmd {
+        b"get" | b"gets" => {
+            if n < 2 {
+                return Err(reply(ERROR, next, false));
+            }
+            let rest = rest_after(line, t[1]);
+            let keys = Keys(rest);
+            if keys.iter().any(|k| k.len() > MAX_KEY_LEN) {
+                return Err(reply(BAD_FORMAT, next, false));
+            }
+            Request::Get { cas: cmd == b"gets", keys }
+        }
+        b"gat" | b"gats" => {
+            if n < 3 {
+                return Err(reply(ERROR, next, false));
+            }
+            let Some(exptime) = parse_i64(t[1]) else {
+                return Err(reply(INVALID_EXPTIME, next, false));
+            };
+            let keys = Keys(rest_after(line, t[2]));
+            if keys.iter().any(|k| k.len() > MAX_KEY_LEN) {
+                return Err(reply(BAD_FORMAT, next, false));
+            }
+            Request::Gat { cas: cmd == b"gats", exptime, keys }
+        }
+        b"set" | b"add" | b"replace" | b"append" | b"prepend" | b"cas" => {
+            let sc = match cmd {
+                b"set" => StoreCmd::Set,
+                b"add" => StoreCmd::Add,
+                b"replace" => StoreCmd::Replace,
+                b"append" => StoreCmd::Append,
+                b"prepend" => StoreCmd::Prepend,
+                _ => StoreCmd::Cas,
+            };
+            let base = if sc == StoreCmd::Cas { 6 } else { 5 };
+            if n != base && n != base + 1 {
+                return Err(reply(ERROR, next, false));
+            }
+            let key = t[1];
+            if key.len() > MAX_KEY_LEN {
+                return Err(reply(BAD_FORMAT, next, noreply));
+            }
+            let (Some(flags), Some(exptime), Some(vlen)) = (parse_flags(t[2]), parse_i64(t[3]), parse_i32(t[4])) else {
+                return Err(reply(BAD_FORMAT, next, noreply));
+            };
+            let cas = if sc == StoreCmd::Cas {
+                match parse_u64(t[5]) {
+                    Some(c) => c,
+                    None => return Err(reply(BAD_FORMAT, next, noreply)),
+                }
+            } else {
+                0
+            };
+            if vlen < 0 || vlen > i32::MAX - 2 {
+                return Err(reply(BAD_FORMAT, next, noreply));
+            }
+            let vlen = vlen as usize;
+            if !item_size_ok(key, flags, vlen) {
+                return Err(Error::TooLarge {
+                    cmd: sc,
+                    key,
+                    consumed: next,
+                    swallow: vlen + 2,
+                    noreply,
+                });
+            }
+            let end = next + vlen + 2;
+            if buf.len() < end {
+                return Err(Error::Incomplete);
+            }
+            if &buf[end - 2..end] != b"\r\n" {
+                return Err(Error::BadDataChunk { consumed: end, noreply });
+            }
+            return Ok((
+                Request::Store {
+                    cmd: sc,
+                    key,
+                    flags,
+                    exptime,
+                    cas,
+                    data: &buf[next..next + vlen],
+                    noreply,
+                },
+                end,
+            ));
+        }
+        b"delete" => {
+            if !(2..=4).contains(&n) {
+                return Err(reply(ERROR, next, false));
+            }
+            if n > 2 {
+                let hold_zero = t[2] == b"0";
+                let valid = (n == 3 && (hold_zero || noreply)) || (n == 4 && hold_zero && noreply);
+                if !valid {
+                    return Err(reply(DELETE_USAGE, next, noreply));
+                }
+            }
+            if t[1].len() > MAX_KEY_LEN {
+                return Err(reply(BAD_FORMAT, next, noreply));
+            }
+            Request::Delete { key: t[1], noreply }
+        }
+        b"incr" | b"decr" => {
+            if n != 3 && n != 4 {
+                return Err(reply(ERROR, next, false));
+            }
+            if t[1].len() > MAX_KEY_LEN {
+                return Err(reply(BAD_FORMAT, next, noreply));
+            }
+            let Some(delta) = parse_u64(t[2]) else {
+                return Err(reply(INVALID_DELTA, next, noreply));
+            };
+            Request::Arith {
+                incr: cmd == b"incr",
+                key: t[1],
+                delta,
+                noreply,
+            }
+        }
+        b"touch" => {
+            if n != 3 && n != 4 {
+                return Err(reply(ERROR, next, false));
+            }
+            if t[1].len() > MAX_KEY_LEN {
+                return Err(reply(BAD_FORMAT, next, noreply));
+            }
+            let Some(exptime) = parse_i64(t[2]) else {
+                return Err(reply(INVALID_EXPTIME, next, noreply));
+            };
+            Request::Touch { key: t[1], exptime, noreply }
+        }
+        b"flush_all" => {
+            if n > 3 {
+                return Err(reply(ERROR, next, false));
+            }
+            let delay = if n == (if noreply { 2 } else { 1 }) {
+                0
+            } else {
+                match parse_i64(t[1]) {
+                    Some(d) => d,
+                    None => return Err(reply(INVALID_EXPTIME, next, noreply)),
+                }
+            };
+            Request::FlushAll { delay, noreply }
+        }
+        b"version" => Request::Version,
+        b"quit" => Request::Quit,
+        b"verbosity" => {
+            if n != 2 && n != 3 {
+                return Err(reply(ERROR, next, false));
+            }
+            Request::Verbosity { noreply }
+        }
+        b"stats" => Request::Stats {
+            args: Keys(if n > 1 { rest_after(line, t[1]) } else { &[] }),
+        },
+        _ => return Err(reply(ERROR, next, false)),
+    };
+    Ok((req, next))
+}
+
+/// The rest of `line` starting at token `tok` (a subslice of `line`).
+fn rest_after<'a>(line: &'a [u8], tok: &'a [u8]) -> &'a [u8] {
+    let start = tok.as_ptr() as usize - line.as_ptr() as usize;
+    &line[start..]
+}
+
+/// What to do with a buffer that holds no newline yet.
+fn overlong<'a>(buf: &[u8], limits: &Limits) -> Error<'a> {
+    if buf.len() <= MAX_COMMAND_LINE {
+        return Error::Incomplete;
+    }
+    let trimmed = buf.iter().position(|&b| b != b' ').unwrap_or(buf.len());
+    let rest = &buf[trimmed..];
+    let is_get = rest.starts_with(b"get ") || rest.starts_with(b"gets ");
+    if trimmed > 100 || !is_get || buf.len() > limits.max_get_line {
+        Error::Close
+    } else {
+        Error::Incomplete
+    }
+}
+
+/// Server-side reply helpers.
+pub mod reply {
+    /// `VALUE <key> <flags> <bytes>[ <cas>]\r\n` (the caller adds the data and `\r\n`).
+    pub fn value_header(out: &mut Vec<u8>, key: &[u8], flags: u32, len: usize, cas: Option<u64>) {
+        let mut b = itoa::Buffer::new();
+        out.extend_from_slice(b"VALUE ");
+        out.extend_from_slice(key);
+        out.push(b' ');
+        out.extend_from_slice(b.format(flags).as_bytes());
+        out.push(b' ');
+        out.extend_from_slice(b.format(len).as_bytes());
+        if let Some(cas) = cas {
+            out.push(b' ');
+            out.extend_from_slice(b.format(cas).as_bytes());
+        }
+        out.extend_from_slice(b"\r\n");
+    }
+
+    /// A line plus `\r\n`.
+    #[inline]
+    pub fn line(out: &mut Vec<u8>, msg: &str) {
+        out.extend_from_slice(msg.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+
+    /// A number plus `\r\n` (incr/decr).
+    pub fn number(out: &mut Vec<u8>, n: u64) {
+        out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+
+    /// `STAT <name> <value>\r\n`.
+    pub fn stat(out: &mut Vec<u8>, name: &str, value: &str) {
+        out.extend_from_slice(b"STAT ");
+        out.extend_from_slice(name.as_bytes());
+        out.push(b' ');
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+}
+
+/// Client side: compose requests, parse replies.
+pub mod client {
+    use super::{parse_u64, StoreCmd};
+    use crate::find_line;
+
+    /// `get`/`gets` for several keys.
+    pub fn get<'k>(out: &mut Vec<u8>, cas: bool, keys: impl IntoIterator<Item = &'k [u8]>) {
+        out.extend_from_slice(if cas { b"gets" } else { b"get" });
+        for k in keys {
+            out.push(b' ');
+            out.extend_from_slice(k);
+        }
+        out.extend_from_slice(b"\r\n");
+    }
+
+    /// `gat`/`gats`.
+    pub fn gat<'k>(out: &mut Vec<u8>, cas: bool, exptime: i64, keys: impl IntoIterator<Item = &'k [u8]>) {
+        out.extend_from_slice(if cas { b"gats " } else { b"gat " });
+        out.extend_from_slice(itoa::Buffer::new().format(exptime).as_bytes());
+        for k in keys {
+            out.push(b' ');
+            out.extend_from_slice(k);
+        }
+        out.extend_from_slice(b"\r\n");
+    }
+
+    /// A storage command with its data block. `cas` is used only by [`StoreCmd::Cas`].
+    #[allow(clippy::too_many_arguments)]
+    pub fn store(out: &mut Vec<u8>, cmd: StoreCmd, key: &[u8], flags: u32, exptime: i64, data: &[u8], cas: u64, noreply: bool) {
+        let mut b = itoa::Buffer::new();
+        out.extend_from_slice(cmd.name().as_bytes());
+        out.push(b' ');
+        out.extend_from_slice(key);
+        out.push(b' ');
+        out.extend_from_slice(b.format(flags).as_bytes());
+        out.push(b' ');
+        out.extend_from_slice(b.format(exptime).as_bytes());
+        out.push(b' ');
+        out.extend_from_slice(b.format(data.len()).as_bytes());
+        if cmd == StoreCmd::Cas {
+            out.push(b' ');
+            out.extend_from_slice(b.format(cas).as_bytes());
+        }
+        if noreply {
+            out.extend_from_slice(b" noreply");
+        }
+        out.extend_from_slice(b"\r\n");
+        out.extend_from_slice(data);
+        out.extend_from_slice(b"\r\n");
+    }
+
+    /// `delete <key>`.
+    pub fn delete(out: &mut Vec<u8>, key: &[u8], noreply: bool) {
+        simple(out, b"delete", key, None, noreply)
+    }
+
+    /// `incr`/`decr`.
+    pub fn arith(out: &mut Vec<u8>, incr: bool, key: &[u8], delta: u64, noreply: bool) {
+        simple(out, if incr { b"incr" } else { b"decr" }, key, Some(delta as i128), noreply)
+    }
+
+    /// `touch <key> <exptime>`.
+    pub fn touch(out: &mut Vec<u8>, key: &[u8], exptime: i64, noreply: bool) {
+        simple(out, b"touch", key, Some(exptime as i128), noreply)
+    }
+
+    fn simple(out: &mut Vec<u8>, cmd: &[u8], key: &[u8], arg: Option<i128>, noreply: bool) {
+        out.extend_from_slice(cmd);
+        out.push(b' ');
+        out.extend_from_slice(key);
+        if let Some(a) = arg {
+            out.push(b' ');
+            out.extend_from_slice(itoa::Buffer::new().format(a).as_bytes());
+        }
+        if noreply {
+            out.extend_from_slice(b" noreply");
+        }
+        out.extend_from_slice(b"\r\n");
+    }
+
+    /// A reply from a memcached-compatible server.
+    #[derive(Debug, PartialEq, Eq)]
+    pub enum Response<'a> {
+        Value {
+            key: &'a [u8],
+            flags: u32,
+            cas: Option<u64>,
+            data: &'a [u8],
+        },
+        End,
+        Stored,
+        NotStored,
+        Exists,
+        NotFound,
+        Deleted,
+        Touched,
+        Ok,
+        Number(u64),
+        Version(&'a [u8]),
+        Stat { name: &'a [u8], value: &'a [u8] },
+        Error,
+        ClientError(&'a [u8]),
+        ServerError(&'a [u8]),
+    }
+
+    #[derive(Debug, PartialEq, Eq)]
+    pub enum ParseError {
+        Incomplete,
+        /// Not a reply this protocol knows.
+        Invalid,
+    }
+
+    /// Parses one reply line (and a VALUE's data block) from the front of `buf`.
+    pub fn parse_response(buf: &[u8]) -> Result<(Response<'_>, usize), ParseError> {
+        let (end, next) = find_line(buf).ok_or(ParseError::Incomplete)?;
+        let line = &buf[..end];
+        let r = match line {
+            b"END" => Response::End,
+            b"STORED" => Response::Stored,
+            b"NOT_STORED" => Response::NotStored,
+            b"EXISTS" => Response::Exists,
+            b"NOT_FOUND" => Response::NotFound,
+            b"DELETED" => Response::Deleted,
+            b"TOUCHED" => Response::Touched,
+            b"OK" => Response::Ok,
+            b"ERROR" => Response::Error,
+            _ => {
+                if let Some(rest) = line.strip_prefix(b"VALUE ") {
+                    let mut it = rest.split(|&b| b == b' ');
+                    let key = it.next().ok_or(ParseError::Invalid)?;
+                    let flags = it.next().and_then(parse_u64).ok_or(ParseError::Invalid)? as u32;
+                    let len = it.next().and_then(parse_u64).ok_or(ParseError::Invalid)? as usize;
+                    let cas = match it.next() {
+                        Some(c) => Some(parse_u64(c).ok_or(ParseError::Invalid)?),
+                        None => None,
+                    };
+                    let total = next.checked_add(len).and_then(|x| x.checked_add(2)).ok_or(ParseError::Invalid)?;
+                    if buf.len() < total {
+                        return Err(ParseError::Incomplete);
+                    }
+                    if &buf[total - 2..total] != b"\r\n" {
+                        return Err(ParseError::Invalid);
+                    }
+                    return Ok((
+                        Response::Value {
+                            key,
+                            flags,
+                            cas,
+                            data: &buf[next..next + len],
+                        },
+                        total,
+                    ));
+                } else if let Some(v) = line.strip_prefix(b"VERSION ") {
+                    Response::Version(v)
+                } else if let Some(s) = line.strip_prefix(b"STAT ") {
+                    let sp = s.iter().position(|&b| b == b' ').unwrap_or(s.len());
+                    Response::Stat {
+                        name: &s[..sp],
+                        value: s.get(sp + 1..).unwrap_or(&[]),
+                    }
+                } else if let Some(m) = line.strip_prefix(b"CLIENT_ERROR ") {
+                    Response::ClientError(m)
+                } else if let Some(m) = line.strip_prefix(b"SERVER_ERROR ") {
+                    Response::ServerError(m)
+                } else if let Some(n) = parse_u64(line) {
+                    Response::Number(n)
+                } else {
+                    return Err(ParseError::Invalid);
+                }
+            }
+        };
+        Ok((r, next))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::client::{self, Response};
+    use super::*;
+
+    fn parse(buf: &[u8]) -> Result<(Request<'_>, usize), Error<'_>> {
+        parse_request(buf, &Limits::default(), |_, _, len| len <= 1024)
+    }
+
+    #[test]
+    fn get_keys_and_incomplete() {
+        let (r, n) = parse(b"get a  b c\r\nxx").unwrap();
+        assert_eq!(n, 12);
+        let Request::Get { cas: false, keys } = r else { panic!("{r:?}") };
+        assert_eq!(keys.iter().collect::<Vec<_>>(), vec![&b"a"[..], b"b", b"c"]);
+        assert_eq!(parse(b"get a"), Err(Error::Incomplete));
+        assert_eq!(parse(b"get\r\n"), Err(reply(ERROR, 5, false)));
+    }
+
+    #[test]
+    fn storage_every_split_point() {
+        let full = b"set k 5 10 3 noreply\r\nabc\r\n";
+        for cut in 0..full.len() {
+            assert_eq!(parse(&full[..cut]), Err(Error::Incomplete), "cut {cut}");
+        }
+        let (r, n) = parse(full).unwrap();
+        assert_eq!(n, full.len());
+        assert_eq!(
+            r,
+            Request::Store {
+                cmd: StoreCmd::Set,
+                key: b"k",
+                flags: 5,
+                exptime: 10,
+                cas: 0,
+                data: b"abc",
+                noreply: true
+            }
+        );
+    }
+
+    #[test]
+    fn storage_errors_follow_memcached() {
+        assert_eq!(parse(b"set k 0 0 1\r\nxy\r\n"), Err(Error::BadDataChunk { consumed: 16, noreply: false }));
+        assert_eq!(parse(b"set k -1 0 1\r\n"), Err(reply(BAD_FORMAT, 14, false)));
+        assert_eq!(parse(b"set k 0 0\r\n"), Err(reply(ERROR, 11, false)));
+        let long = format!("set {} 0 0 1\r\n", "k".repeat(251));
+        assert_eq!(parse(long.as_bytes()), Err(reply(BAD_FORMAT, long.len(), false)));
+        // Oversized: rejected before the block arrives, so it can be swallowed.
+        assert_eq!(
+            parse(b"set k 0 0 5000\r\n"),
+            Err(Error::TooLarge {
+                cmd: StoreCmd::Set,
+                key: b"k",
+                consumed: 16,
+                swallow: 5002,
+                noreply: false
+            })
+        );
+        // memcached truncates flags to 32 bits.
+        let (r, _) = parse(b"set k 4294967296 0 0\r\n\r\n").unwrap();
+        assert!(matches!(r, Request::Store { flags: 0, .. }));
+    }
+
+    #[test]
+    fn overlong_lines() {
+        let junk = vec![b'a'; 3000];
+        assert_eq!(parse(&junk), Err(Error::Close));
+        let mut get = b"get ".to_vec();
+        get.extend(std::iter::repeat_n(b'a', 3000));
+        assert_eq!(parse(&get), Err(Error::Incomplete));
+    }
+
+    #[test]
+    fn other_commands() {
+        assert!(matches!(parse(b"delete a 0\r\n"), Ok((Request::Delete { noreply: false, .. }, _))));
+        assert_eq!(parse(b"delete a 1\r\n"), Err(reply(DELETE_USAGE, 12, false)));
+        assert!(matches!(parse(b"incr a 5\r\n"), Ok((Request::Arith { incr: true, delta: 5, .. }, _))));
+        assert_eq!(parse(b"incr a x\r\n"), Err(reply(INVALID_DELTA, 10, false)));
+        assert!(matches!(parse(b"flush_all noreply\r\n"), Ok((Request::FlushAll { delay: 0, noreply: true }, _))));
+        assert_eq!(parse(b"flush_all x\r\n"), Err(reply(INVALID_EXPTIME, 13, false)));
+        assert!(matches!(parse(b"mg foo v\r\n"), Ok((Request::Meta { cmd: b'g', line_end: 8, next: 10 }, 10))));
+        assert_eq!(parse(b"\r\n"), Err(reply(ERROR, 2, false)));
+        assert_eq!(parse(b"GET a\r\n"), Err(reply(ERROR, 7, false)));
+    }
+
+    #[test]
+    fn client_round_trip() {
+        let mut out = Vec::new();
+        client::store(&mut out, StoreCmd::Cas, b"k", 1, 2, b"v\r\n", 99, false);
+        let (r, n) = parse(&out).unwrap();
+        assert_eq!(n, out.len());
+        assert!(matches!(r, Request::Store { cmd: StoreCmd::Cas, cas: 99, data: b"v\r\n", .. }));
+
+        let reply = b"VALUE k 1 3 7\r\nabc\r\nEND\r\n";
+        let (r, n) = client::parse_response(reply).unwrap();
+        assert_eq!(
+            r,
+            Response::Value {
+                key: b"k",
+                flags: 1,
+                cas: Some(7),
+                data: b"abc"
+            }
+        );
+        assert_eq!(client::parse_response(&reply[n..]).unwrap().0, Response::End);
+        assert_eq!(client::parse_response(&reply[..18]), Err(client::ParseError::Incomplete));
+        assert_eq!(client::parse_response(b"42\r\n").unwrap().0, Response::Number(42));
+    }
+}
