@@ -1,5 +1,10 @@
 //! Riven node: a memcached-compatible cache server.
+//!
+//! `server::run` serves the text (classic and meta) and binary protocols on one port, over the
+//! embedded chunked memory store in `store`. `main.rs` only parses the configuration and calls it.
 
+pub mod config;
+pub mod conn;
 pub mod protocol;
 pub mod server;
 pub mod stats;

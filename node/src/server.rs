@@ -1,11 +1,26 @@
 //! Listeners, connection accounting and graceful shutdown.
+//!
+//! `run` takes bound listeners and a cancellation token, so `main` and the tests start the very
+//! same server; tests bind port 0.
 
-use std::sync::atomic::{AtomicU64, AtomicU8};
-use std::time::SystemTime;
+use std::collections::HashMap;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
-use crate::store::Store;
+use parking_lot::Mutex;
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, UnixListener};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
-/// Limits and settings a running node reports in `stats settings` and enforces.
+use crate::conn::{serve, Socket};
+use crate::store::{Store, StoreConfig};
+
+/// Limits and settings a running node enforces and reports in `stats settings`.
 #[derive(Clone, Debug)]
 pub struct Settings {
     pub port: u16,
@@ -13,12 +28,42 @@ pub struct Settings {
     pub unix_socket: Option<String>,
     pub max_connections: usize,
     pub threads: usize,
+    /// memcached's `-I`: the largest item (value, key and memcached's item overhead).
     pub item_size_max: usize,
     pub memory_bytes: usize,
     pub chunk_size: usize,
-    /// Longest text request line accepted without a newline (memcached closes past this).
+    /// Longest multi-get line accepted without a newline (other lines: 2048 bytes, as memcached).
     pub max_line: usize,
-    pub key_max: usize,
+    /// How long shutdown waits for connections to finish their requests.
+    pub drain_timeout: Duration,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            port: 11211,
+            listen: "127.0.0.1".into(),
+            unix_socket: None,
+            max_connections: 1024,
+            threads: 4,
+            item_size_max: 1 << 20,
+            memory_bytes: 64 << 20,
+            chunk_size: 256,
+            max_line: 1 << 20,
+            drain_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+impl Settings {
+    pub fn store_config(&self) -> StoreConfig {
+        StoreConfig {
+            memory_bytes: self.memory_bytes,
+            chunk_size: self.chunk_size,
+            item_size_max: self.item_size_max,
+            shards: 64,
+        }
+    }
 }
 
 /// Server-wide counters (`stats`). Relaxed atomics: they are only reported.
@@ -33,6 +78,40 @@ pub struct ServerStats {
     pub auth_errors: AtomicU64,
 }
 
+/// What `stats conns` shows of one connection.
+#[derive(Debug)]
+pub struct ConnInfo {
+    pub peer: String,
+    pub local: String,
+    /// Server time of the last request.
+    pub last_cmd: AtomicU32,
+}
+
+/// The open connections. Touched on connect and disconnect only, never per request.
+#[derive(Default)]
+pub struct ConnRegistry {
+    next: AtomicU64,
+    conns: Mutex<HashMap<u64, Arc<ConnInfo>>>,
+}
+
+impl ConnRegistry {
+    fn add(&self, info: Arc<ConnInfo>) -> u64 {
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        self.conns.lock().insert(id, info);
+        id
+    }
+
+    fn remove(&self, id: u64) {
+        self.conns.lock().remove(&id);
+    }
+
+    pub fn snapshot(&self) -> Vec<(u64, Arc<ConnInfo>)> {
+        let mut v: Vec<_> = self.conns.lock().iter().map(|(k, v)| (*k, v.clone())).collect();
+        v.sort_by_key(|(k, _)| *k);
+        v
+    }
+}
+
 /// What every connection shares.
 pub struct ServerState {
     pub store: Store,
@@ -40,7 +119,243 @@ pub struct ServerState {
     pub stats: ServerStats,
     pub verbosity: AtomicU8,
     pub started: SystemTime,
+    pub conns: ConnRegistry,
 }
 
-/// The version string the node reports (`version`, binary VERSION, `stats`).
-pub const VERSION: &str = concat!("riven-", env!("CARGO_PKG_VERSION"));
+impl ServerState {
+    pub fn new(settings: Settings) -> Arc<ServerState> {
+        let store = Store::new(settings.store_config());
+        Arc::new(ServerState {
+            store,
+            settings,
+            stats: ServerStats::default(),
+            verbosity: AtomicU8::new(0),
+            started: SystemTime::now(),
+            conns: ConnRegistry::default(),
+        })
+    }
+}
+
+/// The version string the node reports (`version`, binary VERSION, `stats`): memcached's protocol
+/// level first, since some clients gate features on it, then Riven's own version.
+pub const VERSION: &str = concat!("1.6.18-riven-", env!("CARGO_PKG_VERSION"));
+
+/// The sockets a node listens on.
+#[derive(Default)]
+pub struct Listeners {
+    pub tcp: Option<TcpListener>,
+    pub unix: Option<UnixListener>,
+}
+
+impl Listeners {
+    /// Binds the TCP listener (and the unix socket, if configured) of `settings`.
+    pub async fn bind(settings: &Settings) -> io::Result<Listeners> {
+        let tcp = TcpListener::bind((settings.listen.as_str(), settings.port)).await?;
+        let unix = match &settings.unix_socket {
+            Some(path) => {
+                // A socket file left by a previous run would make bind fail.
+                let _ = std::fs::remove_file(path);
+                Some(UnixListener::bind(path)?)
+            }
+            None => None,
+        };
+        Ok(Listeners { tcp: Some(tcp), unix })
+    }
+}
+
+/// Serves until `shutdown` is cancelled, then stops accepting, lets every connection finish the
+/// requests it has read (up to `drain_timeout`) and returns.
+pub async fn run(state: Arc<ServerState>, listeners: Listeners, shutdown: CancellationToken) {
+    tokio::spawn(reclaim(state.clone(), shutdown.clone()));
+    let limit = Arc::new(Semaphore::new(state.settings.max_connections));
+    let tracker = TaskTracker::new();
+    let mut accept_loops = Vec::new();
+    if let Some(tcp) = listeners.tcp {
+        let local = tcp.local_addr().map(|a| a.to_string()).unwrap_or_default();
+        accept_loops.push(tokio::spawn(accept_tcp(
+            tcp,
+            local,
+            state.clone(),
+            limit.clone(),
+            tracker.clone(),
+            shutdown.clone(),
+        )));
+    }
+    if let Some(unix) = listeners.unix {
+        accept_loops.push(tokio::spawn(accept_unix(
+            unix,
+            state.clone(),
+            limit.clone(),
+            tracker.clone(),
+            shutdown.clone(),
+        )));
+    }
+    shutdown.cancelled().await;
+    for l in accept_loops {
+        let _ = l.await;
+    }
+    tracker.close();
+    if tokio::time::timeout(state.settings.drain_timeout, tracker.wait()).await.is_err() {
+        tracing::warn!(open = tracker.len(), "connections still open after the drain timeout");
+    }
+    if let Some(path) = &state.settings.unix_socket {
+        let _ = std::fs::remove_file(path);
+    }
+}
+
+/// Background reclaim of expired and flushed items, one shard per tick, so memory held by dead
+/// items comes back even when nobody reads them (reads also expire items lazily).
+async fn reclaim(state: Arc<ServerState>, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(Duration::from_millis(20));
+    let mut shard = 0usize;
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.cancelled() => return,
+        }
+        state.store.reclaim(shard, 10_000);
+        shard = shard.wrapping_add(1);
+    }
+}
+
+async fn accept_tcp(
+    listener: TcpListener,
+    local: String,
+    state: Arc<ServerState>,
+    limit: Arc<Semaphore>,
+    tracker: TaskTracker,
+    shutdown: CancellationToken,
+) {
+    loop {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = shutdown.cancelled() => return,
+        };
+        match accepted {
+            Ok((stream, peer)) => {
+                let _ = stream.set_nodelay(true);
+                let info = ConnInfo {
+                    peer: format!("tcp:{peer}"),
+                    local: format!("tcp:{local}"),
+                    last_cmd: AtomicU32::new(state.store.clock().now()),
+                };
+                admit(stream, info, &state, &limit, &tracker, &shutdown);
+            }
+            Err(e) => accept_error(e).await,
+        }
+    }
+}
+
+async fn accept_unix(
+    listener: UnixListener,
+    state: Arc<ServerState>,
+    limit: Arc<Semaphore>,
+    tracker: TaskTracker,
+    shutdown: CancellationToken,
+) {
+    let path = state.settings.unix_socket.clone().unwrap_or_default();
+    loop {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = shutdown.cancelled() => return,
+        };
+        match accepted {
+            Ok((stream, _)) => {
+                let info = ConnInfo {
+                    peer: format!("unix:{path}"),
+                    local: format!("unix:{path}"),
+                    last_cmd: AtomicU32::new(state.store.clock().now()),
+                };
+                admit(stream, info, &state, &limit, &tracker, &shutdown);
+            }
+            Err(e) => accept_error(e).await,
+        }
+    }
+}
+
+/// Out of file descriptors and similar: back off instead of spinning.
+async fn accept_error(e: io::Error) {
+    tracing::warn!(error = %e, "accept failed");
+    tokio::time::sleep(Duration::from_millis(10)).await;
+}
+
+fn admit<S: Socket + 'static>(
+    mut stream: S,
+    info: ConnInfo,
+    state: &Arc<ServerState>,
+    limit: &Arc<Semaphore>,
+    tracker: &TaskTracker,
+    shutdown: &CancellationToken,
+) {
+    let stats = &state.stats;
+    let Ok(permit) = limit.clone().try_acquire_owned() else {
+        // memcached's answer at its connection limit: tell the client, then hang up.
+        stats.rejected_connections.fetch_add(1, Ordering::Relaxed);
+        tracker.spawn(async move {
+            let _ = stream.write_all(b"ERROR Too many open connections\r\n").await;
+        });
+        return;
+    };
+    stats.total_connections.fetch_add(1, Ordering::Relaxed);
+    stats.curr_connections.fetch_add(1, Ordering::Relaxed);
+    let state = state.clone();
+    let shutdown = shutdown.clone();
+    tracker.spawn(async move {
+        let info = Arc::new(info);
+        let id = state.conns.add(info.clone());
+        if let Err(e) = serve(stream, &state, &info, &shutdown).await {
+            tracing::debug!(error = %e, "connection ended");
+        }
+        state.conns.remove(id);
+        state.stats.curr_connections.fetch_sub(1, Ordering::Relaxed);
+        drop(permit);
+    });
+}
+
+/// A node running on its own runtime thread, for tests and tools.
+pub struct RunningNode {
+    pub addr: SocketAddr,
+    pub state: Arc<ServerState>,
+    shutdown: CancellationToken,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl RunningNode {
+    /// Starts a node with `settings` (port 0 picks a free port).
+    pub fn start(settings: Settings) -> io::Result<RunningNode> {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(settings.threads.max(1))
+            .enable_all()
+            .build()?;
+        let state = ServerState::new(settings);
+        let listeners = rt.block_on(Listeners::bind(&state.settings))?;
+        let addr = listeners.tcp.as_ref().expect("tcp listener").local_addr()?;
+        let shutdown = CancellationToken::new();
+        let (st, sd) = (state.clone(), shutdown.clone());
+        let thread = std::thread::spawn(move || rt.block_on(run(st, listeners, sd)));
+        Ok(RunningNode {
+            addr,
+            state,
+            shutdown,
+            thread: Some(thread),
+        })
+    }
+
+    /// Stops the node and waits for it to finish.
+    pub fn stop(mut self) {
+        self.stop_inner();
+    }
+
+    fn stop_inner(&mut self) {
+        self.shutdown.cancel();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for RunningNode {
+    fn drop(&mut self) {
+        self.stop_inner();
+    }
+}

@@ -164,8 +164,9 @@ fn tokenize(line: &[u8]) -> ([&[u8]; MAX_TOKENS], usize) {
     (tokens, n)
 }
 
-/// memcached's `safe_strtoull`: decimal, nothing after it, a '-' only where the value is small.
+/// memcached's `safe_strtoull`: decimal with an optional '+', nothing after it.
 pub fn parse_u64(t: &[u8]) -> Option<u64> {
+    let t = t.strip_prefix(b"+").unwrap_or(t);
     if t.is_empty() || t.len() > 20 || !t.iter().all(u8::is_ascii_digit) {
         return None;
     }
@@ -176,7 +177,6 @@ pub fn parse_u64(t: &[u8]) -> Option<u64> {
 pub fn parse_i64(t: &[u8]) -> Option<i64> {
     let (neg, digits) = match t.first() {
         Some(b'-') => (true, &t[1..]),
-        Some(b'+') => (false, &t[1..]),
         _ => (false, t),
     };
     let v = parse_u64(digits)?;
@@ -192,9 +192,17 @@ fn parse_flags(t: &[u8]) -> Option<u32> {
     parse_u64(t).map(|v| v as u32)
 }
 
-/// memcached's `safe_strtol` into a 32-bit int, as used for a data block length.
-fn parse_i32(t: &[u8]) -> Option<i32> {
-    parse_i64(t).and_then(|v| i32::try_from(v).ok())
+/// memcached's `safe_strtol`: a 64-bit parse stored into a 32-bit int. memcached 1.6 truncates
+/// rather than rejects out-of-range values (a data length of 4294967297 means 1, an exptime of
+/// 4102444800 becomes negative, i.e. already expired), and the node must read the same bytes the
+/// same way.
+pub fn parse_i32(t: &[u8]) -> Option<i32> {
+    parse_i64(t).map(|v| v as i32)
+}
+
+/// An exptime token, as memcached reads it (see [`parse_i32`]).
+fn parse_exptime(t: &[u8]) -> Option<i64> {
+    parse_i32(t).map(i64::from)
 }
 
 fn reply<'a>(msg: &'static str, consumed: usize, noreply: bool) -> Error<'a> {
@@ -242,7 +250,7 @@ pub fn parse_request<'a>(
             if n < 3 {
                 return Err(reply(ERROR, next, false));
             }
-            let Some(exptime) = parse_i64(t[1]) else {
+            let Some(exptime) = parse_exptime(t[1]) else {
                 return Err(reply(INVALID_EXPTIME, next, false));
             };
             let keys = Keys(rest_after(line, t[2]));
@@ -268,7 +276,7 @@ pub fn parse_request<'a>(
             if key.len() > MAX_KEY_LEN {
                 return Err(reply(BAD_FORMAT, next, noreply));
             }
-            let (Some(flags), Some(exptime), Some(vlen)) = (parse_flags(t[2]), parse_i64(t[3]), parse_i32(t[4])) else {
+            let (Some(flags), Some(exptime), Some(vlen)) = (parse_flags(t[2]), parse_exptime(t[3]), parse_i32(t[4])) else {
                 return Err(reply(BAD_FORMAT, next, noreply));
             };
             let cas = if sc == StoreCmd::Cas {
@@ -352,7 +360,7 @@ pub fn parse_request<'a>(
             if t[1].len() > MAX_KEY_LEN {
                 return Err(reply(BAD_FORMAT, next, noreply));
             }
-            let Some(exptime) = parse_i64(t[2]) else {
+            let Some(exptime) = parse_exptime(t[2]) else {
                 return Err(reply(INVALID_EXPTIME, next, noreply));
             };
             Request::Touch { key: t[1], exptime, noreply }
@@ -364,7 +372,7 @@ pub fn parse_request<'a>(
             let delay = if n == (if noreply { 2 } else { 1 }) {
                 0
             } else {
-                match parse_i64(t[1]) {
+                match parse_exptime(t[1]) {
                     Some(d) => d,
                     None => return Err(reply(INVALID_EXPTIME, next, noreply)),
                 }

@@ -18,8 +18,11 @@ pub enum Step {
     Swallow { consumed: usize, swallow: usize },
     /// No complete request yet: read more.
     Incomplete,
-    /// Write what is in `out`, then close the connection (`quit`, or input memcached closes on).
+    /// Write what is in `out`, then close the connection (`quit`).
     Close,
+    /// Close the connection without writing the pending replies, as memcached does on input it
+    /// gives up on (a line that grows past the limit without a newline).
+    Abort,
 }
 
 /// Per-connection state the front ends keep between requests.

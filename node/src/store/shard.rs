@@ -3,8 +3,6 @@
 
 use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Weak};
-use std::time::Duration;
 
 use hashbrown::HashTable;
 use parking_lot::{Mutex, MutexGuard};
@@ -823,24 +821,6 @@ impl Store {
             id = prev;
         }
         removed
-    }
-
-    /// Starts the background thread that reclaims expired and flushed items, one shard per tick.
-    pub fn start_reclaimer(self: &Arc<Self>) {
-        let weak: Weak<Store> = Arc::downgrade(self);
-        let shards = self.shards.len();
-        std::thread::Builder::new()
-            .name("riven-reclaim".into())
-            .spawn(move || {
-                let mut next = 0usize;
-                loop {
-                    std::thread::sleep(Duration::from_millis(1000 / shards.min(100) as u64 + 1));
-                    let Some(store) = weak.upgrade() else { return };
-                    store.reclaim(next, 10_000);
-                    next = next.wrapping_add(1);
-                }
-            })
-            .expect("spawn reclaim thread");
     }
 
     pub fn stats(&self) -> StoreStats {

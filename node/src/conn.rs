@@ -1,0 +1,172 @@
+//! One client connection: read, hand every complete request to the front end, write all replies
+//! of the batch with one write.
+//!
+//! An idle connection holds no buffers: they are taken from a per-thread pool when bytes arrive
+//! and given back once everything read has been answered. This is what keeps tens of thousands
+//! of idle connections cheap.
+
+use std::cell::RefCell;
+use std::io;
+use std::sync::atomic::Ordering;
+
+use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpStream, UnixStream};
+use tokio_util::sync::CancellationToken;
+
+use crate::protocol::{binary, text, ConnState, Ctx, Step};
+use crate::server::{ConnInfo, ServerState};
+
+/// What the connection loop needs of a socket: readiness, a non-blocking read and writes.
+pub trait Socket: AsyncWrite + Unpin + Send {
+    fn readable(&self) -> impl std::future::Future<Output = io::Result<()>> + Send;
+    fn try_read_buf(&self, buf: &mut Vec<u8>) -> io::Result<usize>;
+}
+
+impl Socket for TcpStream {
+    fn readable(&self) -> impl std::future::Future<Output = io::Result<()>> + Send {
+        TcpStream::readable(self)
+    }
+    fn try_read_buf(&self, buf: &mut Vec<u8>) -> io::Result<usize> {
+        TcpStream::try_read_buf(self, buf)
+    }
+}
+
+impl Socket for UnixStream {
+    fn readable(&self) -> impl std::future::Future<Output = io::Result<()>> + Send {
+        UnixStream::readable(self)
+    }
+    fn try_read_buf(&self, buf: &mut Vec<u8>) -> io::Result<usize> {
+        UnixStream::try_read_buf(self, buf)
+    }
+}
+
+/// Size of a pooled read or write buffer.
+const BUF_SIZE: usize = 16 * 1024;
+/// Buffers that grew past this (a large value) are freed instead of pooled.
+const POOL_MAX_BUF: usize = 64 * 1024;
+/// Buffers kept per worker thread.
+const POOL_DEPTH: usize = 64;
+
+thread_local! {
+    static POOL: RefCell<Vec<Vec<u8>>> = const { RefCell::new(Vec::new()) };
+}
+
+fn take_buf() -> Vec<u8> {
+    POOL.with(|p| p.borrow_mut().pop()).unwrap_or_else(|| Vec::with_capacity(BUF_SIZE))
+}
+
+fn give_buf(buf: &mut Vec<u8>) {
+    let mut b = std::mem::take(buf);
+    if b.capacity() == 0 || b.capacity() > POOL_MAX_BUF {
+        return;
+    }
+    b.clear();
+    POOL.with(|p| {
+        let mut p = p.borrow_mut();
+        if p.len() < POOL_DEPTH {
+            p.push(b);
+        }
+    });
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Proto {
+    Text,
+    Binary,
+}
+
+/// memcached's binary protocol request magic.
+const BINARY_MAGIC: u8 = 0x80;
+
+/// Serves one connection until the peer closes, a front end asks to close, or shutdown (checked
+/// only between requests, so requests already read are answered).
+pub async fn serve<S: Socket>(mut sock: S, state: &ServerState, info: &ConnInfo, shutdown: &CancellationToken) -> io::Result<()> {
+    let mut rbuf: Vec<u8> = Vec::new();
+    let mut out: Vec<u8> = Vec::new();
+    let mut swallow = 0usize;
+    let mut proto = None;
+    let mut conn = ConnState::default();
+    let result = loop {
+        tokio::select! {
+            r = sock.readable() => r?,
+            _ = shutdown.cancelled() => break Ok(()),
+        }
+        if rbuf.capacity() == 0 {
+            rbuf = take_buf();
+        } else if rbuf.len() == rbuf.capacity() {
+            // A request larger than the buffer (a big value): grow geometrically.
+            rbuf.reserve(rbuf.len());
+        }
+        match sock.try_read_buf(&mut rbuf) {
+            Ok(0) => break Ok(()),
+            Ok(n) => {
+                state.stats.bytes_read.fetch_add(n as u64, Ordering::Relaxed);
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                if rbuf.is_empty() {
+                    give_buf(&mut rbuf);
+                }
+                continue;
+            }
+            Err(e) => break Err(e),
+        }
+        info.last_cmd.store(state.store.clock().now(), Ordering::Relaxed);
+
+        let mut pos = 0;
+        let mut close = false;
+        if swallow > 0 {
+            let k = swallow.min(rbuf.len());
+            pos = k;
+            swallow -= k;
+        }
+        if out.capacity() == 0 {
+            out = take_buf();
+        }
+        while pos < rbuf.len() {
+            let p = *proto.get_or_insert(if rbuf[pos] == BINARY_MAGIC { Proto::Binary } else { Proto::Text });
+            let mut ctx = Ctx { state, conn: &mut conn };
+            let step = match p {
+                Proto::Text => text::handle(&mut ctx, &rbuf[pos..], &mut out),
+                Proto::Binary => binary::handle(&mut ctx, &rbuf[pos..], &mut out),
+            };
+            match step {
+                Step::Done(n) => pos += n,
+                Step::Swallow { consumed, swallow: s } => {
+                    pos += consumed;
+                    let k = s.min(rbuf.len() - pos);
+                    pos += k;
+                    swallow = s - k;
+                }
+                Step::Incomplete => break,
+                Step::Close => {
+                    close = true;
+                    break;
+                }
+                Step::Abort => {
+                    out.clear();
+                    close = true;
+                    break;
+                }
+            }
+        }
+        if !out.is_empty() {
+            sock.write_all(&out).await?;
+            state.stats.bytes_written.fetch_add(out.len() as u64, Ordering::Relaxed);
+            out.clear();
+        }
+        if close {
+            break Ok(());
+        }
+        if pos == rbuf.len() {
+            rbuf.clear();
+            give_buf(&mut rbuf);
+            give_buf(&mut out);
+        } else {
+            rbuf.drain(..pos);
+        }
+    };
+    give_buf(&mut rbuf);
+    give_buf(&mut out);
+    let _ = sock.shutdown().await;
+    result
+}
