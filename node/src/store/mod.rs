@@ -215,3 +215,6 @@ pub use shard::Store;
 
 /// A shared handle to a store.
 pub type SharedStore = Arc<Store>;
+
+#[cfg(test)]
+mod tests;

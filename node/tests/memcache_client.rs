@@ -1,0 +1,51 @@
+//! An independent client from crates.io (`memcache`), over both the text and the binary protocol,
+//! stores and reads values from 0 B to 1 MiB against the node.
+
+mod common;
+
+use common::*;
+
+fn value(len: usize, seed: u8) -> Vec<u8> {
+    (0..len).map(|i| seed.wrapping_add((i % 251) as u8)).collect()
+}
+
+fn sizes() -> Vec<usize> {
+    vec![0, 1, 2, 100, 255, 256, 1000, 4096, 16_384, 65_536, 100_000, 500_000, 1 << 20]
+}
+
+fn check(url: &str) {
+    let client = memcache::Client::connect(url).expect("connect");
+    for (i, len) in sizes().into_iter().enumerate() {
+        let key = format!("size-{len}");
+        let v = value(len, i as u8);
+        client.set(&key, &v[..], 0).unwrap_or_else(|e| panic!("set {len} B over {url}: {e}"));
+        let back: Option<Vec<u8>> = client.get(&key).unwrap();
+        assert_eq!(back.as_deref(), Some(&v[..]), "{len} B over {url}");
+    }
+    // A few other commands through the same client.
+    client.set("counter", 10u64, 0).unwrap();
+    assert_eq!(client.increment("counter", 5).unwrap(), 15);
+    assert_eq!(client.decrement("counter", 20).unwrap(), 0);
+    assert!(client.add("counter", 1u64, 0).is_err());
+    client.append("size-1", "zz").unwrap();
+    assert!(client.delete("size-1").unwrap());
+    let missing: Option<Vec<u8>> = client.get("size-1").unwrap();
+    assert!(missing.is_none());
+    client.flush().unwrap();
+    let gone: Option<Vec<u8>> = client.get("size-100").unwrap();
+    assert!(gone.is_none());
+}
+
+#[test]
+fn memcache_crate_text_and_binary() {
+    // -I 2m so that a value of exactly 1 MiB fits with its key and item overhead, as it would in
+    // memcached started with the same flag.
+    let node = start_node(riven_node::server::Settings {
+        item_size_max: 2 << 20,
+        memory_bytes: 64 << 20,
+        ..test_settings()
+    });
+    let port = node.addr.port();
+    check(&format!("memcache://127.0.0.1:{port}?protocol=ascii"));
+    check(&format!("memcache://127.0.0.1:{port}"));
+}
