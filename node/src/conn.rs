@@ -86,10 +86,15 @@ pub async fn serve<S: Socket>(mut sock: S, state: &ServerState, info: &ConnInfo,
     let mut swallow = 0usize;
     let mut proto = None;
     let mut conn = ConnState::default();
+    // Created once: polling it registers with the token a single time, instead of taking the
+    // token's lock on every request.
+    let cancelled = shutdown.cancelled();
+    tokio::pin!(cancelled);
     let result = loop {
         tokio::select! {
+            biased;
+            _ = &mut cancelled => break Ok(()),
             r = sock.readable() => r?,
-            _ = shutdown.cancelled() => break Ok(()),
         }
         if rbuf.capacity() == 0 {
             rbuf = take_buf();

@@ -7,7 +7,6 @@
 //!   the previous owner happen-before the reads of the next;
 //! - items are read and changed only under the lock of the shard whose table holds them.
 
-use std::alloc::{alloc_zeroed, dealloc, Layout};
 use std::sync::atomic::{AtomicU32, Ordering};
 
 /// "No chunk": the end of a chain, or an empty list.
@@ -45,7 +44,7 @@ pub(crate) const HEADER: usize = std::mem::size_of::<Header>();
 
 pub(crate) struct Arena {
     base: *mut u8,
-    layout: Layout,
+    bytes: usize,
     chunk_size: usize,
     nchunks: u32,
     /// Next chunk of a chain (item data or a free list).
@@ -60,25 +59,35 @@ unsafe impl Sync for Arena {}
 
 impl Drop for Arena {
     fn drop(&mut self) {
-        // SAFETY: allocated in `new` with this layout.
-        unsafe { dealloc(self.base, self.layout) }
+        // SAFETY: mapped in `new` with this length; nothing refers to it any more.
+        unsafe { libc::munmap(self.base.cast(), self.bytes) };
     }
 }
 
 impl Arena {
-    /// Reserves `bytes` of memory as chunks of `chunk_size`. Pages are zeroed lazily by the OS,
-    /// so the resident size grows only as chunks are first used.
+    /// Reserves `bytes` of memory as chunks of `chunk_size`. The memory is an anonymous mapping,
+    /// so the resident size grows only as chunks are first used, and never past `bytes`.
     pub fn new(bytes: usize, chunk_size: usize) -> Arena {
         assert!(chunk_size >= 64 && chunk_size % 8 == 0, "chunk size must be a multiple of 8, at least 64");
         let nchunks = (bytes / chunk_size).clamp(2, (NIL - 1) as usize) as u32;
-        let layout = Layout::from_size_align(nchunks as usize * chunk_size, 64).expect("arena layout");
-        // SAFETY: layout has non-zero size.
-        let base = unsafe { alloc_zeroed(layout) };
-        assert!(!base.is_null(), "cannot allocate the {} byte arena", layout.size());
+        let bytes = nchunks as usize * chunk_size;
+        // SAFETY: a fresh private anonymous mapping; the result is checked.
+        let base = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                bytes,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+                -1,
+                0,
+            )
+        };
+        assert!(base != libc::MAP_FAILED, "cannot map the {bytes} byte arena");
+        let base = base.cast::<u8>();
         let links = (0..nchunks).map(|_| AtomicU32::new(NIL)).collect();
         Arena {
             base,
-            layout,
+            bytes,
             chunk_size,
             nchunks,
             links,
@@ -123,7 +132,7 @@ impl Arena {
     #[inline]
     #[allow(clippy::mut_from_ref)]
     pub unsafe fn header(&self, id: u32) -> &mut Header {
-        // SAFETY: chunks are 64-aligned in a 64-aligned block, and HEADER < chunk_size; the caller
+        // SAFETY: chunks are 8-aligned in a page-aligned block, and HEADER < chunk_size; the caller
         // guarantees exclusive access.
         unsafe { &mut *(self.chunk_ptr(id) as *mut Header) }
     }

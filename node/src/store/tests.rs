@@ -93,7 +93,7 @@ fn freed_memory_serves_any_size() {
 }
 
 #[test]
-fn too_large_and_out_of_memory() {
+fn too_large_is_refused() {
     let s = store_with(1 << 20, 128);
     assert_eq!(set(&s, b"k", &vec![0; (1 << 19) + 1]), StoreOutcome::TooLarge);
 }

@@ -17,11 +17,7 @@ pub struct Memcached {
 
 /// A port nobody listens on right now.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 fn memcached_bin() -> String {
@@ -47,10 +43,7 @@ impl Memcached {
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
         let deadline = Instant::now() + Duration::from_secs(10);
         while TcpStream::connect(addr).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "memcached did not start on {addr}"
-            );
+            assert!(Instant::now() < deadline, "memcached did not start on {addr}");
             std::thread::sleep(Duration::from_millis(20));
         }
         Memcached { child, addr }
@@ -141,10 +134,7 @@ pub fn normalize_text(reply: &[u8]) -> String {
             let parts: Vec<&str> = v.split(' ').collect();
             let len: usize = parts.get(2).and_then(|l| l.parse().ok()).unwrap_or(0);
             if parts.len() == 4 {
-                out.push_str(&format!(
-                    "VALUE {} {} {} <cas>\n",
-                    parts[0], parts[1], parts[2]
-                ));
+                out.push_str(&format!("VALUE {} {} {} <cas>\n", parts[0], parts[1], parts[2]));
             } else {
                 out.push_str(&format!("{text}\n"));
             }
