@@ -79,7 +79,7 @@ enum Proto {
 const BINARY_MAGIC: u8 = 0x80;
 
 /// Serves one connection until the peer closes, a front end asks to close, or shutdown (checked
-/// only between requests, so requests already read are answered).
+/// only between requests, so a request already started is read to its end and answered).
 pub async fn serve<S: Socket>(mut sock: S, state: &ServerState, info: &ConnInfo, shutdown: &CancellationToken) -> io::Result<()> {
     let mut rbuf: Vec<u8> = Vec::new();
     let mut out: Vec<u8> = Vec::new();
@@ -91,10 +91,16 @@ pub async fn serve<S: Socket>(mut sock: S, state: &ServerState, info: &ConnInfo,
     let cancelled = shutdown.cancelled();
     tokio::pin!(cancelled);
     let result = loop {
-        tokio::select! {
-            biased;
-            _ = &mut cancelled => break Ok(()),
-            r = sock.readable() => r?,
+        if rbuf.is_empty() {
+            // Between requests: shutdown may end the connection here.
+            tokio::select! {
+                biased;
+                _ = &mut cancelled => break Ok(()),
+                r = sock.readable() => r?,
+            }
+        } else {
+            // Part of a request is read: finish it first (the server's drain timeout bounds this).
+            sock.readable().await?;
         }
         if rbuf.capacity() == 0 {
             rbuf = take_buf();
