@@ -287,7 +287,7 @@ pub fn parse_request<'a>(
             } else {
                 0
             };
-            if vlen < 0 || vlen > i32::MAX - 2 {
+            if !(0..=i32::MAX - 2).contains(&vlen) {
                 return Err(reply(BAD_FORMAT, next, noreply));
             }
             let vlen = vlen as usize;
