@@ -8,13 +8,7 @@ use riven_proto::text::{self, reply, Error, Keys, Request, StoreCmd};
 use super::{meta, Ctx, Step};
 use crate::store::{ArithOutcome, ArithReq, DeleteOutcome, Mode, ReadOpts, StoreOutcome, StoreReq};
 
-/// memcached's item overhead: header (48) + CAS (8) + the key's NUL + the data's `\r\n`, plus 4
-/// bytes when client flags are set. Used so the largest accepted value is the same as memcached's
-/// for the same `-I`.
-pub fn item_size_ok(item_size_max: usize, key_len: usize, flags: u32, value_len: usize) -> bool {
-    let overhead = 48 + 8 + 1 + 2 + if flags != 0 { 4 } else { 0 };
-    key_len + value_len + overhead <= item_size_max
-}
+pub use crate::store::item_size_ok;
 
 pub fn handle(ctx: &mut Ctx<'_>, buf: &[u8], out: &mut Vec<u8>) -> Step {
     let settings = &ctx.state.settings;

@@ -28,7 +28,7 @@ pub struct StoreConfig {
     pub memory_bytes: usize,
     /// Size of one chunk in bytes (header included in the first chunk).
     pub chunk_size: usize,
-    /// Largest value accepted, in bytes (memcached's `-I`).
+    /// Largest item accepted, in bytes (memcached's `-I`; see [`item_size_ok`]).
     pub item_size_max: usize,
     /// Number of shards (rounded up to a power of two).
     pub shards: usize,
@@ -43,6 +43,15 @@ impl Default for StoreConfig {
             shards: 64,
         }
     }
+}
+
+/// Whether an item fits under memcached's `-I` limit: memcached counts its item header (48),
+/// the CAS (8), the key's NUL, the data's `\r\n`, and 4 bytes when client flags are set. Every
+/// front end and the store use this one rule, so the largest accepted value is memcached's for
+/// the same `-I`, to the byte.
+pub fn item_size_ok(item_size_max: usize, key_len: usize, flags: u32, value_len: usize) -> bool {
+    let overhead = 48 + 8 + 1 + 2 + if flags != 0 { 4 } else { 0 };
+    key_len + value_len + overhead <= item_size_max
 }
 
 /// An absolute expiry in server seconds (see [`Clock`]); 0 means never.
@@ -83,7 +92,7 @@ pub enum StoreOutcome {
     NotStored,
     Exists,
     NotFound,
-    /// The value is larger than `item_size_max` (or the whole arena).
+    /// The item is larger than `item_size_max` allows (see [`item_size_ok`]).
     TooLarge,
     /// Memory could not be found even after evicting.
     OutOfMemory,

@@ -492,7 +492,7 @@ impl Store {
     /// Stores a value with memcached's storage semantics.
     pub fn store(&self, req: &StoreReq<'_>) -> StoreOutcome {
         self.check_flush();
-        if req.value.len() > self.cfg.item_size_max || req.key.len() > u8::MAX as usize {
+        if !item_size_ok(self.cfg.item_size_max, req.key.len(), req.flags, req.value.len()) || req.key.len() > u8::MAX as usize {
             return StoreOutcome::TooLarge;
         }
         let (hash, si) = self.hash(req.key);
@@ -564,7 +564,7 @@ impl Store {
                 (h.cas, h.value_len as usize, h.flags, Expiry(h.expiry))
             };
             let total = old_len + req.value.len();
-            if total > self.cfg.item_size_max {
+            if !item_size_ok(self.cfg.item_size_max, req.key.len(), flags, total) {
                 return StoreOutcome::TooLarge;
             }
             // memcached keeps the existing item's flags and expiry on append/prepend.

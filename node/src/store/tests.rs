@@ -95,7 +95,22 @@ fn freed_memory_serves_any_size() {
 #[test]
 fn too_large_is_refused() {
     let s = store_with(1 << 20, 128);
-    assert_eq!(set(&s, b"k", &vec![0; (1 << 19) + 1]), StoreOutcome::TooLarge);
+    // memcached's overhead rule: key + value + 59 bytes must fit in item_size_max.
+    let max = (1 << 19) - 59 - 1;
+    assert!(matches!(set(&s, b"k", &vec![0; max]), StoreOutcome::Stored { .. }));
+    assert_eq!(set(&s, b"k", &vec![0; max + 1]), StoreOutcome::TooLarge);
+    // Appending past the limit is refused too, and the old value stays.
+    let append = s.store(&StoreReq {
+        mode: Mode::Append,
+        key: b"k",
+        flags: 0,
+        expiry: Expiry::NEVER,
+        value: b"x",
+        cas: None,
+        invalidate: false,
+    });
+    assert_eq!(append, StoreOutcome::TooLarge);
+    assert_eq!(get(&s, b"k").map(|v| v.len()), Some(max));
 }
 
 #[test]
