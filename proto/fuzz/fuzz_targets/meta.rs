@@ -54,7 +54,9 @@ fn check_reply(req: &Request<'_>) {
     reply::status(&mut out, Code::Hd, &req.flags, &v);
     let (resp, used) = client::parse_response(&out).expect("a reply we wrote parses");
     assert_eq!(used, out.len());
-    let Response::Status { code: Code::Hd, flags } = resp else { panic!("{resp:?}") };
+    let Response::Status { code: Code::Hd, flags } = resp else {
+        panic!("{resp:?}")
+    };
     if let Some(o) = req.flags.opaque {
         assert_eq!(flags.opaque(), Some(o));
     }
@@ -110,16 +112,28 @@ fn check_round_trip(req: &Request<'_>) {
     if composed.is_err() {
         return;
     }
-    let end = out.iter().position(|&b| b == b'\r').expect("composed line ends in \\r\\n");
+    let end = out
+        .iter()
+        .position(|&b| b == b'\r')
+        .expect("composed line ends in \\r\\n");
     let mut buf: KeyBuf = [0; 250];
     let again = parse_request(&out[..end], &mut buf).expect("a composed request parses");
     assert_eq!(again.command, req.command);
     assert_eq!(again.key, req.key);
     let (a, b) = (&again.flags, &req.flags);
     assert_eq!(a.order(), b.order());
-    assert_eq!((a.base64, a.quiet, a.no_bump, a.value, a.invalidate), (b.base64, b.quiet, b.no_bump, b.value, b.invalidate));
-    assert_eq!((a.opaque, a.vivify, a.recache, a.ttl), (b.opaque, b.vivify, b.recache, b.ttl));
-    assert_eq!((a.cas, a.client_flags, a.delta, a.initial), (b.cas, b.client_flags, b.delta, b.initial));
+    assert_eq!(
+        (a.base64, a.quiet, a.no_bump, a.value, a.invalidate),
+        (b.base64, b.quiet, b.no_bump, b.value, b.invalidate)
+    );
+    assert_eq!(
+        (a.opaque, a.vivify, a.recache, a.ttl),
+        (b.opaque, b.vivify, b.recache, b.ttl)
+    );
+    assert_eq!(
+        (a.cas, a.client_flags, a.delta, a.initial),
+        (b.cas, b.client_flags, b.delta, b.initial)
+    );
 }
 
 fn check_response(data: &[u8]) {
