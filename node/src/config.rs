@@ -131,7 +131,7 @@ pub fn validate(s: &Settings) -> Result<(), String> {
     if s.item_size_max > s.memory_bytes / 2 {
         return Err("item size (-I) cannot be more than half of the memory limit (-m)".into());
     }
-    if s.chunk_size < 64 || s.chunk_size % 8 != 0 {
+    if s.chunk_size < 64 || !s.chunk_size.is_multiple_of(8) {
         return Err("chunk size must be a multiple of 8, at least 64".into());
     }
     if s.threads == 0 || s.max_connections == 0 {

@@ -68,7 +68,7 @@ impl Arena {
     /// Reserves `bytes` of memory as chunks of `chunk_size`. The memory is an anonymous mapping,
     /// so the resident size grows only as chunks are first used, and never past `bytes`.
     pub fn new(bytes: usize, chunk_size: usize) -> Arena {
-        assert!(chunk_size >= 64 && chunk_size % 8 == 0, "chunk size must be a multiple of 8, at least 64");
+        assert!(chunk_size >= 64 && chunk_size.is_multiple_of(8), "chunk size must be a multiple of 8, at least 64");
         let nchunks = (bytes / chunk_size).clamp(2, (NIL - 1) as usize) as u32;
         let bytes = nchunks as usize * chunk_size;
         // SAFETY: a fresh private anonymous mapping; the result is checked.
