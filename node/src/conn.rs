@@ -121,7 +121,7 @@ pub async fn serve<S: Socket>(mut sock: S, state: &ServerState, info: &ConnInfo,
             }
             Err(e) => break Err(e),
         }
-        info.last_cmd.store(state.store.clock().now(), Ordering::Relaxed);
+        info.last_cmd.store(state.engine.clock().now(), Ordering::Relaxed);
 
         let mut pos = 0;
         let mut close = false;
@@ -137,8 +137,8 @@ pub async fn serve<S: Socket>(mut sock: S, state: &ServerState, info: &ConnInfo,
             let p = *proto.get_or_insert(if rbuf[pos] == BINARY_MAGIC { Proto::Binary } else { Proto::Text });
             let mut ctx = Ctx { state, conn: &mut conn };
             let step = match p {
-                Proto::Text => text::handle(&mut ctx, &rbuf[pos..], &mut out),
-                Proto::Binary => binary::handle(&mut ctx, &rbuf[pos..], &mut out),
+                Proto::Text => text::handle(&mut ctx, &rbuf[pos..], &mut out).await,
+                Proto::Binary => binary::handle(&mut ctx, &rbuf[pos..], &mut out).await,
             };
             match step {
                 Step::Done(n) => pos += n,

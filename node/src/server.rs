@@ -18,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::conn::{serve, Socket};
+use crate::engine::Engine;
 use crate::store::{Store, StoreConfig};
 
 /// Limits and settings a running node enforces and reports in `stats settings`.
@@ -114,7 +115,7 @@ impl ConnRegistry {
 
 /// What every connection shares.
 pub struct ServerState {
-    pub store: Store,
+    pub engine: Engine,
     pub settings: Settings,
     pub stats: ServerStats,
     pub verbosity: AtomicU8,
@@ -124,9 +125,9 @@ pub struct ServerState {
 
 impl ServerState {
     pub fn new(settings: Settings) -> Arc<ServerState> {
-        let store = Store::new(settings.store_config());
+        let engine = Engine::Memory(Store::new(settings.store_config()));
         Arc::new(ServerState {
-            store,
+            engine,
             settings,
             stats: ServerStats::default(),
             verbosity: AtomicU8::new(0),
@@ -213,7 +214,7 @@ async fn reclaim(state: Arc<ServerState>, shutdown: CancellationToken) {
             _ = tick.tick() => {}
             _ = shutdown.cancelled() => return,
         }
-        state.store.reclaim(shard, 10_000);
+        state.engine.reclaim(shard, 10_000);
         shard = shard.wrapping_add(1);
     }
 }
@@ -237,7 +238,7 @@ async fn accept_tcp(
                 let info = ConnInfo {
                     peer: format!("tcp:{peer}"),
                     local: format!("tcp:{local}"),
-                    last_cmd: AtomicU32::new(state.store.clock().now()),
+                    last_cmd: AtomicU32::new(state.engine.clock().now()),
                 };
                 admit(stream, info, &state, &limit, &tracker, &shutdown);
             }
@@ -264,7 +265,7 @@ async fn accept_unix(
                 let info = ConnInfo {
                     peer: format!("unix:{path}"),
                     local: format!("unix:{path}"),
-                    last_cmd: AtomicU32::new(state.store.clock().now()),
+                    last_cmd: AtomicU32::new(state.engine.clock().now()),
                 };
                 admit(stream, info, &state, &limit, &tracker, &shutdown);
             }

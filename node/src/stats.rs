@@ -34,8 +34,8 @@ fn rusage() -> (f64, f64) {
 }
 
 fn general(state: &ServerState, put: &mut Put<'_>) {
-    let s = state.store.stats();
-    let clock = state.store.clock();
+    let s = state.engine.stats();
+    let clock = state.engine.clock();
     let st = &state.stats;
     let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
     let (user, system) = rusage();
@@ -106,7 +106,7 @@ fn settings(state: &ServerState, put: &mut Put<'_>) {
 
 fn items(state: &ServerState, put: &mut Put<'_>) {
     // One class: every item is made of the same chunks.
-    let s = state.store.stats();
+    let s = state.engine.stats();
     if s.curr_items == 0 {
         return;
     }
@@ -119,7 +119,7 @@ fn items(state: &ServerState, put: &mut Put<'_>) {
 }
 
 fn slabs(state: &ServerState, put: &mut Put<'_>) {
-    let s = state.store.stats();
+    let s = state.engine.stats();
     put("1:chunk_size", &s.chunk_size);
     put("1:total_chunks", &s.total_chunks);
     put("1:used_chunks", &s.used_chunks);
@@ -137,7 +137,7 @@ fn slabs(state: &ServerState, put: &mut Put<'_>) {
 }
 
 fn conns(state: &ServerState, put: &mut Put<'_>) {
-    let now = state.store.clock().now();
+    let now = state.engine.clock().now();
     for (id, info) in state.conns.snapshot() {
         put(&format!("{id}:addr"), &info.peer);
         put(&format!("{id}:listen_addr"), &info.local);

@@ -30,10 +30,11 @@ use riven_proto::MAX_KEY_LEN;
 
 use super::text::item_size_ok;
 use super::{Ctx, Step};
+use crate::engine::{Backend, BackendError};
 use crate::store::{ArithOutcome, ArithReq, DeleteOutcome, Mode, ReadOpts, StoreOutcome, StoreReq};
 
 /// Handles the request at the start of `buf` (which starts at a request header).
-pub fn handle(ctx: &mut Ctx<'_>, buf: &[u8], out: &mut Vec<u8>) -> Step {
+pub async fn handle(ctx: &mut Ctx<'_>, buf: &[u8], out: &mut Vec<u8>) -> Step {
     let h = match parse_request_header(buf) {
         Ok(h) => h,
         Err(ParseError::Incomplete) => return Step::Incomplete,
@@ -74,17 +75,20 @@ pub fn handle(ctx: &mut Ctx<'_>, buf: &[u8], out: &mut Vec<u8>) -> Step {
         value_len,
     };
     match cmd {
-        Opcode::GET | Opcode::GETK | Opcode::TOUCH | Opcode::GAT | Opcode::GATK => read(ctx, &req, &r, out),
+        Opcode::GET | Opcode::GETK | Opcode::TOUCH | Opcode::GAT | Opcode::GATK => read(ctx, &req, &r, out).await,
         Opcode::SET | Opcode::ADD | Opcode::REPLACE | Opcode::APPEND | Opcode::PREPEND => {
-            store(ctx, &req, &r, buf, out)
+            store(ctx, &req, &r, buf, out).await
         }
-        Opcode::DELETE => delete(ctx, &req, &r, out),
-        Opcode::INCREMENT | Opcode::DECREMENT => arith(ctx, &req, &r, out),
+        Opcode::DELETE => delete(ctx, &req, &r, out).await,
+        Opcode::INCREMENT | Opcode::DECREMENT => arith(ctx, &req, &r, out).await,
         Opcode::FLUSH => {
             let exptime = parse_u32_extras(extras).unwrap_or(0);
-            ctx.state.store.flush_all(i64::from(exptime));
+            let done = ctx.state.engine.flush_all(i64::from(exptime)).await;
             ctx.state.stats.cmd_flush.fetch_add(1, Ordering::Relaxed);
-            r.success(out, &req, 0);
+            match done {
+                Ok(()) => r.success(out, &req, 0),
+                Err(e) => r.backend_error(out, &e),
+            }
             Step::Done(head_len)
         }
         Opcode::NOOP => {
@@ -207,6 +211,16 @@ impl Reply {
         self.put(out, &res);
     }
 
+    /// A tier could not serve the request: a temporary failure, with the reason as the body.
+    fn backend_error(&self, out: &mut Vec<u8>, e: &BackendError) {
+        let msg = e.to_string();
+        let res = Response {
+            value: msg.as_bytes(),
+            ..self.response(Status::ETMPFAIL)
+        };
+        self.put(out, &res);
+    }
+
     /// An empty success reply carrying `cas`, unless the request is quiet.
     fn success(&self, out: &mut Vec<u8>, req: &Head<'_>, cas: u64) {
         if !req.quiet {
@@ -222,8 +236,8 @@ impl Reply {
 }
 
 /// GET, GETK, TOUCH, GAT, GATK and their quiet twins.
-fn read(ctx: &Ctx<'_>, req: &Head<'_>, r: &Reply, out: &mut Vec<u8>) -> Step {
-    let store = &ctx.state.store;
+async fn read(ctx: &Ctx<'_>, req: &Head<'_>, r: &Reply, out: &mut Vec<u8>) -> Step {
+    let engine = &ctx.state.engine;
     let touch = matches!(req.cmd, Opcode::TOUCH | Opcode::GAT | Opcode::GATK);
     let with_key = matches!(req.cmd, Opcode::GETK | Opcode::GATK);
     // TOUCH answers with the flags and CAS only.
@@ -231,14 +245,14 @@ fn read(ctx: &Ctx<'_>, req: &Head<'_>, r: &Reply, out: &mut Vec<u8>) -> Step {
     let opts = ReadOpts {
         touch: if touch {
             let exptime = parse_u32_extras(req.extras).unwrap_or(0);
-            Some(store.clock().expiry(i64::from(exptime)))
+            Some(engine.clock().expiry(i64::from(exptime)))
         } else {
             None
         },
         ..ReadOpts::default()
     };
     let key = req.key;
-    let hit = store.read(key, &opts, |item| {
+    let hit = engine.read(key, &opts, |item| {
         let flags = u32_extras(item.flags);
         let res = Response {
             cas: item.cas,
@@ -253,6 +267,13 @@ fn read(ctx: &Ctx<'_>, req: &Head<'_>, r: &Reply, out: &mut Vec<u8>) -> Step {
             Err(_) => r.internal_error(out),
         }
     });
+    let hit = match hit.await {
+        Ok(hit) => hit,
+        Err(e) => {
+            r.backend_error(out, &e);
+            return Step::Done(req.head_len);
+        }
+    };
     if hit.is_none() && !req.quiet {
         if with_key {
             // GETK and GATK misses echo the key, with no message.
@@ -272,16 +293,16 @@ fn read(ctx: &Ctx<'_>, req: &Head<'_>, r: &Reply, out: &mut Vec<u8>) -> Step {
 }
 
 /// SET, ADD, REPLACE, APPEND, PREPEND and their quiet twins.
-fn store(ctx: &Ctx<'_>, req: &Head<'_>, r: &Reply, buf: &[u8], out: &mut Vec<u8>) -> Step {
+async fn store(ctx: &Ctx<'_>, req: &Head<'_>, r: &Reply, buf: &[u8], out: &mut Vec<u8>) -> Step {
     let state = ctx.state;
-    let store = &state.store;
+    let engine = &state.engine;
     let extras = StoreExtras::parse(req.extras).unwrap_or(StoreExtras { flags: 0, exptime: 0 });
     if !item_size_ok(state.settings.item_size_max, req.key.len(), extras.flags, req.value_len) {
         r.error(out, Status::E2BIG);
         // memcached drops the old value of a SET it could not store, so readers do not go on
         // seeing the value the client meant to replace.
         if req.cmd == Opcode::SET {
-            store.delete(req.key, None);
+            let _ = engine.delete(req.key, None).await;
         }
         return swallow(req.head_len, req.value_len);
     }
@@ -300,15 +321,22 @@ fn store(ctx: &Ctx<'_>, req: &Head<'_>, r: &Reply, buf: &[u8], out: &mut Vec<u8>
         Opcode::REPLACE => Mode::Replace,
         _ => Mode::Set,
     };
-    let outcome = store.store(&StoreReq {
+    let store_req = StoreReq {
         mode,
         key: req.key,
         flags: extras.flags,
-        expiry: store.clock().expiry(i64::from(extras.exptime)),
+        expiry: engine.clock().expiry(i64::from(extras.exptime)),
         value,
         cas,
         invalidate: false,
-    });
+    };
+    let outcome = match engine.store(&store_req).await {
+        Ok(o) => o,
+        Err(e) => {
+            r.backend_error(out, &e);
+            return Step::Done(frame_len);
+        }
+    };
     match outcome {
         StoreOutcome::Stored { cas } => r.success(out, req, cas),
         StoreOutcome::Exists => r.error(out, Status::KEY_EEXISTS),
@@ -328,34 +356,42 @@ fn store(ctx: &Ctx<'_>, req: &Head<'_>, r: &Reply, buf: &[u8], out: &mut Vec<u8>
     Step::Done(frame_len)
 }
 
-fn delete(ctx: &Ctx<'_>, req: &Head<'_>, r: &Reply, out: &mut Vec<u8>) -> Step {
+async fn delete(ctx: &Ctx<'_>, req: &Head<'_>, r: &Reply, out: &mut Vec<u8>) -> Step {
     let cas = (req.h.cas != 0).then_some(req.h.cas);
-    match ctx.state.store.delete(req.key, cas) {
-        DeleteOutcome::Deleted => r.success(out, req, 0),
-        DeleteOutcome::NotFound => r.error(out, Status::KEY_ENOENT),
-        DeleteOutcome::Exists => r.error(out, Status::KEY_EEXISTS),
+    match ctx.state.engine.delete(req.key, cas).await {
+        Ok(DeleteOutcome::Deleted) => r.success(out, req, 0),
+        Ok(DeleteOutcome::NotFound) => r.error(out, Status::KEY_ENOENT),
+        Ok(DeleteOutcome::Exists) => r.error(out, Status::KEY_EEXISTS),
+        Err(e) => r.backend_error(out, &e),
     }
     Step::Done(req.head_len)
 }
 
 /// INCREMENT, DECREMENT and their quiet twins: a miss creates the item with the initial value,
 /// unless the exptime is 0xffffffff.
-fn arith(ctx: &Ctx<'_>, req: &Head<'_>, r: &Reply, out: &mut Vec<u8>) -> Step {
-    let store = &ctx.state.store;
+async fn arith(ctx: &Ctx<'_>, req: &Head<'_>, r: &Reply, out: &mut Vec<u8>) -> Step {
+    let engine = &ctx.state.engine;
     let Some(a) = ArithExtras::parse(req.extras) else {
         // shape_ok let only 20-byte extras through.
         r.error(out, Status::EINVAL);
         return Step::Close;
     };
-    let vivify = (a.exptime != ArithExtras::NO_CREATE).then(|| (a.initial, store.clock().expiry(i64::from(a.exptime))));
-    let outcome = store.arith(&ArithReq {
+    let vivify = (a.exptime != ArithExtras::NO_CREATE).then(|| (a.initial, engine.clock().expiry(i64::from(a.exptime))));
+    let arith_req = ArithReq {
         key: req.key,
         incr: req.cmd == Opcode::INCREMENT,
         delta: a.delta,
         cas: (req.h.cas != 0).then_some(req.h.cas),
         vivify,
         touch: None,
-    });
+    };
+    let outcome = match engine.arith(&arith_req).await {
+        Ok(o) => o,
+        Err(e) => {
+            r.backend_error(out, &e);
+            return Step::Done(req.head_len);
+        }
+    };
     match outcome {
         ArithOutcome::Done { value, cas, .. } => {
             if !req.quiet {
@@ -456,7 +492,7 @@ mod tests {
         let mut pos = 0;
         while pos < input.len() {
             let mut ctx = Ctx { state, conn: &mut conn };
-            match handle(&mut ctx, &input[pos..], &mut out) {
+            match crate::protocol::block_on(handle(&mut ctx, &input[pos..], &mut out)) {
                 Step::Done(n) => pos += n,
                 Step::Swallow { consumed, swallow } => pos = (pos + consumed + swallow).min(input.len()),
                 Step::Incomplete => break,
@@ -597,10 +633,10 @@ mod tests {
             state: &st,
             conn: &mut conn,
         };
-        let Step::Done(n) = handle(&mut ctx, &input, &mut out) else {
+        let Step::Done(n) = crate::protocol::block_on(handle(&mut ctx, &input, &mut out)) else {
             panic!()
         };
-        let step = handle(&mut ctx, &input[n..], &mut out);
+        let step = crate::protocol::block_on(handle(&mut ctx, &input[n..], &mut out));
         assert_eq!(
             step,
             Step::Swallow {

@@ -12,11 +12,13 @@ use riven_proto::MAX_KEY_LEN;
 
 use super::text::item_size_ok;
 use super::{Ctx, Step};
+use super::text::server_error;
+use crate::engine::Backend;
 use crate::store::{ArithOutcome, ArithReq, DeleteOutcome, Expiry, Mode, ReadOpts, StoreOutcome, StoreReq};
 
 /// Handles one meta request. `buf[..line_end]` is its line without the terminator and `next`
 /// the index after the `\n`; an `ms` data block follows at `buf[next..]`.
-pub fn handle(ctx: &mut Ctx<'_>, buf: &[u8], line_end: usize, next: usize, out: &mut Vec<u8>) -> Step {
+pub async fn handle(ctx: &mut Ctx<'_>, buf: &[u8], line_end: usize, next: usize, out: &mut Vec<u8>) -> Step {
     let mut key_buf: KeyBuf = [0; MAX_KEY_LEN];
     let req = match meta::parse_request(&buf[..line_end], &mut key_buf) {
         Ok(req) => req,
@@ -35,12 +37,12 @@ pub fn handle(ctx: &mut Ctx<'_>, buf: &[u8], line_end: usize, next: usize, out: 
     };
     let start = out.len();
     match req.command {
-        Command::Get => get(ctx, &req, out),
-        Command::Set => return set(ctx, &req, &buf[next..], next, out),
-        Command::Delete => delete(ctx, &req, out),
-        Command::Arith => arith(ctx, &req, out),
+        Command::Get => get(ctx, &req, out).await,
+        Command::Set => return set(ctx, &req, &buf[next..], next, out).await,
+        Command::Delete => delete(ctx, &req, out).await,
+        Command::Arith => arith(ctx, &req, out).await,
         Command::Noop => reply::noop(out),
-        Command::Debug => debug(ctx, &req, out),
+        Command::Debug => debug(ctx, &req, out).await,
     }
     // memcached checks some things only while writing the reply, after the command took effect.
     if let Some(e) = req.late_error {
@@ -52,7 +54,7 @@ pub fn handle(ctx: &mut Ctx<'_>, buf: &[u8], line_end: usize, next: usize, out: 
 
 /// An exptime token as memcached reads it (0 never, <= 30 days relative, else absolute).
 fn expiry(ctx: &Ctx<'_>, exptime: i32) -> Expiry {
-    ctx.state.store.clock().expiry(exptime as i64)
+    ctx.state.engine.clock().expiry(exptime as i64)
 }
 
 /// `O` and `k` only: what every reply without an item carries.
@@ -64,8 +66,8 @@ fn key_only<'k>(req: &Request<'k>) -> ReturnValues<'k> {
     }
 }
 
-fn get(ctx: &Ctx<'_>, req: &Request<'_>, out: &mut Vec<u8>) {
-    let store = &ctx.state.store;
+async fn get(ctx: &Ctx<'_>, req: &Request<'_>, out: &mut Vec<u8>) {
+    let engine = &ctx.state.engine;
     let f = &req.flags;
     let touch = f.ttl.map(|t| expiry(ctx, t));
     let opts = ReadOpts {
@@ -78,10 +80,10 @@ fn get(ctx: &Ctx<'_>, req: &Request<'_>, out: &mut Vec<u8>) {
             .recache
             .map(|r| expiry(ctx, r))
             .filter(|e| *e != Expiry::NEVER)
-            .map(|e| e.0.saturating_sub(store.clock().now())),
+            .map(|e| e.0.saturating_sub(engine.clock().now())),
     };
-    let ttl_after_touch = touch.map(|e| store.clock().ttl(e));
-    let hit = store.read(req.key, &opts, |item| {
+    let ttl_after_touch = touch.map(|e| engine.clock().ttl(e));
+    let hit = engine.read(req.key, &opts, |item| {
         let values = ReturnValues {
             cas: Some(item.cas),
             client_flags: Some(item.flags),
@@ -107,21 +109,24 @@ fn get(ctx: &Ctx<'_>, req: &Request<'_>, out: &mut Vec<u8>) {
             reply::end(out);
         }
     });
-    if hit.is_none() && !f.quiet {
-        reply::status(out, Code::En, f, &key_only(req));
+    match hit.await {
+        Ok(Some(())) => {}
+        Ok(None) if f.quiet => {}
+        Ok(None) => reply::status(out, Code::En, f, &key_only(req)),
+        Err(e) => server_error(out, &e),
     }
 }
 
-fn set(ctx: &Ctx<'_>, req: &Request<'_>, data: &[u8], next: usize, out: &mut Vec<u8>) -> Step {
-    let store = &ctx.state.store;
+async fn set(ctx: &Ctx<'_>, req: &Request<'_>, data: &[u8], next: usize, out: &mut Vec<u8>) -> Step {
+    let engine = &ctx.state.engine;
     let f = &req.flags;
     let flags = f.client_flags.unwrap_or(0);
     let block_end = next + req.datalen + 2;
-    if !item_size_ok(store.config().item_size_max, req.key.len(), flags, req.datalen) {
+    if !item_size_ok(ctx.state.settings.item_size_max, req.key.len(), flags, req.datalen) {
         reply::error(out, errors::TOO_LARGE);
         // memcached drops the old value whatever the mode, so a reader never sees the value the
         // client meant to replace.
-        store.delete(req.key, None);
+        let _ = engine.delete(req.key, None).await;
         return Step::Swallow {
             consumed: next,
             swallow: req.datalen + 2,
@@ -142,7 +147,7 @@ fn set(ctx: &Ctx<'_>, req: &Request<'_>, data: &[u8], next: usize, out: &mut Vec
         SetMode::Append => Mode::Append,
         SetMode::Prepend => Mode::Prepend,
     };
-    let outcome = store.store(&StoreReq {
+    let store_req = StoreReq {
         mode,
         key: req.key,
         flags,
@@ -152,7 +157,14 @@ fn set(ctx: &Ctx<'_>, req: &Request<'_>, data: &[u8], next: usize, out: &mut Vec
         // prepend check it).
         cas: if mode == Mode::Add { None } else { f.cas },
         invalidate: f.invalidate,
-    });
+    };
+    let outcome = match engine.store(&store_req).await {
+        Ok(o) => o,
+        Err(e) => {
+            server_error(out, &e);
+            return Step::Done(block_end);
+        }
+    };
     let (code, cas) = match outcome {
         StoreOutcome::Stored { cas } => (Code::Hd, cas),
         StoreOutcome::NotStored => (Code::Ns, 0),
@@ -178,14 +190,18 @@ fn set(ctx: &Ctx<'_>, req: &Request<'_>, data: &[u8], next: usize, out: &mut Vec
     Step::Done(block_end)
 }
 
-fn delete(ctx: &Ctx<'_>, req: &Request<'_>, out: &mut Vec<u8>) {
-    let store = &ctx.state.store;
+async fn delete(ctx: &Ctx<'_>, req: &Request<'_>, out: &mut Vec<u8>) {
+    let engine = &ctx.state.engine;
     let f = &req.flags;
     // T only counts with I: a plain delete removes the item whatever its TTL.
     let outcome = if f.invalidate {
-        store.invalidate(req.key, f.cas, f.ttl.map(|t| expiry(ctx, t)))
+        engine.invalidate(req.key, f.cas, f.ttl.map(|t| expiry(ctx, t))).await
     } else {
-        store.delete(req.key, f.cas)
+        engine.delete(req.key, f.cas).await
+    };
+    let outcome = match outcome {
+        Ok(o) => o,
+        Err(e) => return server_error(out, &e),
     };
     let code = match outcome {
         DeleteOutcome::Deleted => Code::Hd,
@@ -197,10 +213,10 @@ fn delete(ctx: &Ctx<'_>, req: &Request<'_>, out: &mut Vec<u8>) {
     }
 }
 
-fn arith(ctx: &Ctx<'_>, req: &Request<'_>, out: &mut Vec<u8>) {
-    let store = &ctx.state.store;
+async fn arith(ctx: &Ctx<'_>, req: &Request<'_>, out: &mut Vec<u8>) {
+    let engine = &ctx.state.engine;
     let f = &req.flags;
-    let outcome = store.arith(&ArithReq {
+    let arith_req = ArithReq {
         key: req.key,
         incr: f.arith_mode().unwrap_or_default() == ArithMode::Incr,
         delta: f.delta.unwrap_or(1),
@@ -208,7 +224,11 @@ fn arith(ctx: &Ctx<'_>, req: &Request<'_>, out: &mut Vec<u8>) {
         // The created item gets N's TTL; T applies to an existing item only.
         vivify: f.vivify.map(|n| (f.initial.unwrap_or(0), expiry(ctx, n))),
         touch: f.ttl.map(|t| expiry(ctx, t)),
-    });
+    };
+    let outcome = match engine.arith(&arith_req).await {
+        Ok(o) => o,
+        Err(e) => return server_error(out, &e),
+    };
     let code = match outcome {
         ArithOutcome::Done { value, cas, ttl } => {
             if f.quiet {
@@ -243,14 +263,14 @@ fn arith(ctx: &Ctx<'_>, req: &Request<'_>, out: &mut Vec<u8>) {
     reply::status(out, code, f, &key_only(req));
 }
 
-fn debug(ctx: &Ctx<'_>, req: &Request<'_>, out: &mut Vec<u8>) {
-    let store = &ctx.state.store;
+async fn debug(ctx: &Ctx<'_>, req: &Request<'_>, out: &mut Vec<u8>) {
+    let engine = &ctx.state.engine;
     // `u`: looking must not count as an access.
     let opts = ReadOpts {
         no_bump: true,
         ..ReadOpts::default()
     };
-    let found = store.read(req.key, &opts, |item| {
+    let found = engine.read(req.key, &opts, |item| {
         let (class, size) = meta::memcached_item_size(req.key.len(), item.value.len(), item.flags);
         let info = DebugInfo {
             ttl: item.ttl,
@@ -262,9 +282,13 @@ fn debug(ctx: &Ctx<'_>, req: &Request<'_>, out: &mut Vec<u8>) {
         };
         reply::debug(out, req.key, req.flags.base64, &info);
     });
-    if found.is_none() {
-        reply::code(out, Code::En);
-        reply::end(out);
+    match found.await {
+        Ok(Some(())) => {}
+        Ok(None) => {
+            reply::code(out, Code::En);
+            reply::end(out);
+        }
+        Err(e) => server_error(out, &e),
     }
 }
 
@@ -288,7 +312,7 @@ mod tests {
         let mut conn = ConnState::default();
         let mut ctx = Ctx { state, conn: &mut conn };
         let mut out = Vec::new();
-        let step = handle(&mut ctx, input, line_end, next, &mut out);
+        let step = crate::protocol::block_on(handle(&mut ctx, input, line_end, next, &mut out));
         (step, String::from_utf8(out).unwrap())
     }
 

@@ -38,3 +38,15 @@ pub struct Ctx<'a> {
     pub state: &'a ServerState,
     pub conn: &'a mut ConnState,
 }
+
+/// Runs a front end's future to completion in a unit test. With the embedded store nothing ever
+/// waits, so the first poll finishes it.
+#[cfg(test)]
+pub fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    let mut f = std::pin::pin!(f);
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    match f.as_mut().poll(&mut cx) {
+        std::task::Poll::Ready(v) => v,
+        std::task::Poll::Pending => panic!("a memory-engine request waited"),
+    }
+}

@@ -6,11 +6,12 @@ use std::sync::atomic::Ordering;
 use riven_proto::text::{self, reply, Error, Keys, Request, StoreCmd};
 
 use super::{meta, Ctx, Step};
+use crate::engine::{Backend, BackendError};
 use crate::store::{ArithOutcome, ArithReq, DeleteOutcome, Mode, ReadOpts, StoreOutcome, StoreReq};
 
 pub use crate::store::item_size_ok;
 
-pub fn handle(ctx: &mut Ctx<'_>, buf: &[u8], out: &mut Vec<u8>) -> Step {
+pub async fn handle(ctx: &mut Ctx<'_>, buf: &[u8], out: &mut Vec<u8>) -> Step {
     let settings = &ctx.state.settings;
     let limits = text::Limits {
         max_get_line: settings.max_line,
@@ -20,13 +21,13 @@ pub fn handle(ctx: &mut Ctx<'_>, buf: &[u8], out: &mut Vec<u8>) -> Step {
     match parsed {
         Ok((Request::Meta { cmd, line_end, next }, _)) => {
             if matches!(cmd, b'g' | b's' | b'd' | b'a' | b'n' | b'e') {
-                meta::handle(ctx, buf, line_end, next, out)
+                meta::handle(ctx, buf, line_end, next, out).await
             } else {
                 reply::line(out, text::ERROR);
                 Step::Done(next)
             }
         }
-        Ok((req, consumed)) => execute(ctx, req, out).unwrap_or(Step::Done(consumed)),
+        Ok((req, consumed)) => execute(ctx, req, out).await.unwrap_or(Step::Done(consumed)),
         Err(Error::Incomplete) => Step::Incomplete,
         Err(Error::Reply { msg, consumed, noreply }) => {
             if !noreply {
@@ -47,7 +48,7 @@ pub fn handle(ctx: &mut Ctx<'_>, buf: &[u8], out: &mut Vec<u8>) -> Step {
             // memcached drops the old value of a `set` it could not store, so a reader never sees
             // the value the client meant to replace.
             if cmd == StoreCmd::Set {
-                ctx.state.store.delete(key, None);
+                let _ = ctx.state.engine.delete(key, None).await;
             }
             Step::Swallow { consumed, swallow }
         }
@@ -62,13 +63,13 @@ pub fn handle(ctx: &mut Ctx<'_>, buf: &[u8], out: &mut Vec<u8>) -> Step {
 }
 
 /// Runs a request; `Some(step)` overrides the default "done, consumed the request".
-fn execute(ctx: &mut Ctx<'_>, req: Request<'_>, out: &mut Vec<u8>) -> Option<Step> {
+async fn execute(ctx: &mut Ctx<'_>, req: Request<'_>, out: &mut Vec<u8>) -> Option<Step> {
     let state = ctx.state;
-    let store = &state.store;
-    let clock = store.clock();
+    let engine = &state.engine;
+    let clock = engine.clock();
     match req {
-        Request::Get { cas, keys } => get(ctx, keys, cas, None, out),
-        Request::Gat { cas, exptime, keys } => get(ctx, keys, cas, Some(exptime), out),
+        Request::Get { cas, keys } => get(ctx, keys, cas, None, out).await,
+        Request::Gat { cas, exptime, keys } => get(ctx, keys, cas, Some(exptime), out).await,
         Request::Store {
             cmd,
             key,
@@ -85,7 +86,7 @@ fn execute(ctx: &mut Ctx<'_>, req: Request<'_>, out: &mut Vec<u8>) -> Option<Ste
                 StoreCmd::Append => Mode::Append,
                 StoreCmd::Prepend => Mode::Prepend,
             };
-            let outcome = store.store(&StoreReq {
+            let req = StoreReq {
                 mode,
                 key,
                 flags,
@@ -93,56 +94,75 @@ fn execute(ctx: &mut Ctx<'_>, req: Request<'_>, out: &mut Vec<u8>) -> Option<Ste
                 value: data,
                 cas: (cmd == StoreCmd::Cas).then_some(cas),
                 invalidate: false,
-            });
+            };
+            let outcome = engine.store(&req);
             if !noreply {
-                reply::line(
-                    out,
-                    match outcome {
-                        StoreOutcome::Stored { .. } => "STORED",
-                        StoreOutcome::NotStored => "NOT_STORED",
-                        StoreOutcome::Exists => "EXISTS",
-                        StoreOutcome::NotFound => "NOT_FOUND",
-                        StoreOutcome::TooLarge => text::TOO_LARGE,
-                        StoreOutcome::OutOfMemory => text::OUT_OF_MEMORY,
-                    },
-                );
+                match outcome.await {
+                    Ok(outcome) => reply::line(
+                        out,
+                        match outcome {
+                            StoreOutcome::Stored { .. } => "STORED",
+                            StoreOutcome::NotStored => "NOT_STORED",
+                            StoreOutcome::Exists => "EXISTS",
+                            StoreOutcome::NotFound => "NOT_FOUND",
+                            StoreOutcome::TooLarge => text::TOO_LARGE,
+                            StoreOutcome::OutOfMemory => text::OUT_OF_MEMORY,
+                        },
+                    ),
+                    Err(e) => server_error(out, &e),
+                }
+            } else {
+                let _ = outcome.await;
             }
         }
         Request::Delete { key, noreply } => {
-            let outcome = store.delete(key, None);
+            let outcome = engine.delete(key, None).await;
             if !noreply {
-                reply::line(out, if outcome == DeleteOutcome::Deleted { "DELETED" } else { "NOT_FOUND" });
+                match outcome {
+                    Ok(DeleteOutcome::Deleted) => reply::line(out, "DELETED"),
+                    Ok(_) => reply::line(out, "NOT_FOUND"),
+                    Err(e) => server_error(out, &e),
+                }
             }
         }
         Request::Arith { incr, key, delta, noreply } => {
-            let outcome = store.arith(&ArithReq {
+            let req = ArithReq {
                 key,
                 incr,
                 delta,
                 cas: None,
                 vivify: None,
                 touch: None,
-            });
+            };
+            let outcome = engine.arith(&req).await;
             if !noreply {
                 match outcome {
-                    ArithOutcome::Done { value, .. } => reply::number(out, value),
-                    ArithOutcome::NonNumeric => reply::line(out, text::NON_NUMERIC),
-                    ArithOutcome::OutOfMemory => reply::line(out, "SERVER_ERROR out of memory"),
-                    _ => reply::line(out, "NOT_FOUND"),
+                    Ok(ArithOutcome::Done { value, .. }) => reply::number(out, value),
+                    Ok(ArithOutcome::NonNumeric) => reply::line(out, text::NON_NUMERIC),
+                    Ok(ArithOutcome::OutOfMemory) => reply::line(out, "SERVER_ERROR out of memory"),
+                    Ok(_) => reply::line(out, "NOT_FOUND"),
+                    Err(e) => server_error(out, &e),
                 }
             }
         }
         Request::Touch { key, exptime, noreply } => {
-            let hit = store.touch(key, clock.expiry(exptime));
+            let hit = engine.touch(key, clock.expiry(exptime)).await;
             if !noreply {
-                reply::line(out, if hit { "TOUCHED" } else { "NOT_FOUND" });
+                match hit {
+                    Ok(true) => reply::line(out, "TOUCHED"),
+                    Ok(false) => reply::line(out, "NOT_FOUND"),
+                    Err(e) => server_error(out, &e),
+                }
             }
         }
         Request::FlushAll { delay, noreply } => {
-            store.flush_all(delay);
+            let done = engine.flush_all(delay).await;
             state.stats.cmd_flush.fetch_add(1, Ordering::Relaxed);
             if !noreply {
-                reply::line(out, "OK");
+                match done {
+                    Ok(()) => reply::line(out, "OK"),
+                    Err(e) => server_error(out, &e),
+                }
             }
         }
         Request::Version => {
@@ -162,20 +182,35 @@ fn execute(ctx: &mut Ctx<'_>, req: Request<'_>, out: &mut Vec<u8>) -> Option<Ste
     None
 }
 
-fn get(ctx: &mut Ctx<'_>, keys: Keys<'_>, cas: bool, exptime: Option<i64>, out: &mut Vec<u8>) {
-    let store = &ctx.state.store;
+async fn get(ctx: &mut Ctx<'_>, keys: Keys<'_>, cas: bool, exptime: Option<i64>, out: &mut Vec<u8>) {
+    let engine = &ctx.state.engine;
     let opts = ReadOpts {
-        touch: exptime.map(|e| store.clock().expiry(e)),
+        touch: exptime.map(|e| engine.clock().expiry(e)),
         ..ReadOpts::default()
     };
+    let start = out.len();
     for key in keys.iter() {
-        store.read(key, &opts, |item| {
-            reply::value_header(out, key, item.flags, item.value.len(), cas.then_some(item.cas));
-            item.value.copy_to(out);
-            out.extend_from_slice(b"\r\n");
-        });
+        let found = engine
+            .read(key, &opts, |item| {
+                reply::value_header(out, key, item.flags, item.value.len(), cas.then_some(item.cas));
+                item.value.copy_to(out);
+                out.extend_from_slice(b"\r\n");
+            })
+            .await;
+        if let Err(e) = found {
+            // A multi-get that cannot be completed is one error, not a partial answer.
+            out.truncate(start);
+            server_error(out, &e);
+            return;
+        }
     }
     out.extend_from_slice(b"END\r\n");
+}
+
+/// The reply to a request a tier could not serve.
+pub fn server_error(out: &mut Vec<u8>, e: &BackendError) {
+    out.extend_from_slice(b"SERVER_ERROR ");
+    reply::line(out, &e.to_string());
 }
 
 fn stats(ctx: &mut Ctx<'_>, args: Keys<'_>, out: &mut Vec<u8>) {

@@ -1,0 +1,137 @@
+//! The engine the protocol front ends talk to: the node's storage, whatever its shape.
+//!
+//! Front ends parse a request, make one call here and compose the reply from the outcome; they
+//! never see tiers, chunks or backend connections. The calls are async and fallible because a
+//! tier may be a remote memcached or a disk; the embedded store answers at once and never fails,
+//! so in the default configuration the futures are ready on first poll.
+
+use std::future::Future;
+
+use crate::store::{
+    ArithOutcome, ArithReq, Clock, DeleteOutcome, Expiry, ItemView, ReadOpts, Store, StoreOutcome, StoreReq, StoreStats,
+};
+
+/// Why a request could not be served. The node keeps running; the client gets
+/// `SERVER_ERROR <message>` (binary: status 0x86, temporary failure).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BackendError {
+    #[error("backend unavailable")]
+    Unavailable,
+    #[error("backend timeout")]
+    Timeout,
+    #[error("backend error: {0}")]
+    Failed(&'static str),
+}
+
+pub type Result<T> = std::result::Result<T, BackendError>;
+
+/// Storage with memcached's item semantics, as every tier and the whole engine offer it.
+///
+/// `read` hands the item to `f` (under the store's lock, or over the reply buffer of a remote
+/// tier), so values are copied once, straight into the reply.
+pub trait Backend: Send + Sync {
+    fn read<R, F>(&self, key: &[u8], opts: &ReadOpts, f: F) -> impl Future<Output = Result<Option<R>>> + Send
+    where
+        R: Send,
+        F: FnOnce(&ItemView<'_>) -> R + Send;
+    fn store(&self, req: &StoreReq<'_>) -> impl Future<Output = Result<StoreOutcome>> + Send;
+    fn delete(&self, key: &[u8], cas: Option<u64>) -> impl Future<Output = Result<DeleteOutcome>> + Send;
+    fn invalidate(
+        &self,
+        key: &[u8],
+        cas: Option<u64>,
+        expiry: Option<Expiry>,
+    ) -> impl Future<Output = Result<DeleteOutcome>> + Send;
+    fn touch(&self, key: &[u8], expiry: Expiry) -> impl Future<Output = Result<bool>> + Send;
+    fn arith(&self, req: &ArithReq<'_>) -> impl Future<Output = Result<ArithOutcome>> + Send;
+    fn flush_all(&self, delay: i64) -> impl Future<Output = Result<()>> + Send;
+}
+
+/// The embedded store is a backend that is always ready.
+impl Backend for Store {
+    async fn read<R, F>(&self, key: &[u8], opts: &ReadOpts, f: F) -> Result<Option<R>>
+    where
+        R: Send,
+        F: FnOnce(&ItemView<'_>) -> R + Send,
+    {
+        Ok(Store::read(self, key, opts, f))
+    }
+    async fn store(&self, req: &StoreReq<'_>) -> Result<StoreOutcome> {
+        Ok(Store::store(self, req))
+    }
+    async fn delete(&self, key: &[u8], cas: Option<u64>) -> Result<DeleteOutcome> {
+        Ok(Store::delete(self, key, cas))
+    }
+    async fn invalidate(&self, key: &[u8], cas: Option<u64>, expiry: Option<Expiry>) -> Result<DeleteOutcome> {
+        Ok(Store::invalidate(self, key, cas, expiry))
+    }
+    async fn touch(&self, key: &[u8], expiry: Expiry) -> Result<bool> {
+        Ok(Store::touch(self, key, expiry))
+    }
+    async fn arith(&self, req: &ArithReq<'_>) -> Result<ArithOutcome> {
+        Ok(Store::arith(self, req))
+    }
+    async fn flush_all(&self, delay: i64) -> Result<()> {
+        Store::flush_all(self, delay);
+        Ok(())
+    }
+}
+
+/// The node's engine: the configurations a node can run in.
+pub enum Engine {
+    /// The embedded memory store alone (the default).
+    Memory(Store),
+}
+
+macro_rules! dispatch {
+    ($self:ident, $b:ident => $call:expr) => {
+        match $self {
+            Engine::Memory($b) => $call,
+        }
+    };
+}
+
+impl Engine {
+    /// The clock that turns exptimes into expiries for this engine.
+    pub fn clock(&self) -> &Clock {
+        dispatch!(self, s => s.clock())
+    }
+
+    /// Counters of the first tier (the one `stats` reports as the cache).
+    pub fn stats(&self) -> StoreStats {
+        dispatch!(self, s => s.stats())
+    }
+
+    /// Background reclaim step of the memory tier, if any.
+    pub fn reclaim(&self, shard: usize, budget: usize) {
+        dispatch!(self, s => { s.reclaim(shard, budget); })
+    }
+}
+
+impl Backend for Engine {
+    async fn read<R, F>(&self, key: &[u8], opts: &ReadOpts, f: F) -> Result<Option<R>>
+    where
+        R: Send,
+        F: FnOnce(&ItemView<'_>) -> R + Send,
+    {
+        dispatch!(self, b => Backend::read(b, key, opts, f).await)
+    }
+    async fn store(&self, req: &StoreReq<'_>) -> Result<StoreOutcome> {
+        dispatch!(self, b => Backend::store(b, req).await)
+    }
+    async fn delete(&self, key: &[u8], cas: Option<u64>) -> Result<DeleteOutcome> {
+        dispatch!(self, b => Backend::delete(b, key, cas).await)
+    }
+    async fn invalidate(&self, key: &[u8], cas: Option<u64>, expiry: Option<Expiry>) -> Result<DeleteOutcome> {
+        dispatch!(self, b => Backend::invalidate(b, key, cas, expiry).await)
+    }
+    async fn touch(&self, key: &[u8], expiry: Expiry) -> Result<bool> {
+        dispatch!(self, b => Backend::touch(b, key, expiry).await)
+    }
+    async fn arith(&self, req: &ArithReq<'_>) -> Result<ArithOutcome> {
+        dispatch!(self, b => Backend::arith(b, req).await)
+    }
+    async fn flush_all(&self, delay: i64) -> Result<()> {
+        dispatch!(self, b => Backend::flush_all(b, delay).await)
+    }
+}
