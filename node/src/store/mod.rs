@@ -131,14 +131,36 @@ pub struct ItemView<'a> {
     pub value: Value<'a>,
 }
 
-/// An item's value as a sequence of byte slices (one per chunk).
+/// An item's value: pieces of arena chunks (embedded store) or one slice (a reply buffer of a
+/// remote tier).
 pub struct Value<'a> {
-    pub(crate) inner: arena::ValueChunks<'a>,
+    inner: ValueInner<'a>,
 }
 
-impl Value<'_> {
+enum ValueInner<'a> {
+    Chunks(arena::ValueChunks<'a>),
+    Slice(&'a [u8]),
+}
+
+impl<'a> Value<'a> {
+    pub(crate) fn chunks(c: arena::ValueChunks<'a>) -> Value<'a> {
+        Value {
+            inner: ValueInner::Chunks(c),
+        }
+    }
+
+    /// A value held in one contiguous buffer.
+    pub fn slice(s: &'a [u8]) -> Value<'a> {
+        Value {
+            inner: ValueInner::Slice(s),
+        }
+    }
+
     pub fn len(&self) -> usize {
-        self.inner.len()
+        match &self.inner {
+            ValueInner::Chunks(c) => c.len(),
+            ValueInner::Slice(s) => s.len(),
+        }
     }
     pub fn is_empty(&self) -> bool {
         self.len() == 0
@@ -146,11 +168,14 @@ impl Value<'_> {
     /// Appends the value's bytes to `out`.
     pub fn copy_to(&self, out: &mut Vec<u8>) {
         out.reserve(self.len());
-        self.inner.for_each(|s| out.extend_from_slice(s));
+        self.for_each(|s| out.extend_from_slice(s));
     }
     /// Calls `f` with each piece of the value, in order.
-    pub fn for_each(&self, f: impl FnMut(&[u8])) {
-        self.inner.for_each(f)
+    pub fn for_each(&self, mut f: impl FnMut(&[u8])) {
+        match &self.inner {
+            ValueInner::Chunks(c) => c.for_each(f),
+            ValueInner::Slice(s) => f(s),
+        }
     }
 }
 

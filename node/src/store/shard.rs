@@ -413,14 +413,12 @@ impl Store {
             stale: h.bits & STALE != 0,
             win,
             win_taken: !win && h.bits & TOKEN_SENT != 0,
-            value: Value {
-                inner: ValueChunks {
-                    arena: &self.arena,
-                    first: id,
-                    offset: h.key_len as usize,
-                    len: h.value_len as usize,
-                },
-            },
+            value: Value::chunks(ValueChunks {
+                arena: &self.arena,
+                first: id,
+                offset: h.key_len as usize,
+                len: h.value_len as usize,
+            }),
         }
     }
 

@@ -1,0 +1,3 @@
+//! Storage tiers other than the embedded store, behind [`crate::engine::Backend`].
+
+pub mod pool;

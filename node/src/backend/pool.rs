@@ -1,0 +1,334 @@
+//! A link to an external memcached over its binary protocol.
+//!
+//! A small pool of long-lived connections is shared by every client connection of the node (one
+//! backend connection per client connection is what costs Rend ~26 KB per idle client). Callers
+//! append their request to a link's write buffer under a short lock; the link's writer task sends
+//! everything buffered in one write, so requests from many clients are batched; the reader task
+//! matches replies to waiters in order, checking the opaque the request carried.
+//!
+//! While memcached is unreachable, calls fail at once with [`LinkError::Down`] (the node answers
+//! `SERVER_ERROR`), and each link reconnects on its own with exponential backoff.
+
+use std::collections::VecDeque;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use parking_lot::Mutex;
+use riven_proto::binary::{self, Opcode, Status, HEADER_LEN};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::{oneshot, Notify};
+use tokio_util::sync::CancellationToken;
+
+/// Where memcached listens.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Endpoint {
+    Tcp(String),
+    Unix(PathBuf),
+}
+
+impl Endpoint {
+    /// `unix:/path` or `host:port`.
+    pub fn parse(s: &str) -> Endpoint {
+        match s.strip_prefix("unix:") {
+            Some(path) => Endpoint::Unix(path.into()),
+            None => Endpoint::Tcp(s.to_string()),
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct PoolConfig {
+    pub endpoint: Endpoint,
+    /// Connections in the pool.
+    pub connections: usize,
+    /// How long a request may wait for its reply.
+    pub timeout: Duration,
+    pub backoff_min: Duration,
+    pub backoff_max: Duration,
+}
+
+impl PoolConfig {
+    pub fn new(endpoint: Endpoint) -> PoolConfig {
+        PoolConfig {
+            endpoint,
+            connections: 2,
+            timeout: Duration::from_millis(500),
+            backoff_min: Duration::from_millis(20),
+            backoff_max: Duration::from_secs(2),
+        }
+    }
+}
+
+/// Why a request to memcached failed. All of them leave the node running.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LinkError {
+    #[error("memcached unavailable")]
+    Down,
+    #[error("memcached timed out")]
+    Timeout,
+    #[error("connection to memcached lost")]
+    Lost,
+    #[error("bad reply from memcached")]
+    Protocol,
+}
+
+/// One reply, its parts sharing the buffer it was read into (no copies).
+#[derive(Debug, Clone)]
+pub struct Reply {
+    pub opcode: Opcode,
+    pub status: Status,
+    pub cas: u64,
+    pub extras: Bytes,
+    pub key: Bytes,
+    pub value: Bytes,
+}
+
+type Waiter = oneshot::Sender<Result<Reply, LinkError>>;
+
+struct LinkState {
+    up: bool,
+    wbuf: Vec<u8>,
+    /// Requests sent or buffered, oldest first: opaque, when it was queued, who waits.
+    pending: VecDeque<(u32, Instant, Waiter)>,
+    next_opaque: u32,
+}
+
+struct Link {
+    state: Mutex<LinkState>,
+    wake_writer: Notify,
+}
+
+impl Link {
+    /// Marks the link down and fails every request in flight.
+    fn fail_all(&self) {
+        let mut st = self.state.lock();
+        st.up = false;
+        st.wbuf.clear();
+        for (_, _, w) in st.pending.drain(..) {
+            let _ = w.send(Err(LinkError::Lost));
+        }
+    }
+}
+
+/// The pool. Cheap to share (`Arc`); dropping the last handle stops its tasks.
+pub struct Pool {
+    links: Vec<Arc<Link>>,
+    next: AtomicUsize,
+    timeout: Duration,
+    stop: CancellationToken,
+}
+
+impl Drop for Pool {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+impl Pool {
+    /// Creates the pool and starts connecting in the background (on the current tokio runtime).
+    pub fn start(cfg: PoolConfig) -> Pool {
+        let stop = CancellationToken::new();
+        let links: Vec<_> = (0..cfg.connections.max(1))
+            .map(|_| {
+                Arc::new(Link {
+                    state: Mutex::new(LinkState {
+                        up: false,
+                        wbuf: Vec::with_capacity(16 * 1024),
+                        pending: VecDeque::new(),
+                        next_opaque: 0,
+                    }),
+                    wake_writer: Notify::new(),
+                })
+            })
+            .collect();
+        for link in &links {
+            tokio::spawn(supervise(link.clone(), cfg.clone(), stop.clone()));
+        }
+        Pool {
+            links,
+            next: AtomicUsize::new(0),
+            timeout: cfg.timeout,
+            stop,
+        }
+    }
+
+    /// Whether at least one connection is up.
+    pub fn is_up(&self) -> bool {
+        self.links.iter().any(|l| l.state.lock().up)
+    }
+
+    /// Sends one request; `req.opaque` is set by the pool.
+    pub async fn call(&self, req: binary::Request<'_>) -> Result<Reply, LinkError> {
+        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.links.len();
+        // Prefer a link that is up: a single broken connection must not fail requests.
+        let link = (0..self.links.len())
+            .map(|k| &self.links[(i + k) % self.links.len()])
+            .find(|l| l.state.lock().up)
+            .ok_or(LinkError::Down)?;
+        let rx = {
+            let mut st = link.state.lock();
+            if !st.up {
+                return Err(LinkError::Down);
+            }
+            let opaque = st.next_opaque;
+            st.next_opaque = st.next_opaque.wrapping_add(1);
+            let req = binary::Request { opaque, ..req };
+            if binary::compose_request(&mut st.wbuf, &req).is_err() {
+                return Err(LinkError::Protocol);
+            }
+            let (tx, rx) = oneshot::channel();
+            st.pending.push_back((opaque, Instant::now(), tx));
+            rx
+        };
+        link.wake_writer.notify_one();
+        match tokio::time::timeout(self.timeout, rx).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(_)) => Err(LinkError::Lost),
+            Err(_) => Err(LinkError::Timeout),
+        }
+    }
+}
+
+/// Keeps one link connected: connect, serve until it breaks, back off, again.
+async fn supervise(link: Arc<Link>, cfg: PoolConfig, stop: CancellationToken) {
+    let mut backoff = cfg.backoff_min;
+    loop {
+        let connected = tokio::select! {
+            c = connect(&cfg.endpoint) => c,
+            _ = stop.cancelled() => return,
+        };
+        match connected {
+            Ok(Stream::Tcp(s)) => {
+                let _ = s.set_nodelay(true);
+                backoff = cfg.backoff_min;
+                let (r, w) = s.into_split();
+                serve_link(&link, r, w, &cfg, &stop).await;
+            }
+            Ok(Stream::Unix(s)) => {
+                backoff = cfg.backoff_min;
+                let (r, w) = s.into_split();
+                serve_link(&link, r, w, &cfg, &stop).await;
+            }
+            Err(e) => tracing::debug!(error = %e, endpoint = ?cfg.endpoint, "cannot reach memcached"),
+        }
+        link.fail_all();
+        if stop.is_cancelled() {
+            return;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(backoff) => {}
+            _ = stop.cancelled() => return,
+        }
+        backoff = (backoff * 2).min(cfg.backoff_max);
+    }
+}
+
+enum Stream {
+    Tcp(tokio::net::TcpStream),
+    Unix(tokio::net::UnixStream),
+}
+
+async fn connect(endpoint: &Endpoint) -> std::io::Result<Stream> {
+    let fut = async {
+        match endpoint {
+            Endpoint::Tcp(addr) => tokio::net::TcpStream::connect(addr.as_str()).await.map(Stream::Tcp),
+            Endpoint::Unix(path) => tokio::net::UnixStream::connect(path).await.map(Stream::Unix),
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(1), fut)
+        .await
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out"))?
+}
+
+async fn serve_link<R, W>(link: &Link, r: R, w: W, cfg: &PoolConfig, stop: &CancellationToken)
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    link.state.lock().up = true;
+    tracing::info!(endpoint = ?cfg.endpoint, "connected to memcached");
+    tokio::select! {
+        e = write_loop(link, w) => tracing::warn!(error = ?e, "memcached link write failed"),
+        e = read_loop(link, r, cfg.timeout) => tracing::warn!(error = ?e, "memcached link read failed"),
+        _ = stop.cancelled() => {}
+    }
+}
+
+async fn write_loop<W: AsyncWrite + Unpin>(link: &Link, mut w: W) -> Result<(), LinkError> {
+    let mut spare = Vec::with_capacity(16 * 1024);
+    loop {
+        link.wake_writer.notified().await;
+        {
+            let mut st = link.state.lock();
+            std::mem::swap(&mut st.wbuf, &mut spare);
+        }
+        if !spare.is_empty() {
+            w.write_all(&spare).await.map_err(|_| LinkError::Lost)?;
+            spare.clear();
+            if spare.capacity() > 1 << 20 {
+                spare.shrink_to(16 * 1024);
+            }
+        }
+    }
+}
+
+async fn read_loop<R: AsyncRead + Unpin>(link: &Link, mut r: R, timeout: Duration) -> Result<(), LinkError> {
+    let mut buf = BytesMut::with_capacity(64 * 1024);
+    loop {
+        // Parse every whole reply in the buffer.
+        loop {
+            let header = match binary::parse_response_header(&buf) {
+                Ok(h) => h,
+                Err(binary::ParseError::Incomplete) => break,
+                Err(_) => return Err(LinkError::Protocol),
+            };
+            let frame_len = header.frame_len();
+            if buf.len() < frame_len {
+                buf.reserve(frame_len - buf.len());
+                break;
+            }
+            let frame = buf.split_to(frame_len).freeze();
+            let extras_end = HEADER_LEN + header.extras_len as usize;
+            let key_end = extras_end + header.key_len as usize;
+            if key_end > frame_len {
+                return Err(LinkError::Protocol);
+            }
+            let reply = Reply {
+                opcode: header.opcode,
+                status: header.status,
+                cas: header.cas,
+                extras: frame.slice(HEADER_LEN..extras_end),
+                key: frame.slice(extras_end..key_end),
+                value: frame.slice(key_end..),
+            };
+            let waiter = {
+                let mut st = link.state.lock();
+                match st.pending.pop_front() {
+                    Some((opaque, _, w)) if opaque == header.opaque => w,
+                    // A reply nobody asked for: the stream is out of step; start over.
+                    _ => return Err(LinkError::Protocol),
+                }
+            };
+            let _ = waiter.send(Ok(reply));
+        }
+        if buf.capacity() - buf.len() < 4096 {
+            buf.reserve(64 * 1024);
+        }
+        match tokio::time::timeout(timeout / 2, r.read_buf(&mut buf)).await {
+            Ok(Ok(0)) => return Err(LinkError::Lost),
+            Ok(Ok(_)) => {}
+            Ok(Err(_)) => return Err(LinkError::Lost),
+            // Silence is fine while nothing is asked; a request unanswered for longer than the
+            // timeout means memcached is hung: drop the link so waiters fail and it reconnects.
+            Err(_) => {
+                let oldest = link.state.lock().pending.front().map(|p| p.1.elapsed());
+                if oldest.is_some_and(|age| age > timeout) {
+                    return Err(LinkError::Timeout);
+                }
+            }
+        }
+    }
+}
