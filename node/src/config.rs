@@ -47,6 +47,15 @@ pub struct Args {
     /// Seconds shutdown waits for open connections to finish.
     #[arg(long = "drain-timeout")]
     pub drain_timeout_secs: Option<u64>,
+    /// Directory of the on-disk L2 (enables l1-l2 mode).
+    #[arg(long = "l2-path")]
+    pub l2_path: Option<String>,
+    /// Bound on the L2's size: bytes, or with a k/m/g suffix.
+    #[arg(long = "l2-max-bytes")]
+    pub l2_max_bytes: Option<String>,
+    /// Port of the batch listener for bulk loads (writes L2, only replaces in L1).
+    #[arg(long = "batch-port")]
+    pub batch_port: Option<u16>,
     /// Config file (TOML) with the same settings as the flags, by their long names with `_`.
     #[arg(long = "config")]
     pub config: Option<String>,
@@ -67,6 +76,9 @@ struct Layer {
     max_line: Option<usize>,
     drain_timeout_secs: Option<u64>,
     verbose: Option<u8>,
+    l2_path: Option<String>,
+    l2_max_bytes: Option<String>,
+    batch_port: Option<u16>,
 }
 
 /// The largest `-I` memcached allows.
@@ -115,6 +127,13 @@ pub fn load(args: &Args) -> Result<(Settings, u8), String> {
     if let Some(d) = args.drain_timeout_secs.or(layer.drain_timeout_secs) {
         s.drain_timeout = Duration::from_secs(d);
     }
+    if let Some(p) = args.l2_path.clone().or(layer.l2_path) {
+        s.l2_path = Some(p.into());
+    }
+    if let Some(b) = args.l2_max_bytes.clone().or(layer.l2_max_bytes) {
+        s.l2_max_bytes = parse_size(&b)? as u64;
+    }
+    s.batch_port = args.batch_port.or(layer.batch_port);
     let verbose = if args.verbose > 0 { args.verbose } else { layer.verbose.unwrap_or(0) };
     validate(&s)?;
     Ok((s, verbose))

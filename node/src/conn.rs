@@ -13,6 +13,7 @@ use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpStream, UnixStream};
 use tokio_util::sync::CancellationToken;
 
+use crate::engine::Engine;
 use crate::protocol::{binary, text, ConnState, Ctx, Step};
 use crate::server::{ConnInfo, ServerState};
 
@@ -80,7 +81,13 @@ const BINARY_MAGIC: u8 = 0x80;
 
 /// Serves one connection until the peer closes, a front end asks to close, or shutdown (checked
 /// only between requests, so a request already started is read to its end and answered).
-pub async fn serve<S: Socket>(mut sock: S, state: &ServerState, info: &ConnInfo, shutdown: &CancellationToken) -> io::Result<()> {
+pub async fn serve<S: Socket>(
+    mut sock: S,
+    state: &ServerState,
+    engine: &Engine,
+    info: &ConnInfo,
+    shutdown: &CancellationToken,
+) -> io::Result<()> {
     let mut rbuf: Vec<u8> = Vec::new();
     let mut out: Vec<u8> = Vec::new();
     let mut swallow = 0usize;
@@ -135,7 +142,11 @@ pub async fn serve<S: Socket>(mut sock: S, state: &ServerState, info: &ConnInfo,
         }
         while pos < rbuf.len() {
             let p = *proto.get_or_insert(if rbuf[pos] == BINARY_MAGIC { Proto::Binary } else { Proto::Text });
-            let mut ctx = Ctx { state, conn: &mut conn };
+            let mut ctx = Ctx {
+                state,
+                engine,
+                conn: &mut conn,
+            };
             let step = match p {
                 Proto::Text => text::handle(&mut ctx, &rbuf[pos..], &mut out).await,
                 Proto::Binary => binary::handle(&mut ctx, &rbuf[pos..], &mut out).await,

@@ -7,6 +7,8 @@
 
 use std::future::Future;
 
+use crate::l2::AsyncL2;
+use crate::orchestrator::Orchestrator;
 use crate::store::{
     ArithOutcome, ArithReq, Clock, DeleteOutcome, Expiry, ItemView, ReadOpts, Store, StoreOutcome, StoreReq, StoreStats,
 };
@@ -81,12 +83,15 @@ impl Backend for Store {
 pub enum Engine {
     /// The embedded memory store alone (the default).
     Memory(Store),
+    /// The embedded memory store as L1 over the on-disk L2.
+    Tiered(Orchestrator<Store, AsyncL2>),
 }
 
 macro_rules! dispatch {
     ($self:ident, $b:ident => $call:expr) => {
         match $self {
             Engine::Memory($b) => $call,
+            Engine::Tiered($b) => $call,
         }
     };
 }
@@ -94,17 +99,45 @@ macro_rules! dispatch {
 impl Engine {
     /// The clock that turns exptimes into expiries for this engine.
     pub fn clock(&self) -> &Clock {
-        dispatch!(self, s => s.clock())
+        match self {
+            Engine::Memory(s) => s.clock(),
+            Engine::Tiered(o) => &o.tiers().clock,
+        }
     }
 
-    /// Counters of the first tier (the one `stats` reports as the cache).
+    /// The embedded memory tier, if this engine has one.
+    pub fn memory(&self) -> Option<&Store> {
+        match self {
+            Engine::Memory(s) => Some(s),
+            Engine::Tiered(o) => Some(&o.tiers().l1),
+        }
+    }
+
+    /// Counters of the memory tier (what `stats` reports as the cache); zero without one.
     pub fn stats(&self) -> StoreStats {
-        dispatch!(self, s => s.stats())
+        self.memory().map(Store::stats).unwrap_or_default()
+    }
+
+    /// Per-tier counters and the L2's size, for `stats`.
+    pub fn for_each_tier_stat(&self, f: &mut dyn FnMut(&str, u64)) {
+        if let Engine::Tiered(o) = self {
+            o.tiers().stats.for_each(f);
+            if let Some(l2) = &o.tiers().l2 {
+                if let Ok(s) = l2.store().stats() {
+                    f("l2_bytes", s.dir_bytes);
+                    f("l2_max_bytes", s.max_bytes);
+                    f("l2_entries", s.entries_estimate);
+                    f("l2_evicted", s.evicted);
+                }
+            }
+        }
     }
 
     /// Background reclaim step of the memory tier, if any.
     pub fn reclaim(&self, shard: usize, budget: usize) {
-        dispatch!(self, s => { s.reclaim(shard, budget); })
+        if let Some(s) = self.memory() {
+            s.reclaim(shard, budget);
+        }
     }
 }
 

@@ -3,8 +3,12 @@
 //! `server::run` serves the text (classic and meta) and binary protocols on one port, over the
 //! embedded chunked memory store in `store`. `main.rs` only parses the configuration and calls it.
 
+pub mod backend;
 pub mod config;
 pub mod conn;
+pub mod engine;
+pub mod l2;
+pub mod orchestrator;
 pub mod protocol;
 pub mod server;
 pub mod stats;

@@ -37,7 +37,13 @@ fn main() {
                 return 71;
             }
         };
-        let state = ServerState::new(settings);
+        let state = match ServerState::build(settings).await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot start");
+                return 71;
+            }
+        };
         let shutdown = CancellationToken::new();
         tokio::spawn(signals(shutdown.clone()));
         run(state, listeners, shutdown).await;

@@ -6,6 +6,7 @@
 use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -19,7 +20,9 @@ use tokio_util::task::TaskTracker;
 
 use crate::conn::{serve, Socket};
 use crate::engine::Engine;
-use crate::store::{Store, StoreConfig};
+use crate::l2::{AsyncL2, L2Config};
+use crate::orchestrator::Orchestrator;
+use crate::store::{Clock, Store, StoreConfig};
 
 /// Limits and settings a running node enforces and reports in `stats settings`.
 #[derive(Clone, Debug)]
@@ -37,6 +40,12 @@ pub struct Settings {
     pub max_line: usize,
     /// How long shutdown waits for connections to finish their requests.
     pub drain_timeout: Duration,
+    /// Directory of the on-disk L2; with it the node runs in `l1-l2` mode, without it `l1-only`.
+    pub l2_path: Option<PathBuf>,
+    /// Bound on the L2's table files.
+    pub l2_max_bytes: u64,
+    /// Port of the batch listener (bulk loads: write L2, only replace in L1), if any.
+    pub batch_port: Option<u16>,
 }
 
 impl Default for Settings {
@@ -52,11 +61,23 @@ impl Default for Settings {
             chunk_size: 256,
             max_line: 1 << 20,
             drain_timeout: Duration::from_secs(5),
+            l2_path: None,
+            l2_max_bytes: 1 << 30,
+            batch_port: None,
         }
     }
 }
 
 impl Settings {
+    /// `l1-l2` with an L2 directory, else `l1-only`.
+    pub fn mode(&self) -> &'static str {
+        if self.l2_path.is_some() {
+            "l1-l2"
+        } else {
+            "l1-only"
+        }
+    }
+
     pub fn store_config(&self) -> StoreConfig {
         StoreConfig {
             memory_bytes: self.memory_bytes,
@@ -116,6 +137,8 @@ impl ConnRegistry {
 /// What every connection shares.
 pub struct ServerState {
     pub engine: Engine,
+    /// The batch listener's view of the tiers (see [`Orchestrator::batch_view`]).
+    pub batch_engine: Option<Engine>,
     pub settings: Settings,
     pub stats: ServerStats,
     pub verbosity: AtomicU8,
@@ -124,10 +147,31 @@ pub struct ServerState {
 }
 
 impl ServerState {
+    /// A node on the embedded memory store only (no runtime needed).
     pub fn new(settings: Settings) -> Arc<ServerState> {
         let engine = Engine::Memory(Store::new(settings.store_config()));
+        Self::with_engine(settings, engine, None)
+    }
+
+    /// Builds the engine the settings describe: opens the L2 when configured. Needs a runtime.
+    pub async fn build(settings: Settings) -> io::Result<Arc<ServerState>> {
+        let clock = Clock::start();
+        let store = Store::with_clock(settings.store_config(), clock.clone());
+        let Some(path) = &settings.l2_path else {
+            return Ok(Self::with_engine(settings, Engine::Memory(store), None));
+        };
+        let l2 = AsyncL2::open(L2Config::new(path, settings.l2_max_bytes))
+            .await
+            .map_err(|e| io::Error::other(format!("cannot open the L2 at {}: {e}", path.display())))?;
+        let orchestrator = Orchestrator::new(store, Some(l2), clock);
+        let batch = Engine::Tiered(orchestrator.batch_view());
+        Ok(Self::with_engine(settings, Engine::Tiered(orchestrator), Some(batch)))
+    }
+
+    fn with_engine(settings: Settings, engine: Engine, batch_engine: Option<Engine>) -> Arc<ServerState> {
         Arc::new(ServerState {
             engine,
+            batch_engine,
             settings,
             stats: ServerStats::default(),
             verbosity: AtomicU8::new(0),
@@ -146,6 +190,8 @@ pub const VERSION: &str = concat!("1.6.18-riven-", env!("CARGO_PKG_VERSION"));
 pub struct Listeners {
     pub tcp: Option<TcpListener>,
     pub unix: Option<UnixListener>,
+    /// The batch listener (Rend's port 11212 idea).
+    pub batch: Option<TcpListener>,
 }
 
 impl Listeners {
@@ -160,7 +206,15 @@ impl Listeners {
             }
             None => None,
         };
-        Ok(Listeners { tcp: Some(tcp), unix })
+        let batch = match settings.batch_port {
+            Some(port) => Some(TcpListener::bind((settings.listen.as_str(), port)).await?),
+            None => None,
+        };
+        Ok(Listeners {
+            tcp: Some(tcp),
+            unix,
+            batch,
+        })
     }
 }
 
@@ -171,11 +225,13 @@ pub async fn run(state: Arc<ServerState>, listeners: Listeners, shutdown: Cancel
     let limit = Arc::new(Semaphore::new(state.settings.max_connections));
     let tracker = TaskTracker::new();
     let mut accept_loops = Vec::new();
-    if let Some(tcp) = listeners.tcp {
+    for (tcp, batch) in [(listeners.tcp, false), (listeners.batch, true)] {
+        let Some(tcp) = tcp else { continue };
         let local = tcp.local_addr().map(|a| a.to_string()).unwrap_or_default();
         accept_loops.push(tokio::spawn(accept_tcp(
             tcp,
             local,
+            batch,
             state.clone(),
             limit.clone(),
             tracker.clone(),
@@ -219,9 +275,11 @@ async fn reclaim(state: Arc<ServerState>, shutdown: CancellationToken) {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn accept_tcp(
     listener: TcpListener,
     local: String,
+    batch: bool,
     state: Arc<ServerState>,
     limit: Arc<Semaphore>,
     tracker: TaskTracker,
@@ -240,7 +298,7 @@ async fn accept_tcp(
                     local: format!("tcp:{local}"),
                     last_cmd: AtomicU32::new(state.engine.clock().now()),
                 };
-                admit(stream, info, &state, &limit, &tracker, &shutdown);
+                admit(stream, info, batch, &state, &limit, &tracker, &shutdown);
             }
             Err(e) => accept_error(e).await,
         }
@@ -267,7 +325,7 @@ async fn accept_unix(
                     local: format!("unix:{path}"),
                     last_cmd: AtomicU32::new(state.engine.clock().now()),
                 };
-                admit(stream, info, &state, &limit, &tracker, &shutdown);
+                admit(stream, info, false, &state, &limit, &tracker, &shutdown);
             }
             Err(e) => accept_error(e).await,
         }
@@ -283,6 +341,7 @@ async fn accept_error(e: io::Error) {
 fn admit<S: Socket + 'static>(
     mut stream: S,
     info: ConnInfo,
+    batch: bool,
     state: &Arc<ServerState>,
     limit: &Arc<Semaphore>,
     tracker: &TaskTracker,
@@ -304,7 +363,11 @@ fn admit<S: Socket + 'static>(
     tracker.spawn(async move {
         let info = Arc::new(info);
         let id = state.conns.add(info.clone());
-        if let Err(e) = serve(stream, &state, &info, &shutdown).await {
+        let engine = match (&state.batch_engine, batch) {
+            (Some(b), true) => b,
+            _ => &state.engine,
+        };
+        if let Err(e) = serve(stream, &state, engine, &info, &shutdown).await {
             tracing::debug!(error = %e, "connection ended");
         }
         state.conns.remove(id);
@@ -316,6 +379,7 @@ fn admit<S: Socket + 'static>(
 /// A node running on its own runtime thread, for tests and tools.
 pub struct RunningNode {
     pub addr: SocketAddr,
+    pub batch_addr: Option<SocketAddr>,
     pub state: Arc<ServerState>,
     shutdown: CancellationToken,
     thread: Option<std::thread::JoinHandle<()>>,
@@ -328,14 +392,16 @@ impl RunningNode {
             .worker_threads(settings.threads.max(1))
             .enable_all()
             .build()?;
-        let state = ServerState::new(settings);
+        let state = rt.block_on(ServerState::build(settings))?;
         let listeners = rt.block_on(Listeners::bind(&state.settings))?;
         let addr = listeners.tcp.as_ref().expect("tcp listener").local_addr()?;
+        let batch_addr = listeners.batch.as_ref().map(|b| b.local_addr()).transpose()?;
         let shutdown = CancellationToken::new();
         let (st, sd) = (state.clone(), shutdown.clone());
         let thread = std::thread::spawn(move || rt.block_on(run(st, listeners, sd)));
         Ok(RunningNode {
             addr,
+            batch_addr,
             state,
             shutdown,
             thread: Some(thread),

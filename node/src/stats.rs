@@ -83,6 +83,7 @@ fn general(state: &ServerState, put: &mut Put<'_>) {
     put("evicted_unfetched", &s.evicted_unfetched);
     put("evictions", &s.evictions);
     put("reclaimed", &s.reclaimed);
+    state.engine.for_each_tier_stat(&mut |name, v| put(name, &v));
 }
 
 fn settings(state: &ServerState, put: &mut Put<'_>) {
@@ -102,6 +103,10 @@ fn settings(state: &ServerState, put: &mut Put<'_>) {
     put("key_max", &riven_proto::MAX_KEY_LEN);
     put("max_line", &cfg.max_line);
     put("flush_enabled", &"yes");
+    put("tier_mode", &cfg.mode());
+    put("l2_path", &cfg.l2_path.as_ref().map_or("NULL".into(), |p| p.display().to_string()));
+    put("l2_max_bytes", &cfg.l2_max_bytes);
+    put("batch_port", &cfg.batch_port.unwrap_or(0));
 }
 
 fn items(state: &ServerState, put: &mut Put<'_>) {

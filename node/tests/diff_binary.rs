@@ -191,7 +191,7 @@ fn diff_pair(name: &str, mc: SocketAddr, node: SocketAddr, mc_steps: &[Step], no
     // Two silent servers would compare equal: only the scripts named here get no reply at all.
     let silent = ["quitq", "bad magic drops the replies not yet sent"];
     assert!(
-        !want.is_empty() || silent.contains(&name),
+        !want.is_empty() || silent.contains(&name.trim_end_matches(" (l1-l2)")),
         "{name}: memcached sent nothing"
     );
     (want != got).then(|| format!("--- {name}\nmemcached:\n{want}riven:\n{got}"))
@@ -205,16 +205,23 @@ fn cas_of(addr: SocketAddr, key: &[u8]) -> u64 {
     r.cas
 }
 
+/// memcached, a node on the memory store alone, and a node in l1-l2 mode: every script must give
+/// memcached's replies on both nodes.
 struct Servers {
     mc: Memcached,
     node: riven_node::server::RunningNode,
+    tiered: riven_node::server::RunningNode,
+    _l2_dir: tempfile::TempDir,
 }
 
 impl Servers {
     fn start() -> Servers {
+        let dir = tempfile::tempdir().unwrap();
         Servers {
             mc: Memcached::start(&[]),
             node: start_node(test_settings()),
+            tiered: start_node(tiered_settings(dir.path())),
+            _l2_dir: dir,
         }
     }
 
@@ -222,14 +229,18 @@ impl Servers {
         let s = script().req(Opcode::FLUSHQ, &[], b"", b"").flush().steps;
         exchange(self.mc.addr, &s);
         exchange(self.node.addr, &s);
+        exchange(self.tiered.addr, &s);
     }
 
-    /// Runs each script on both, from empty caches; panics listing every difference.
+    /// Runs each script on all three, from empty caches; panics listing every difference.
     fn check(&self, scripts: Vec<(&str, Vec<Step>)>) {
         let mut failures = Vec::new();
         for (name, steps) in scripts {
             self.wipe();
             failures.extend(diff_pair(name, self.mc.addr, self.node.addr, &steps, &steps));
+            self.wipe();
+            let tiered = format!("{name} (l1-l2)");
+            failures.extend(diff_pair(&tiered, self.mc.addr, self.tiered.addr, &steps, &steps));
         }
         assert!(
             failures.is_empty(),

@@ -469,8 +469,19 @@ fn render(parts: &[Part]) -> String {
 
 #[test]
 fn meta_commands_match_memcached() {
+    diff_against(test_settings());
+}
+
+/// The same scripts against a node in l1-l2 mode.
+#[test]
+fn meta_commands_match_memcached_in_l1_l2_mode() {
+    let dir = tempfile::tempdir().unwrap();
+    diff_against(tiered_settings(dir.path()));
+}
+
+fn diff_against(settings: riven_node::server::Settings) {
     let mc = Memcached::start(&[]);
-    let node = start_node(test_settings());
+    let node = start_node(settings);
     let show = std::env::var_os("RIVEN_DIFF_SHOW").is_some();
     let mut failures = Vec::new();
     for (i, (name, script)) in scripts().into_iter().enumerate() {

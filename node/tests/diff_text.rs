@@ -177,8 +177,23 @@ fn stats_shape(s: &str) -> String {
 
 #[test]
 fn text_protocol_matches_memcached() {
+    diff_against(test_settings());
+}
+
+/// The same scripts against a node in l1-l2 mode: the on-disk L2 must not change a single reply.
+#[test]
+fn text_protocol_matches_memcached_in_l1_l2_mode() {
+    let dir = tempfile::tempdir().unwrap();
+    diff_against(riven_node::server::Settings {
+        l2_path: Some(dir.path().to_path_buf()),
+        l2_max_bytes: 64 << 20,
+        ..test_settings()
+    });
+}
+
+fn diff_against(settings: riven_node::server::Settings) {
     let mc = Memcached::start(&[]);
-    let node = start_node(test_settings());
+    let node = start_node(settings);
     let mut failures = Vec::new();
     for (name, script) in scripts() {
         let mut full = vec![send("flush_all\r\n")];

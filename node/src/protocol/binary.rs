@@ -83,7 +83,7 @@ pub async fn handle(ctx: &mut Ctx<'_>, buf: &[u8], out: &mut Vec<u8>) -> Step {
         Opcode::INCREMENT | Opcode::DECREMENT => arith(ctx, &req, &r, out).await,
         Opcode::FLUSH => {
             let exptime = parse_u32_extras(extras).unwrap_or(0);
-            let done = ctx.state.engine.flush_all(i64::from(exptime)).await;
+            let done = ctx.engine.flush_all(i64::from(exptime)).await;
             ctx.state.stats.cmd_flush.fetch_add(1, Ordering::Relaxed);
             match done {
                 Ok(()) => r.success(out, &req, 0),
@@ -237,7 +237,7 @@ impl Reply {
 
 /// GET, GETK, TOUCH, GAT, GATK and their quiet twins.
 async fn read(ctx: &Ctx<'_>, req: &Head<'_>, r: &Reply, out: &mut Vec<u8>) -> Step {
-    let engine = &ctx.state.engine;
+    let engine = &ctx.engine;
     let touch = matches!(req.cmd, Opcode::TOUCH | Opcode::GAT | Opcode::GATK);
     let with_key = matches!(req.cmd, Opcode::GETK | Opcode::GATK);
     // TOUCH answers with the flags and CAS only.
@@ -295,7 +295,7 @@ async fn read(ctx: &Ctx<'_>, req: &Head<'_>, r: &Reply, out: &mut Vec<u8>) -> St
 /// SET, ADD, REPLACE, APPEND, PREPEND and their quiet twins.
 async fn store(ctx: &Ctx<'_>, req: &Head<'_>, r: &Reply, buf: &[u8], out: &mut Vec<u8>) -> Step {
     let state = ctx.state;
-    let engine = &state.engine;
+    let engine = ctx.engine;
     let extras = StoreExtras::parse(req.extras).unwrap_or(StoreExtras { flags: 0, exptime: 0 });
     if !item_size_ok(state.settings.item_size_max, req.key.len(), extras.flags, req.value_len) {
         r.error(out, Status::E2BIG);
@@ -358,7 +358,7 @@ async fn store(ctx: &Ctx<'_>, req: &Head<'_>, r: &Reply, buf: &[u8], out: &mut V
 
 async fn delete(ctx: &Ctx<'_>, req: &Head<'_>, r: &Reply, out: &mut Vec<u8>) -> Step {
     let cas = (req.h.cas != 0).then_some(req.h.cas);
-    match ctx.state.engine.delete(req.key, cas).await {
+    match ctx.engine.delete(req.key, cas).await {
         Ok(DeleteOutcome::Deleted) => r.success(out, req, 0),
         Ok(DeleteOutcome::NotFound) => r.error(out, Status::KEY_ENOENT),
         Ok(DeleteOutcome::Exists) => r.error(out, Status::KEY_EEXISTS),
@@ -370,7 +370,7 @@ async fn delete(ctx: &Ctx<'_>, req: &Head<'_>, r: &Reply, out: &mut Vec<u8>) -> 
 /// INCREMENT, DECREMENT and their quiet twins: a miss creates the item with the initial value,
 /// unless the exptime is 0xffffffff.
 async fn arith(ctx: &Ctx<'_>, req: &Head<'_>, r: &Reply, out: &mut Vec<u8>) -> Step {
-    let engine = &ctx.state.engine;
+    let engine = &ctx.engine;
     let Some(a) = ArithExtras::parse(req.extras) else {
         // shape_ok let only 20-byte extras through.
         r.error(out, Status::EINVAL);
@@ -491,7 +491,7 @@ mod tests {
         let mut out = Vec::new();
         let mut pos = 0;
         while pos < input.len() {
-            let mut ctx = Ctx { state, conn: &mut conn };
+            let mut ctx = Ctx { state, engine: &state.engine, conn: &mut conn };
             match crate::protocol::block_on(handle(&mut ctx, &input[pos..], &mut out)) {
                 Step::Done(n) => pos += n,
                 Step::Swallow { consumed, swallow } => pos = (pos + consumed + swallow).min(input.len()),
@@ -631,6 +631,7 @@ mod tests {
         let mut out = Vec::new();
         let mut ctx = Ctx {
             state: &st,
+            engine: &st.engine,
             conn: &mut conn,
         };
         let Step::Done(n) = crate::protocol::block_on(handle(&mut ctx, &input, &mut out)) else {

@@ -54,7 +54,7 @@ pub async fn handle(ctx: &mut Ctx<'_>, buf: &[u8], line_end: usize, next: usize,
 
 /// An exptime token as memcached reads it (0 never, <= 30 days relative, else absolute).
 fn expiry(ctx: &Ctx<'_>, exptime: i32) -> Expiry {
-    ctx.state.engine.clock().expiry(exptime as i64)
+    ctx.engine.clock().expiry(exptime as i64)
 }
 
 /// `O` and `k` only: what every reply without an item carries.
@@ -67,7 +67,7 @@ fn key_only<'k>(req: &Request<'k>) -> ReturnValues<'k> {
 }
 
 async fn get(ctx: &Ctx<'_>, req: &Request<'_>, out: &mut Vec<u8>) {
-    let engine = &ctx.state.engine;
+    let engine = &ctx.engine;
     let f = &req.flags;
     let touch = f.ttl.map(|t| expiry(ctx, t));
     let opts = ReadOpts {
@@ -118,7 +118,7 @@ async fn get(ctx: &Ctx<'_>, req: &Request<'_>, out: &mut Vec<u8>) {
 }
 
 async fn set(ctx: &Ctx<'_>, req: &Request<'_>, data: &[u8], next: usize, out: &mut Vec<u8>) -> Step {
-    let engine = &ctx.state.engine;
+    let engine = &ctx.engine;
     let f = &req.flags;
     let flags = f.client_flags.unwrap_or(0);
     let block_end = next + req.datalen + 2;
@@ -191,7 +191,7 @@ async fn set(ctx: &Ctx<'_>, req: &Request<'_>, data: &[u8], next: usize, out: &m
 }
 
 async fn delete(ctx: &Ctx<'_>, req: &Request<'_>, out: &mut Vec<u8>) {
-    let engine = &ctx.state.engine;
+    let engine = &ctx.engine;
     let f = &req.flags;
     // T only counts with I: a plain delete removes the item whatever its TTL.
     let outcome = if f.invalidate {
@@ -214,7 +214,7 @@ async fn delete(ctx: &Ctx<'_>, req: &Request<'_>, out: &mut Vec<u8>) {
 }
 
 async fn arith(ctx: &Ctx<'_>, req: &Request<'_>, out: &mut Vec<u8>) {
-    let engine = &ctx.state.engine;
+    let engine = &ctx.engine;
     let f = &req.flags;
     let arith_req = ArithReq {
         key: req.key,
@@ -264,7 +264,7 @@ async fn arith(ctx: &Ctx<'_>, req: &Request<'_>, out: &mut Vec<u8>) {
 }
 
 async fn debug(ctx: &Ctx<'_>, req: &Request<'_>, out: &mut Vec<u8>) {
-    let engine = &ctx.state.engine;
+    let engine = &ctx.engine;
     // `u`: looking must not count as an access.
     let opts = ReadOpts {
         no_bump: true,
@@ -310,7 +310,7 @@ mod tests {
     fn call(state: &ServerState, input: &[u8]) -> (Step, String) {
         let (line_end, next) = riven_proto::find_line(input).expect("a line");
         let mut conn = ConnState::default();
-        let mut ctx = Ctx { state, conn: &mut conn };
+        let mut ctx = Ctx { state, engine: &state.engine, conn: &mut conn };
         let mut out = Vec::new();
         let step = crate::protocol::block_on(handle(&mut ctx, input, line_end, next, &mut out));
         (step, String::from_utf8(out).unwrap())

@@ -6,6 +6,7 @@ pub mod binary;
 pub mod meta;
 pub mod text;
 
+use crate::engine::Engine;
 use crate::server::ServerState;
 
 /// What a front end did with the bytes it was given.
@@ -36,6 +37,9 @@ pub struct ConnState {
 /// Everything a front end needs to handle one request.
 pub struct Ctx<'a> {
     pub state: &'a ServerState,
+    /// The engine this connection's requests go to: the node's, or the batch view on the batch
+    /// listener.
+    pub engine: &'a Engine,
     pub conn: &'a mut ConnState,
 }
 

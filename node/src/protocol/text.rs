@@ -48,7 +48,7 @@ pub async fn handle(ctx: &mut Ctx<'_>, buf: &[u8], out: &mut Vec<u8>) -> Step {
             // memcached drops the old value of a `set` it could not store, so a reader never sees
             // the value the client meant to replace.
             if cmd == StoreCmd::Set {
-                let _ = ctx.state.engine.delete(key, None).await;
+                let _ = ctx.engine.delete(key, None).await;
             }
             Step::Swallow { consumed, swallow }
         }
@@ -65,7 +65,7 @@ pub async fn handle(ctx: &mut Ctx<'_>, buf: &[u8], out: &mut Vec<u8>) -> Step {
 /// Runs a request; `Some(step)` overrides the default "done, consumed the request".
 async fn execute(ctx: &mut Ctx<'_>, req: Request<'_>, out: &mut Vec<u8>) -> Option<Step> {
     let state = ctx.state;
-    let engine = &state.engine;
+    let engine = ctx.engine;
     let clock = engine.clock();
     match req {
         Request::Get { cas, keys } => get(ctx, keys, cas, None, out).await,
@@ -183,7 +183,7 @@ async fn execute(ctx: &mut Ctx<'_>, req: Request<'_>, out: &mut Vec<u8>) -> Opti
 }
 
 async fn get(ctx: &mut Ctx<'_>, keys: Keys<'_>, cas: bool, exptime: Option<i64>, out: &mut Vec<u8>) {
-    let engine = &ctx.state.engine;
+    let engine = &ctx.engine;
     let opts = ReadOpts {
         touch: exptime.map(|e| engine.clock().expiry(e)),
         ..ReadOpts::default()

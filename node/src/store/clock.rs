@@ -14,8 +14,8 @@ pub const REALTIME_MAXDELTA: i64 = 60 * 60 * 24 * 30;
 const START: u32 = 3;
 
 /// A coarse clock in whole seconds. A background thread advances it, so reading it is one atomic
-/// load (no syscall on the request path).
-#[derive(Debug)]
+/// load (no syscall on the request path). Clones share the same time.
+#[derive(Debug, Clone)]
 pub struct Clock {
     now: Arc<AtomicU32>,
     /// Unix time that corresponds to server time 0.
@@ -74,6 +74,28 @@ impl Clock {
     /// Unix time of server time `t`.
     pub fn to_unix(&self, t: u32) -> i64 {
         self.epoch_unix + t as i64
+    }
+
+    /// An expiry as absolute unix seconds, 0 for never (how other tiers and processes keep it).
+    pub fn expiry_to_unix(&self, e: Expiry) -> u64 {
+        if e == Expiry::NEVER {
+            0
+        } else {
+            self.to_unix(e.0).max(1) as u64
+        }
+    }
+
+    /// The inverse of [`Clock::expiry_to_unix`].
+    pub fn expiry_from_unix(&self, unix: u64) -> Expiry {
+        if unix == 0 {
+            return Expiry::NEVER;
+        }
+        let rel = unix as i64 - self.epoch_unix;
+        if rel <= 1 {
+            Expiry(1)
+        } else {
+            Expiry(rel.min(u32::MAX as i64) as u32)
+        }
     }
 
     /// memcached's rules for an exptime: 0 never expires; up to 30 days is relative; more is an

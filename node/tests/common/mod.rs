@@ -67,6 +67,15 @@ pub fn test_settings() -> Settings {
     }
 }
 
+/// Test settings for a node in l1-l2 mode with its L2 in `dir`.
+pub fn tiered_settings(dir: &std::path::Path) -> Settings {
+    Settings {
+        l2_path: Some(dir.to_path_buf()),
+        l2_max_bytes: 64 << 20,
+        ..test_settings()
+    }
+}
+
 /// Starts a node in-process.
 pub fn start_node(settings: Settings) -> RunningNode {
     RunningNode::start(settings).expect("start node")

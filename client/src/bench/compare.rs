@@ -1,0 +1,737 @@
+//! `riven-bench compare`: the benchmark runner. Starts each target server, drives all of them with
+//! the same [`load`](super::load) runs, alternating between targets round after round so that
+//! drift in the machine (frequency, other tenants, page cache) hits every target alike, then
+//! measures what an idle connection costs each of them.
+//!
+//! The runner knows nothing about particular servers: a [`Target`] is a name and a command line.
+//! The first target is the baseline every ratio is taken against (memcached direct); more modes
+//! of the node (over memcached, L1 + L2) are more targets.
+
+use std::time::Duration;
+
+use serde::Serialize;
+
+use super::hist::{median, ratio};
+use super::idle;
+use super::load::{self, LoadConfig};
+use super::proc::{self, Machine, Server, ServerSpec};
+use super::value::{KeySpace, ValueSpec};
+use super::wire::Protocol;
+
+/// A server to benchmark.
+#[derive(Clone, Debug, Serialize)]
+pub struct Target {
+    pub name: String,
+    pub server: ServerSpec,
+}
+
+/// Settings shared by the servers, given to each in its own flags.
+#[derive(Clone, Copy, Debug, Serialize)]
+pub struct ServerSettings {
+    pub threads: usize,
+    pub memory_mb: usize,
+    pub max_connections: usize,
+}
+
+impl Default for ServerSettings {
+    fn default() -> Self {
+        ServerSettings {
+            threads: 4,
+            memory_mb: 1024,
+            max_connections: 20_000,
+        }
+    }
+}
+
+/// memcached on TCP only (`-U 0`), on 127.0.0.1; with `-u root` when run as root, which
+/// memcached otherwise refuses.
+pub fn memcached(program: impl Into<std::path::PathBuf>, s: ServerSettings) -> Target {
+    let mut args = Vec::new();
+    if proc::is_root() {
+        args.extend(["-u".to_string(), "root".to_string()]);
+    }
+    args.extend(common_args(s));
+    args.extend(["-U".to_string(), "0".to_string()]);
+    Target {
+        name: "memcached".into(),
+        server: ServerSpec {
+            program: program.into(),
+            args,
+        },
+    }
+}
+
+/// riven-node on its embedded memory store.
+pub fn riven_node(program: impl Into<std::path::PathBuf>, s: ServerSettings) -> Target {
+    Target {
+        name: "riven-node".into(),
+        server: ServerSpec {
+            program: program.into(),
+            args: common_args(s),
+        },
+    }
+}
+
+fn common_args(s: ServerSettings) -> Vec<String> {
+    [
+        "-t".to_string(),
+        s.threads.to_string(),
+        "-m".into(),
+        s.memory_mb.to_string(),
+        "-c".into(),
+        s.max_connections.to_string(),
+        "-l".into(),
+        "127.0.0.1".into(),
+        "-p".into(),
+        "{port}".into(),
+    ]
+    .into()
+}
+
+/// What a comparison runs.
+#[derive(Clone, Debug)]
+pub struct CompareConfig {
+    /// The servers; the first is the baseline.
+    pub targets: Vec<Target>,
+    pub protocols: Vec<Protocol>,
+    pub pipelines: Vec<usize>,
+    /// Value sizes in bytes, one setting each.
+    pub value_sizes: Vec<usize>,
+    pub connections: usize,
+    /// Key space; capped per value size so the data stays within `max_data_bytes`.
+    pub keys: u64,
+    /// Bound on keys x value size, so every target holds the whole key space without evicting.
+    pub max_data_bytes: u64,
+    pub get_ratio: f64,
+    pub rounds: usize,
+    pub round_duration: Duration,
+    pub timeout: Duration,
+    /// Idle connections to open against each target (0 skips the idle test).
+    pub idle_connections: usize,
+    /// Threads of the load generator's runtime.
+    pub client_threads: usize,
+    /// The exact command that started the comparison, for the report.
+    pub command: String,
+}
+
+impl CompareConfig {
+    /// The matrix of issue 2: text, meta and binary at pipeline 1 and 16, 100-byte values, 50
+    /// connections, 90 % gets, 5 rounds of 3 seconds, then 10,000 idle connections.
+    pub fn new(targets: Vec<Target>, command: String) -> CompareConfig {
+        CompareConfig {
+            targets,
+            protocols: Protocol::ALL.to_vec(),
+            pipelines: vec![1, 16],
+            value_sizes: vec![100],
+            connections: 50,
+            keys: 100_000,
+            max_data_bytes: 256 << 20,
+            get_ratio: 0.9,
+            rounds: 5,
+            round_duration: Duration::from_secs(3),
+            timeout: Duration::from_secs(5),
+            idle_connections: 10_000,
+            client_threads: 1,
+            command,
+        }
+    }
+
+    fn keys_for(&self, value_size: usize) -> u64 {
+        let fit = self.max_data_bytes / (value_size.max(1) as u64);
+        self.keys.min(fit).max(1)
+    }
+}
+
+/// Everything a comparison found.
+#[derive(Clone, Debug, Serialize)]
+pub struct CompareReport {
+    pub ok: bool,
+    pub machine: Machine,
+    pub command: String,
+    pub servers: Vec<ServerInfo>,
+    pub connections: usize,
+    pub keys: u64,
+    pub get_ratio: f64,
+    pub rounds: usize,
+    pub round_secs: f64,
+    pub client_threads: usize,
+    pub settings: Vec<SettingResult>,
+    pub idle: Vec<IdleResult>,
+    pub errors: Vec<String>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct ServerInfo {
+    pub name: String,
+    pub command: String,
+}
+
+/// One cell of the matrix.
+#[derive(Clone, Debug, Serialize)]
+pub struct SettingResult {
+    pub protocol: Protocol,
+    pub pipeline: usize,
+    pub value_size: usize,
+    pub keys: u64,
+    /// In target order; the first is the baseline.
+    pub targets: Vec<TargetResult>,
+}
+
+/// One target's rounds at one setting, and how its medians compare with the baseline's.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct TargetResult {
+    pub name: String,
+    pub runs: Vec<RunSample>,
+    pub ops_per_sec: Option<f64>,
+    pub p50_us: Option<f64>,
+    pub p99_us: Option<f64>,
+    /// (max - min) / median of the rounds' throughputs.
+    pub spread: Option<f64>,
+    /// Median throughput over the baseline's.
+    pub ops_ratio: Option<f64>,
+    /// Median p99 over the baseline's.
+    pub p99_ratio: Option<f64>,
+    pub error: Option<String>,
+}
+
+/// One round of one target.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
+pub struct RunSample {
+    pub ops_per_sec: f64,
+    pub p50_us: f64,
+    pub p99_us: f64,
+    pub hit_ratio: f64,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct IdleResult {
+    pub name: String,
+    pub report: Option<idle::IdleReport>,
+    pub error: Option<String>,
+}
+
+impl TargetResult {
+    /// Medians of the rounds.
+    fn summarize(&mut self) {
+        let ops: Vec<f64> = self.runs.iter().map(|r| r.ops_per_sec).collect();
+        self.ops_per_sec = median(&ops);
+        self.p50_us = median(&self.runs.iter().map(|r| r.p50_us).collect::<Vec<_>>());
+        self.p99_us = median(&self.runs.iter().map(|r| r.p99_us).collect::<Vec<_>>());
+        self.spread = self.ops_per_sec.filter(|m| *m > 0.0 && ops.len() > 1).map(|m| {
+            let max = ops.iter().copied().fold(f64::MIN, f64::max);
+            let min = ops.iter().copied().fold(f64::MAX, f64::min);
+            (max - min) / m
+        });
+    }
+}
+
+impl SettingResult {
+    /// Medians per target and ratios against the first target.
+    pub fn finish(&mut self) {
+        for t in &mut self.targets {
+            t.summarize();
+        }
+        let (base_ops, base_p99) = match self.targets.first() {
+            Some(b) => (b.ops_per_sec, b.p99_us),
+            None => return,
+        };
+        for t in &mut self.targets {
+            t.ops_ratio = ratio(t.ops_per_sec, base_ops);
+            t.p99_ratio = ratio(t.p99_us, base_p99);
+        }
+    }
+}
+
+/// Runs the comparison. `log` receives a line per step (the caller prints it to stderr).
+/// Fails only when a server cannot be started; everything else ends up in the report.
+pub fn run(cfg: &CompareConfig, log: &mut dyn FnMut(&str)) -> Result<CompareReport, String> {
+    if cfg.targets.is_empty() {
+        return Err("no targets".into());
+    }
+    // 10,000 idle connections need more descriptors than the usual soft limit of 1024; the
+    // servers inherit the raised limit too.
+    if let Err(e) = proc::raise_nofile_limit() {
+        log(&format!("cannot raise the open-file limit: {e}"));
+    }
+    let mut servers = Vec::new();
+    for t in &cfg.targets {
+        let s = Server::start(&t.name, &t.server, Duration::from_secs(10))?;
+        log(&format!("started {} (pid {}): {}", s.name, s.pid(), s.command));
+        servers.push(s);
+    }
+    let runtime = load::runtime(cfg.client_threads).map_err(|e| format!("tokio runtime: {e}"))?;
+
+    let mut report = CompareReport {
+        ok: true,
+        machine: Machine::describe(),
+        command: cfg.command.clone(),
+        servers: servers
+            .iter()
+            .map(|s| ServerInfo {
+                name: s.name.clone(),
+                command: s.command.clone(),
+            })
+            .collect(),
+        connections: cfg.connections,
+        keys: cfg.keys,
+        get_ratio: cfg.get_ratio,
+        rounds: cfg.rounds,
+        round_secs: cfg.round_duration.as_secs_f64(),
+        client_threads: cfg.client_threads,
+        settings: Vec::new(),
+        idle: Vec::new(),
+        errors: Vec::new(),
+    };
+
+    for &value_size in &cfg.value_sizes {
+        for &protocol in &cfg.protocols {
+            for &pipeline in &cfg.pipelines {
+                let setting = run_setting(cfg, &runtime, &mut servers, protocol, pipeline, value_size, log);
+                report.settings.push(setting);
+            }
+        }
+    }
+
+    if cfg.idle_connections > 0 {
+        for s in &servers {
+            log(&format!(
+                "{}: opening {} idle connections",
+                s.name, cfg.idle_connections
+            ));
+            let r = match idle::measure(&s.addr(), cfg.idle_connections, Some(s.pid()), cfg.timeout) {
+                Ok((r, conns)) => {
+                    log(r.human().trim_end());
+                    drop(conns);
+                    // Let the server see the connections close before the next measurement.
+                    std::thread::sleep(Duration::from_millis(500));
+                    IdleResult {
+                        name: s.name.clone(),
+                        report: Some(r),
+                        error: None,
+                    }
+                }
+                Err(e) => IdleResult {
+                    name: s.name.clone(),
+                    report: None,
+                    error: Some(e),
+                },
+            };
+            report.idle.push(r);
+        }
+    }
+
+    for s in &mut servers {
+        s.stop(Duration::from_secs(5));
+    }
+    collect_errors(&mut report);
+    Ok(report)
+}
+
+fn run_setting(
+    cfg: &CompareConfig,
+    runtime: &tokio::runtime::Runtime,
+    servers: &mut [Server],
+    protocol: Protocol,
+    pipeline: usize,
+    value_size: usize,
+    log: &mut dyn FnMut(&str),
+) -> SettingResult {
+    let keys = cfg.keys_for(value_size);
+    let mut setting = SettingResult {
+        protocol,
+        pipeline,
+        value_size,
+        keys,
+        targets: servers
+            .iter()
+            .map(|s| TargetResult {
+                name: s.name.clone(),
+                ..TargetResult::default()
+            })
+            .collect(),
+    };
+    let load_cfg = |s: &Server, warmup: bool| {
+        let mut c = LoadConfig::new(s.addr(), protocol);
+        c.connections = cfg.connections;
+        c.pipeline = pipeline;
+        c.keys = KeySpace::new("rb:", 0, keys).expect("a key space of at least one key is valid");
+        c.values = ValueSpec::fixed(value_size);
+        c.get_ratio = cfg.get_ratio;
+        c.timeout = cfg.timeout;
+        c.warmup = warmup;
+        // A warm-up run only fills the key space: it measures nothing.
+        c.duration = if warmup { Duration::ZERO } else { cfg.round_duration };
+        c
+    };
+    let label = format!("{protocol} pipeline {pipeline} {value_size} B");
+
+    for (i, s) in servers.iter().enumerate() {
+        let r = runtime.block_on(load::run(&load_cfg(s, true)));
+        if !r.ok {
+            setting.targets[i].error = Some(format!("warm-up: {}", r.errors.join("; ")));
+        }
+    }
+    for round in 0..cfg.rounds {
+        // Rotate who goes first, so no target always runs right after the same other one.
+        for k in 0..servers.len() {
+            let i = (k + round) % servers.len();
+            if setting.targets[i].error.is_some() {
+                continue;
+            }
+            let s = &servers[i];
+            let r = runtime.block_on(load::run(&load_cfg(s, false)));
+            if !r.ok {
+                log(&format!(
+                    "{label} round {}: {}: FAILED: {}",
+                    round + 1,
+                    s.name,
+                    r.errors.join("; ")
+                ));
+                setting.targets[i].error = Some(r.errors.join("; "));
+                continue;
+            }
+            let hit_ratio = if r.gets > 0 { r.hits as f64 / r.gets as f64 } else { 1.0 };
+            let hits = if hit_ratio < 1.0 {
+                format!("  hits {:.2} %", hit_ratio * 100.0)
+            } else {
+                String::new()
+            };
+            log(&format!(
+                "{label} round {}: {:<12} {:>10.0} ops/s  p50 {:>7.1} µs  p99 {:>7.1} µs{hits}",
+                round + 1,
+                s.name,
+                r.ops_per_sec,
+                r.latency.p50_us,
+                r.latency.p99_us
+            ));
+            setting.targets[i].runs.push(RunSample {
+                ops_per_sec: r.ops_per_sec,
+                p50_us: r.latency.p50_us,
+                p99_us: r.latency.p99_us,
+                hit_ratio,
+            });
+        }
+    }
+    setting.finish();
+    setting
+}
+
+fn collect_errors(report: &mut CompareReport) {
+    for s in &report.settings {
+        for t in &s.targets {
+            if let Some(e) = &t.error {
+                report.errors.push(format!(
+                    "{} pipeline {} {} B: {}: {e}",
+                    s.protocol, s.pipeline, s.value_size, t.name
+                ));
+            }
+        }
+    }
+    for i in &report.idle {
+        if let Some(e) = &i.error {
+            report.errors.push(format!("idle: {}: {e}", i.name));
+        }
+        if let Some(r) = &i.report {
+            if r.still_open < r.connections {
+                report.errors.push(format!(
+                    "idle: {}: the server closed {} of {} idle connections",
+                    i.name,
+                    r.connections - r.still_open,
+                    r.connections
+                ));
+            }
+        }
+    }
+    report.ok = report.errors.is_empty();
+}
+
+/// The report as Markdown: a header with the date, machine and commands, the throughput and
+/// latency table, and the idle-connection table. Columns are padded so it also reads well in a
+/// terminal.
+pub fn render_markdown(r: &CompareReport) -> String {
+    let base = r.servers.first().map(|s| s.name.as_str()).unwrap_or("baseline");
+    let mut out = String::new();
+    out += "## riven-bench compare\n\n";
+    out += &format!("- date: {}\n", r.machine.date);
+    out += &format!(
+        "- machine: {} cores ({}), {} memory\n- kernel: {}\n- /proc/version: {}\n",
+        r.machine.cores, r.machine.cpu, r.machine.memory, r.machine.uname, r.machine.kernel
+    );
+    out += &format!("- command: `{}`\n", r.command);
+    for s in &r.servers {
+        out += &format!("- {}: `{}`\n", s.name, s.command);
+    }
+    out += &format!(
+        "- load: {} connections, {:.0} % gets, up to {} keys, rounds: {} x {:.1} s per target and setting (targets alternating), load generator threads: {}, every hit verified\n\n",
+        r.connections,
+        r.get_ratio * 100.0,
+        r.keys,
+        r.rounds,
+        r.round_secs,
+        r.client_threads
+    );
+
+    let mut rows = vec![[
+        "protocol",
+        "pipeline",
+        "value",
+        "target",
+        "ops/s (median)",
+        "spread",
+        &format!("ops vs {base}"),
+        "p50 µs",
+        "p99 µs",
+        &format!("p99 vs {base}"),
+    ]
+    .map(String::from)];
+    for s in &r.settings {
+        for t in &s.targets {
+            let value = format!("{} B", s.value_size);
+            let row = match &t.error {
+                Some(_) => [
+                    s.protocol.to_string(),
+                    s.pipeline.to_string(),
+                    value,
+                    t.name.clone(),
+                    "error".into(),
+                    "-".into(),
+                    "-".into(),
+                    "-".into(),
+                    "-".into(),
+                    "-".into(),
+                ],
+                None => [
+                    s.protocol.to_string(),
+                    s.pipeline.to_string(),
+                    value,
+                    t.name.clone(),
+                    fmt_opt(t.ops_per_sec, 0),
+                    t.spread
+                        .map(|x| format!("{:.1} %", x * 100.0))
+                        .unwrap_or_else(|| "-".into()),
+                    fmt_opt(t.ops_ratio, 2),
+                    fmt_opt(t.p50_us, 1),
+                    fmt_opt(t.p99_us, 1),
+                    fmt_opt(t.p99_ratio, 2),
+                ],
+            };
+            rows.push(row);
+        }
+    }
+    out += &table(&rows, &[false, true, true, false, true, true, true, true, true, true]);
+
+    if !r.idle.is_empty() {
+        out += "\nIdle connections (RSS from /proc/<pid>/status):\n\n";
+        let mut rows = vec![[
+            "target",
+            "connections",
+            "still open",
+            "RSS before KiB",
+            "RSS after KiB",
+            "bytes per connection",
+        ]
+        .map(String::from)];
+        for i in &r.idle {
+            rows.push(match &i.report {
+                Some(x) => [
+                    i.name.clone(),
+                    x.connections.to_string(),
+                    x.still_open.to_string(),
+                    x.rss_before_kib.map(|v| v.to_string()).unwrap_or_else(|| "-".into()),
+                    x.rss_after_kib.map(|v| v.to_string()).unwrap_or_else(|| "-".into()),
+                    fmt_opt(x.bytes_per_conn, 0),
+                ],
+                None => [
+                    i.name.clone(),
+                    "error".into(),
+                    "-".into(),
+                    "-".into(),
+                    "-".into(),
+                    "-".into(),
+                ],
+            });
+        }
+        out += &table(&rows, &[false, true, true, true, true, true]);
+    }
+    if !r.errors.is_empty() {
+        out += "\nErrors:\n\n";
+        for e in &r.errors {
+            out += &format!("- {e}\n");
+        }
+    }
+    out
+}
+
+fn fmt_opt(v: Option<f64>, decimals: usize) -> String {
+    v.map(|x| format!("{x:.decimals$}")).unwrap_or_else(|| "-".into())
+}
+
+/// A Markdown table with padded columns; `right[i]` right-aligns column `i`.
+fn table<const N: usize>(rows: &[[String; N]], right: &[bool; N]) -> String {
+    let mut width = [3usize; N];
+    for row in rows {
+        for (w, cell) in width.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    for (n, row) in rows.iter().enumerate() {
+        out.push('|');
+        for i in 0..N {
+            let pad = width[i] - row[i].chars().count();
+            let cell = if right[i] {
+                format!("{}{}", " ".repeat(pad), row[i])
+            } else {
+                format!("{}{}", row[i], " ".repeat(pad))
+            };
+            out += &format!(" {cell} |");
+        }
+        out.push('\n');
+        if n == 0 {
+            out.push('|');
+            for i in 0..N {
+                let dashes = "-".repeat(width[i] - 1);
+                out += &if right[i] {
+                    format!(" {dashes}: |")
+                } else {
+                    format!(" {dashes}- |")
+                };
+            }
+            out.push('\n');
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(ops: f64, p50: f64, p99: f64) -> RunSample {
+        RunSample {
+            ops_per_sec: ops,
+            p50_us: p50,
+            p99_us: p99,
+            hit_ratio: 1.0,
+        }
+    }
+
+    fn setting() -> SettingResult {
+        SettingResult {
+            protocol: Protocol::Text,
+            pipeline: 16,
+            value_size: 100,
+            keys: 1000,
+            targets: vec![
+                TargetResult {
+                    name: "memcached".into(),
+                    runs: vec![
+                        sample(100.0, 10.0, 50.0),
+                        sample(120.0, 12.0, 40.0),
+                        sample(110.0, 11.0, 60.0),
+                    ],
+                    ..TargetResult::default()
+                },
+                TargetResult {
+                    name: "riven-node".into(),
+                    runs: vec![
+                        sample(99.0, 9.0, 66.0),
+                        sample(88.0, 8.0, 55.0),
+                        sample(500.0, 7.0, 44.0),
+                    ],
+                    ..TargetResult::default()
+                },
+            ],
+        }
+    }
+
+    #[test]
+    fn medians_and_ratios_against_the_first_target() {
+        let mut s = setting();
+        s.finish();
+        let (m, n) = (&s.targets[0], &s.targets[1]);
+        assert_eq!(
+            (m.ops_per_sec, m.p50_us, m.p99_us),
+            (Some(110.0), Some(11.0), Some(50.0))
+        );
+        assert_eq!(m.ops_ratio, Some(1.0));
+        assert_eq!(m.p99_ratio, Some(1.0));
+        // The outlier round (500) does not move the median.
+        assert_eq!(n.ops_per_sec, Some(99.0));
+        assert_eq!(n.ops_ratio, Some(0.9));
+        assert_eq!(n.p99_ratio, Some(55.0 / 50.0));
+        assert!((m.spread.unwrap() - 20.0 / 110.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn a_failed_baseline_leaves_no_ratio() {
+        let mut s = setting();
+        s.targets[0].runs.clear();
+        s.targets[0].error = Some("closed".into());
+        s.finish();
+        assert_eq!(s.targets[1].ops_ratio, None);
+        assert_eq!(s.targets[1].ops_per_sec, Some(99.0));
+    }
+
+    #[test]
+    fn markdown_table() {
+        let mut s = setting();
+        s.finish();
+        let mut report = CompareReport {
+            ok: true,
+            machine: Machine::describe(),
+            command: "riven-bench compare".into(),
+            servers: vec![
+                ServerInfo {
+                    name: "memcached".into(),
+                    command: "memcached -p 1".into(),
+                },
+                ServerInfo {
+                    name: "riven-node".into(),
+                    command: "riven-node -p 2".into(),
+                },
+            ],
+            connections: 50,
+            keys: 1000,
+            get_ratio: 0.9,
+            rounds: 3,
+            round_secs: 3.0,
+            client_threads: 1,
+            settings: vec![s],
+            idle: vec![IdleResult {
+                name: "memcached".into(),
+                report: None,
+                error: Some("refused".into()),
+            }],
+            errors: Vec::new(),
+        };
+        collect_errors(&mut report);
+        assert!(!report.ok);
+        let md = render_markdown(&report);
+        let lines: Vec<&str> = md.lines().filter(|l| l.starts_with('|')).collect();
+        assert!(lines[0].contains("ops vs memcached"), "{md}");
+        assert!(lines[1].starts_with("| ---"), "{md}");
+        assert!(lines[2].contains("memcached") && lines[2].contains("1.00"), "{md}");
+        assert!(
+            lines[3].contains("riven-node") && lines[3].contains("0.90") && lines[3].contains("1.10"),
+            "{md}"
+        );
+        // Every row of a table has the same width.
+        assert!(
+            lines[..4].iter().all(|l| l.chars().count() == lines[0].chars().count()),
+            "{md}"
+        );
+        assert!(md.contains("idle: memcached: refused"), "{md}");
+        assert!(md.contains("- command: `riven-bench compare`"));
+    }
+
+    #[test]
+    fn key_space_fits_the_memory_bound() {
+        let cfg = CompareConfig::new(Vec::new(), String::new());
+        assert_eq!(cfg.keys_for(100), 100_000);
+        assert_eq!(cfg.keys_for(100 * 1024), 2621);
+        let args = memcached("/usr/bin/memcached", ServerSettings::default()).server.args;
+        assert!(args.windows(2).any(|w| w == ["-U", "0"]));
+        assert!(args.windows(2).any(|w| w == ["-p", "{port}"]));
+    }
+}

@@ -1,0 +1,54 @@
+//! The load and correctness tools behind `riven-bench`.
+//!
+//! - [`value`]: keys and the values derived from them, so any read can be verified;
+//! - [`wire`]: the requests sent and the replies accepted, per protocol, through `riven-proto`;
+//! - [`load`]: closed-loop pipelined load with verification and latency histograms;
+//! - [`hist`]: HDR histograms, medians, ratios;
+//! - [`idle`]: many idle connections, to measure a server's memory per connection;
+//! - [`proc`]: server processes, RSS, the machine;
+//! - [`compare`]: the benchmark runner, alternating targets round by round.
+
+pub mod compare;
+pub mod hist;
+pub mod idle;
+pub mod load;
+pub mod proc;
+pub mod value;
+pub mod wire;
+
+use std::time::Duration;
+
+/// Parses a duration such as `10s`, `500ms`, `2m` or a bare number of seconds (`1.5`).
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (num, unit) = match s.find(|c: char| c.is_ascii_alphabetic()) {
+        Some(i) => (&s[..i], &s[i..]),
+        None => (s, "s"),
+    };
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("bad duration {s:?} (e.g. 10s, 500ms, 2m)"))?;
+    let secs = match unit {
+        "ms" => n / 1000.0,
+        "s" => n,
+        "m" => n * 60.0,
+        _ => return Err(format!("bad duration unit in {s:?} (ms, s or m)")),
+    };
+    Duration::try_from_secs_f64(secs).map_err(|_| format!("bad duration {s:?}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("1.5"), Ok(Duration::from_millis(1500)));
+        assert!(parse_duration("-1s").is_err());
+        assert!(parse_duration("5h").is_err());
+        assert!(parse_duration("fast").is_err());
+    }
+}

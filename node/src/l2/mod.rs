@@ -1,0 +1,261 @@
+//! The on-disk L2: a size-bounded, FIFO-evicting cache tier on an embedded LSM store (fjall).
+//!
+//! The orchestrator uses [`AsyncL2`] (operations run off the tokio workers); [`L2Store`] is the
+//! synchronous store underneath, for tests and tools. Both are cheap to share (`&self` methods,
+//! internally synchronized).
+//!
+//! # Layout: an append-only value log plus a key index
+//!
+//! One fjall database in the L2 directory holds two keyspaces:
+//!
+//! * `log`: every write appended under a fresh, strictly increasing 8-byte sequence number, with
+//!   fjall's **FIFO compaction**. FIFO never merges tables; when the log passes its limit it
+//!   deletes the oldest table files whole. That is the cache's eviction: oldest writes first,
+//!   reclaimed at the cost of an `unlink`, with no rewriting (see write amplification below).
+//! * `index`: user key -> (sequence number, expiry), 17 bytes a key, with the default leveled
+//!   compaction and a compaction filter.
+//!
+//! Why not one keyspace under the user's keys with FIFO? fjall's FIFO strategy requires every
+//! table of level 0 to be disjoint from the others (it asserts it, and a failed assertion poisons
+//! the database); random cache keys make every flushed table overlap every other. Keys that grow
+//! with every write are what makes FIFO usable, hence the log; the index maps user keys onto it.
+//! Appends are serialized (one mutex around "take a sequence number, commit") so the log's keys
+//! reach fjall's memtables in order even when writers race.
+//!
+//! A `set` is one atomic fjall batch (log record + index record). `delete` and `touch` rewrite
+//! only the index; the old log record stays as garbage until FIFO drops its table, like an
+//! overwritten value. A read goes index -> log and checks that the log record carries the same
+//! key, so an index record left dangling (by a crash that lost the end of the journal, or a
+//! sequence number reused after the log was emptied) reads as a miss, never as another key's
+//! value.
+//!
+//! # Expiry
+//!
+//! Expired entries are never returned: every read compares the expiry with the store's clock
+//! ([`L2Clock`], controllable in tests). Reclaiming, by design choice:
+//!
+//! * **Index records** of expired entries are removed by a compaction filter as leveled compaction
+//!   rewrites the index; so are records pointing at log data FIFO has already dropped. Expired
+//!   ones become tombstones (an older record of the key could otherwise resurface: `touch` may
+//!   have shortened the expiry); evicted ones are destroyed outright, since every older record of
+//!   the key points even further back into the evicted part of the log.
+//! * **Log records** of expired entries are reclaimed when FIFO drops their table, not before. A
+//!   filter cannot do better here: FIFO never rewrites a table, so a filter would never run, and
+//!   rewriting tables to drop expired values early would spend SSD writes (the one thing FIFO
+//!   saves) to free space FIFO will free anyway. An expired value therefore costs disk space until
+//!   it is the oldest, exactly like an overwritten one.
+//! * Optionally [`L2Config::max_age_secs`] sets fjall's FIFO TTL: tables older than that are
+//!   dropped whole. It bounds how long *any* value lives in L2 (a cache may forget), so it suits
+//!   a cluster whose TTLs are known to be shorter; it is off by default because memcached items may
+//!   live forever.
+//!
+//! # Size bound
+//!
+//! `max_bytes` bounds the table files (log + index). The log's FIFO limit is `max_bytes` minus
+//! one memtable (a table just flushed sits on disk until the FIFO pass that follows it) minus a
+//! 1/16 reserve for the index (17 bytes + key per live entry; within the reserve for values of
+//! ~300 bytes and up). On top of the tables the directory holds fjall's journal, which fjall
+//! rotates only at 64 MB and keeps until every keyspace has flushed past it (bounded by
+//! `max_journaling_size`, 64 MiB, fjall's minimum), so it is a constant, not a proportion:
+//! **the directory can exceed `max_bytes` by the journals, at most ~128 MiB (64 MB active + 64 MiB
+//! sealed), plus < 1 MiB of fjall metadata**. Journal files are preallocated sparse at 64 MiB:
+//! their apparent size is larger than the blocks they use; the bound is on blocks (what `du`
+//! reports). For an L2 of tens of GiB that overhead is well under 1%; a tiny `max_bytes` is
+//! dominated by it. Measured in `tests::size_bound_holds_under_twice_the_bound`.
+//!
+//! Changing `max_bytes` or `max_age_secs` empties the L2 at the next open: fjall stores a
+//! keyspace's compaction settings with it, so the old layout is dropped and a new one created.
+//!
+//! # Durability
+//!
+//! [`Persist::Buffered`] (default) hands each write to the OS before returning, so a crash of the
+//! node loses nothing, but a power loss can lose the last writes: acceptable for a cache, and it
+//! keeps an `fsync` out of every request. [`Persist::SyncEachWrite`] fsyncs every write.
+//! `flush_all` always fsyncs, so a flushed value does not come back after a crash.
+//!
+//! # Write amplification
+//!
+//! See [`WRITE_AMPLIFICATION`].
+
+mod codec;
+mod filter;
+mod handle;
+mod store;
+#[cfg(test)]
+mod tests;
+
+pub use handle::AsyncL2;
+pub use store::{dir_usage, DirUsage, L2Store};
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+/// Write amplification measured on this store: bytes the process caused to be written to disk
+/// (`write_bytes` of `/proc/self/io`, counted when pages are dirtied, so background flushes are
+/// included) per byte of user data (key + value) written.
+///
+/// Workload: `max_bytes` 64 MiB, 64 Ki sets of 4 KiB incompressible values under distinct 24-byte
+/// keys (256 MiB of user data, 4x the bound, so FIFO evicts throughout and the journal rotates
+/// several times), buffered journal, release build; `tests::write_amplification` (ignored; run it
+/// alone). Result: see the figure in the test's doc and the crate notes.
+pub const WRITE_AMPLIFICATION: &str = "~2.1 (journal 1x + one table write 1x + index)";
+
+/// The smallest `max_bytes` accepted.
+pub const MIN_MAX_BYTES: u64 = 4 << 20;
+
+/// A version: hybrid logical clock + zone id (last writer wins across zones).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Version {
+    pub hlc: u64,
+    pub zone: u16,
+}
+
+/// One cached item as the L2 stores it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct L2Entry {
+    pub value: Bytes,
+    /// memcached client flags.
+    pub flags: u32,
+    /// Absolute expiry in unix seconds; 0 = never. Expired when `expiry <= now`.
+    pub expiry: u64,
+    pub cas: u64,
+    pub version: Version,
+}
+
+/// When a write is made durable.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Persist {
+    /// Each write reaches the OS before the call returns; fjall fsyncs when it rotates
+    /// memtables and journals. Survives a process crash, not a power loss.
+    #[default]
+    Buffered,
+    /// Each write is fsynced (fdatasync) before the call returns.
+    SyncEachWrite,
+}
+
+/// The time source expiry is checked against, in unix seconds.
+#[derive(Clone, Debug, Default)]
+pub enum L2Clock {
+    /// The system clock.
+    #[default]
+    System,
+    /// A clock that moves only when told to (tests, tools).
+    Manual(Arc<AtomicU64>),
+}
+
+impl L2Clock {
+    pub fn manual(now: u64) -> L2Clock {
+        L2Clock::Manual(Arc::new(AtomicU64::new(now)))
+    }
+
+    pub fn now(&self) -> u64 {
+        match self {
+            L2Clock::System => std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs()),
+            L2Clock::Manual(t) => t.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Moves a manual clock forward; no effect on the system clock.
+    pub fn advance(&self, secs: u64) {
+        if let L2Clock::Manual(t) = self {
+            t.fetch_add(secs, Ordering::Relaxed);
+        }
+    }
+
+    /// Whether an entry with this expiry is expired now.
+    pub fn expired(&self, expiry: u64) -> bool {
+        expired(expiry, self.now())
+    }
+}
+
+pub(crate) fn expired(expiry: u64, now: u64) -> bool {
+    expiry != 0 && expiry <= now
+}
+
+/// What an L2 is opened with.
+#[derive(Clone, Debug)]
+pub struct L2Config {
+    /// Directory of the store (`--l2-path`); created if missing.
+    pub path: PathBuf,
+    /// Bound on the table files, in bytes (`--l2-max-bytes`); see the module doc for what else
+    /// the directory holds. At least [`MIN_MAX_BYTES`].
+    pub max_bytes: u64,
+    pub persist: Persist,
+    /// Drop log tables older than this many seconds, whatever their items' expiry (fjall's FIFO
+    /// TTL). `None` (default): only size evicts.
+    pub max_age_secs: Option<u64>,
+    /// fjall block cache, in bytes.
+    pub cache_bytes: u64,
+    /// fjall background threads (memtable flushes and compactions).
+    pub background_threads: usize,
+    pub clock: L2Clock,
+}
+
+impl L2Config {
+    pub fn new(path: impl Into<PathBuf>, max_bytes: u64) -> L2Config {
+        L2Config {
+            path: path.into(),
+            max_bytes,
+            persist: Persist::Buffered,
+            max_age_secs: None,
+            cache_bytes: 32 << 20,
+            background_threads: 2,
+            clock: L2Clock::System,
+        }
+    }
+}
+
+/// Counters and sizes, for `stats`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct L2Stats {
+    /// Blocks used by the whole directory (tables, journals, metadata), as `du` counts them.
+    pub dir_bytes: u64,
+    /// Journal blocks (part of `dir_bytes`).
+    pub journal_bytes: u64,
+    /// Table files of the log (values) and of the index.
+    pub log_bytes: u64,
+    pub index_bytes: u64,
+    /// The configured bound on `log_bytes + index_bytes`.
+    pub max_bytes: u64,
+    /// Index records, an estimate: it counts records of deleted, expired or evicted entries
+    /// until compaction drops them.
+    pub entries_estimate: u64,
+    pub reads: u64,
+    pub hits: u64,
+    pub misses: u64,
+    /// Misses because the entry had expired.
+    pub expired: u64,
+    /// Misses because FIFO had dropped the entry's value (evictions seen by reads; FIFO drops
+    /// whole tables and does not count items).
+    pub evicted: u64,
+    /// Successful `set`s.
+    pub writes: u64,
+    /// Key + value bytes of those `set`s.
+    pub user_bytes_written: u64,
+    pub deletes: u64,
+    pub touches: u64,
+    pub flushes: u64,
+}
+
+/// Errors of the L2. A storage error means the disk or fjall failed; the orchestrator should
+/// treat the L2 as unavailable for that request (a miss for reads, an error for writes).
+#[derive(Debug, thiserror::Error)]
+pub enum L2Error {
+    #[error("l2 storage error: {0}")]
+    Storage(#[from] fjall::Error),
+    #[error("l2 i/o error: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("l2 config: {0}")]
+    Config(String),
+    /// Empty key, or a key or value beyond what the store can hold.
+    #[error("l2: key or value too large, or empty key")]
+    Invalid,
+    /// The blocking task running the operation panicked or was cancelled.
+    #[error("l2 task failed: {0}")]
+    Task(String),
+}
