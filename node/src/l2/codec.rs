@@ -177,7 +177,10 @@ mod tests {
 
     #[test]
     fn log_keys_sort_in_write_order() {
-        let keys: Vec<_> = [0u64, 1, 255, 256, 1 << 40, u64::MAX].iter().map(|&s| log_key(s)).collect();
+        let keys: Vec<_> = [0u64, 1, 255, 256, 1 << 40, u64::MAX]
+            .iter()
+            .map(|&s| log_key(s))
+            .collect();
         assert!(keys.windows(2).all(|w| w[0] < w[1]));
         assert_eq!(seq_of_log_key(&log_key(77)), Some(77));
         assert_eq!(seq_of_log_key(b"short"), None);

@@ -120,7 +120,8 @@ impl L2Store {
         std::fs::create_dir_all(&cfg.path)?;
         let layout = Layout::new(cfg.max_bytes);
         // The settings fjall persists per keyspace are in the names, so a change of settings
-        // opens fresh keyspaces instead of silently keeping the old limits.
+        // opens fresh keyspaces instead of silently keeping the old limits. Bump "v1" when the
+        // record formats' meaning or `Layout`'s formulas change.
         let tag = format!("v1-{}-{}", cfg.max_bytes, cfg.max_age_secs.unwrap_or(0));
         let log_name = format!("log-{tag}");
         let index_name = format!("index-{tag}");
@@ -259,7 +260,8 @@ impl L2Store {
         };
         let c = &self.counters;
         c.writes.fetch_add(1, Relaxed);
-        c.user_bytes_written.fetch_add((key.len() + entry.value.len()) as u64, Relaxed);
+        c.user_bytes_written
+            .fetch_add((key.len() + entry.value.len()) as u64, Relaxed);
         if seq % FLOOR_REFRESH_EVERY == 0 {
             self.refresh_floor(seq)?;
         }

@@ -45,13 +45,22 @@ fn check_tagged(key: &[u8], value: &[u8]) {
     let text = String::from_utf8_lossy(value);
     let tag_len = text.match_indices('|').nth(2).expect("tag").0 + 1;
     let tag = &value[..tag_len];
-    assert!(tag.starts_with(&[key, b"|"].concat()), "foreign value {:?}", String::from_utf8_lossy(tag));
+    assert!(
+        tag.starts_with(&[key, b"|"].concat()),
+        "foreign value {:?}",
+        String::from_utf8_lossy(tag)
+    );
     let mut x = seed(tag);
-    assert!(value[tag_len..].iter().all(|b| *b == xorshift(&mut x) as u8), "torn value");
+    assert!(
+        value[tag_len..].iter().all(|b| *b == xorshift(&mut x) as u8),
+        "torn value"
+    );
 }
 
 fn seed(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0x9e37_79b9_7f4a_7c15u64, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x100_0000_01b3)) | 1
+    bytes.iter().fold(0x9e37_79b9_7f4a_7c15u64, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x100_0000_01b3)
+    }) | 1
 }
 
 fn xorshift(x: &mut u64) -> u64 {
@@ -355,7 +364,10 @@ fn size_bound_holds_under_twice_the_bound() {
     assert_eq!(store.get(&key(0)).unwrap(), None);
     let recent = (max_bytes as usize / 2) / value_len;
     for i in n - recent..n {
-        let e = store.get(&key(i)).unwrap().unwrap_or_else(|| panic!("recent key {i} evicted"));
+        let e = store
+            .get(&key(i))
+            .unwrap()
+            .unwrap_or_else(|| panic!("recent key {i} evicted"));
         check_tagged(&key(i), &e.value);
     }
     assert!(store.stats().unwrap().evicted >= 1);
@@ -399,7 +411,9 @@ fn concurrent_access_from_several_threads() {
                     assert_eq!(store.get(&own).unwrap().as_ref(), model.get(&own));
                     // Shared keys: all threads write them; a read is some whole value of that key.
                     if n % 2 == 0 {
-                        store.set(&shared, &entry(&tagged(&shared, t, n, 50 + n % 700))).unwrap();
+                        store
+                            .set(&shared, &entry(&tagged(&shared, t, n, 50 + n % 700)))
+                            .unwrap();
                     }
                     if let Some(e) = store.get(&shared).unwrap() {
                         check_tagged(&shared, &e.value);
@@ -491,13 +505,18 @@ fn proc_write_bytes() -> Option<u64> {
     Some(field("write_bytes: ")? - field("cancelled_write_bytes: ")?)
 }
 
-/// Measures write amplification (see [`WRITE_AMPLIFICATION`]) and the directory's peaks for a
+/// Measures write amplification (module doc, "Write amplification") and the directory's peaks for a
 /// few value sizes. Ignored: it writes ~0.9 GiB and reads the whole process's I/O counter, so run
 /// it alone: `cargo test -p riven-node --lib l2::tests::write_amplification -- --ignored --nocapture`
 #[test]
 #[ignore]
 fn write_amplification() {
-    for (value_len, total) in [(4096, 256usize << 20), (65536, 256 << 20), (1 << 20, 256 << 20), (512, 96 << 20)] {
+    for (value_len, total) in [
+        (4096, 256usize << 20),
+        (65536, 256 << 20),
+        (1 << 20, 256 << 20),
+        (512, 96 << 20),
+    ] {
         measure_write_amplification(64 << 20, value_len, total);
     }
 }
