@@ -79,6 +79,69 @@ enum Proto {
 /// memcached's binary protocol request magic.
 const BINARY_MAGIC: u8 = 0x80;
 
+/// Everything one batch of requests (the complete requests of one read) works on.
+struct Batch<'a> {
+    state: &'a ServerState,
+    engine: &'a Engine,
+    conn: &'a mut ConnState,
+    proto: &'a mut Option<Proto>,
+    swallow: &'a mut usize,
+}
+
+impl Batch<'_> {
+    /// Handles every complete request in `rbuf`, replies appended to `out`. Returns how many
+    /// bytes were used and whether the connection must close.
+    async fn run(self, rbuf: &[u8], out: &mut Vec<u8>) -> (usize, bool) {
+        let mut pos = 0;
+        if *self.swallow > 0 {
+            let k = (*self.swallow).min(rbuf.len());
+            pos = k;
+            *self.swallow -= k;
+        }
+        while pos < rbuf.len() {
+            let p = *self
+                .proto
+                .get_or_insert(if rbuf[pos] == BINARY_MAGIC { Proto::Binary } else { Proto::Text });
+            let mut ctx = Ctx {
+                state: self.state,
+                engine: self.engine,
+                conn: self.conn,
+            };
+            let step = match p {
+                Proto::Text => text::handle(&mut ctx, &rbuf[pos..], out).await,
+                Proto::Binary => binary::handle(&mut ctx, &rbuf[pos..], out).await,
+            };
+            match step {
+                Step::Done(n) => pos += n,
+                Step::Swallow { consumed, swallow } => {
+                    pos += consumed;
+                    let k = swallow.min(rbuf.len() - pos);
+                    pos += k;
+                    *self.swallow = swallow - k;
+                }
+                Step::Incomplete => break,
+                Step::Close => return (pos, true),
+                Step::Abort => {
+                    out.clear();
+                    return (pos, true);
+                }
+            }
+        }
+        (pos, false)
+    }
+}
+
+/// Runs a future that cannot wait (every await in it is on the embedded store) to completion
+/// right here.
+fn run_now<F: std::future::Future>(f: F) -> F::Output {
+    let mut f = std::pin::pin!(f);
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    match f.as_mut().poll(&mut cx) {
+        std::task::Poll::Ready(v) => v,
+        std::task::Poll::Pending => unreachable!("the embedded store never makes a request wait"),
+    }
+}
+
 /// Serves one connection until the peer closes, a front end asks to close, or shutdown (checked
 /// only between requests, so a request already started is read to its end and answered).
 pub async fn serve<S: Socket>(
@@ -130,47 +193,24 @@ pub async fn serve<S: Socket>(
         }
         info.last_cmd.store(state.engine.clock().now(), Ordering::Relaxed);
 
-        let mut pos = 0;
-        let mut close = false;
-        if swallow > 0 {
-            let k = swallow.min(rbuf.len());
-            pos = k;
-            swallow -= k;
-        }
         if out.capacity() == 0 {
             out = take_buf();
         }
-        while pos < rbuf.len() {
-            let p = *proto.get_or_insert(if rbuf[pos] == BINARY_MAGIC { Proto::Binary } else { Proto::Text });
-            let mut ctx = Ctx {
-                state,
-                engine,
-                conn: &mut conn,
-            };
-            let step = match p {
-                Proto::Text => text::handle(&mut ctx, &rbuf[pos..], &mut out).await,
-                Proto::Binary => binary::handle(&mut ctx, &rbuf[pos..], &mut out).await,
-            };
-            match step {
-                Step::Done(n) => pos += n,
-                Step::Swallow { consumed, swallow: s } => {
-                    pos += consumed;
-                    let k = s.min(rbuf.len() - pos);
-                    pos += k;
-                    swallow = s - k;
-                }
-                Step::Incomplete => break,
-                Step::Close => {
-                    close = true;
-                    break;
-                }
-                Step::Abort => {
-                    out.clear();
-                    close = true;
-                    break;
-                }
-            }
-        }
+        let batch = Batch {
+            state,
+            engine,
+            conn: &mut conn,
+            proto: &mut proto,
+            swallow: &mut swallow,
+        };
+        // The embedded store answers at once: run the batch on the stack, so its (large) future
+        // is not part of this connection's task and an idle connection stays small. Tiers that
+        // may wait (a disk, a remote memcached) get the batch boxed, once per read.
+        let (pos, close) = if engine.answers_at_once() {
+            run_now(batch.run(&rbuf, &mut out))
+        } else {
+            Box::pin(batch.run(&rbuf, &mut out)).await
+        };
         if !out.is_empty() {
             sock.write_all(&out).await?;
             state.stats.bytes_written.fetch_add(out.len() as u64, Ordering::Relaxed);

@@ -105,6 +105,12 @@ impl Engine {
         }
     }
 
+    /// Whether every request completes without waiting (the embedded store alone), so callers
+    /// may run requests to completion in place instead of keeping their futures around.
+    pub fn answers_at_once(&self) -> bool {
+        matches!(self, Engine::Memory(_))
+    }
+
     /// The embedded memory tier, if this engine has one.
     pub fn memory(&self) -> Option<&Store> {
         match self {

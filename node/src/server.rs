@@ -100,13 +100,32 @@ pub struct ServerStats {
     pub auth_errors: AtomicU64,
 }
 
+/// Where a connection comes from, kept unformatted: formatting happens only for `stats conns`,
+/// so an idle connection carries no strings.
+#[derive(Debug)]
+pub enum Peer {
+    Tcp(SocketAddr),
+    Unix,
+}
+
 /// What `stats conns` shows of one connection.
 #[derive(Debug)]
 pub struct ConnInfo {
-    pub peer: String,
-    pub local: String,
+    pub peer: Peer,
+    /// The listener's address, shared by all its connections.
+    pub local: Arc<str>,
     /// Server time of the last request.
     pub last_cmd: AtomicU32,
+}
+
+impl ConnInfo {
+    /// memcached's `addr` field: `tcp:host:port` or `unix:path`.
+    pub fn peer_name(&self) -> String {
+        match self.peer {
+            Peer::Tcp(a) => format!("tcp:{a}"),
+            Peer::Unix => self.local.to_string(),
+        }
+    }
 }
 
 /// The open connections. Touched on connect and disconnect only, never per request.
@@ -197,7 +216,7 @@ pub struct Listeners {
 impl Listeners {
     /// Binds the TCP listener (and the unix socket, if configured) of `settings`.
     pub async fn bind(settings: &Settings) -> io::Result<Listeners> {
-        let tcp = TcpListener::bind((settings.listen.as_str(), settings.port)).await?;
+        let tcp = bind_tcp(&settings.listen, settings.port).await?;
         let unix = match &settings.unix_socket {
             Some(path) => {
                 // A socket file left by a previous run would make bind fail.
@@ -207,7 +226,7 @@ impl Listeners {
             None => None,
         };
         let batch = match settings.batch_port {
-            Some(port) => Some(TcpListener::bind((settings.listen.as_str(), port)).await?),
+            Some(port) => Some(bind_tcp(&settings.listen, port).await?),
             None => None,
         };
         Ok(Listeners {
@@ -216,6 +235,27 @@ impl Listeners {
             batch,
         })
     }
+}
+
+/// memcached's listen backlog: a burst of connects (a client pool starting, a benchmark opening
+/// thousands) must not overflow the kernel's accept queue and stall in SYN retries.
+const LISTEN_BACKLOG: u32 = 1024;
+
+async fn bind_tcp(host: &str, port: u16) -> io::Result<TcpListener> {
+    let mut last = io::Error::new(io::ErrorKind::AddrNotAvailable, format!("cannot resolve {host}"));
+    for addr in tokio::net::lookup_host((host, port)).await? {
+        let socket = if addr.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()?
+        } else {
+            tokio::net::TcpSocket::new_v6()?
+        };
+        socket.set_reuseaddr(true)?;
+        match socket.bind(addr).and_then(|()| socket.listen(LISTEN_BACKLOG)) {
+            Ok(l) => return Ok(l),
+            Err(e) => last = e,
+        }
+    }
+    Err(last)
 }
 
 /// Serves until `shutdown` is cancelled, then stops accepting, lets every connection finish the
@@ -227,7 +267,7 @@ pub async fn run(state: Arc<ServerState>, listeners: Listeners, shutdown: Cancel
     let mut accept_loops = Vec::new();
     for (tcp, batch) in [(listeners.tcp, false), (listeners.batch, true)] {
         let Some(tcp) = tcp else { continue };
-        let local = tcp.local_addr().map(|a| a.to_string()).unwrap_or_default();
+        let local: Arc<str> = format!("tcp:{}", tcp.local_addr().map(|a| a.to_string()).unwrap_or_default()).into();
         accept_loops.push(tokio::spawn(accept_tcp(
             tcp,
             local,
@@ -278,7 +318,7 @@ async fn reclaim(state: Arc<ServerState>, shutdown: CancellationToken) {
 #[allow(clippy::too_many_arguments)]
 async fn accept_tcp(
     listener: TcpListener,
-    local: String,
+    local: Arc<str>,
     batch: bool,
     state: Arc<ServerState>,
     limit: Arc<Semaphore>,
@@ -294,8 +334,8 @@ async fn accept_tcp(
             Ok((stream, peer)) => {
                 let _ = stream.set_nodelay(true);
                 let info = ConnInfo {
-                    peer: format!("tcp:{peer}"),
-                    local: format!("tcp:{local}"),
+                    peer: Peer::Tcp(peer),
+                    local: local.clone(),
                     last_cmd: AtomicU32::new(state.engine.clock().now()),
                 };
                 admit(stream, info, batch, &state, &limit, &tracker, &shutdown);
@@ -312,7 +352,7 @@ async fn accept_unix(
     tracker: TaskTracker,
     shutdown: CancellationToken,
 ) {
-    let path = state.settings.unix_socket.clone().unwrap_or_default();
+    let local: Arc<str> = format!("unix:{}", state.settings.unix_socket.as_deref().unwrap_or_default()).into();
     loop {
         let accepted = tokio::select! {
             a = listener.accept() => a,
@@ -321,8 +361,8 @@ async fn accept_unix(
         match accepted {
             Ok((stream, _)) => {
                 let info = ConnInfo {
-                    peer: format!("unix:{path}"),
-                    local: format!("unix:{path}"),
+                    peer: Peer::Unix,
+                    local: local.clone(),
                     last_cmd: AtomicU32::new(state.engine.clock().now()),
                 };
                 admit(stream, info, false, &state, &limit, &tracker, &shutdown);

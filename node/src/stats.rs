@@ -144,7 +144,7 @@ fn slabs(state: &ServerState, put: &mut Put<'_>) {
 fn conns(state: &ServerState, put: &mut Put<'_>) {
     let now = state.engine.clock().now();
     for (id, info) in state.conns.snapshot() {
-        put(&format!("{id}:addr"), &info.peer);
+        put(&format!("{id}:addr"), &info.peer_name());
         put(&format!("{id}:listen_addr"), &info.local);
         put(&format!("{id}:state"), &"conn_waiting");
         put(&format!("{id}:secs_since_last_cmd"), &now.saturating_sub(info.last_cmd.load(Ordering::Relaxed)));

@@ -162,6 +162,13 @@ impl Pool {
 
     /// Sends one request; `req.opaque` is set by the pool.
     pub async fn call(&self, req: binary::Request<'_>) -> Result<Reply, LinkError> {
+        self.call_parts(req, &[]).await
+    }
+
+    /// Like [`Pool::call`], with the value made of `req.value` followed by the `tail` pieces: a
+    /// value held in pieces (an envelope and a slice of the user's data) is copied once, into the
+    /// link's write buffer, instead of being gathered into one buffer first.
+    pub async fn call_parts(&self, req: binary::Request<'_>, tail: &[&[u8]]) -> Result<Reply, LinkError> {
         let i = self.next.fetch_add(1, Ordering::Relaxed) % self.links.len();
         // Prefer a link that is up: a single broken connection must not fail requests.
         let link = (0..self.links.len())
@@ -176,7 +183,12 @@ impl Pool {
             let opaque = st.next_opaque;
             st.next_opaque = st.next_opaque.wrapping_add(1);
             let req = binary::Request { opaque, ..req };
+            let start = st.wbuf.len();
             if binary::compose_request(&mut st.wbuf, &req).is_err() {
+                return Err(LinkError::Protocol);
+            }
+            if !tail.is_empty() && !append_tail(&mut st.wbuf, start, tail) {
+                st.wbuf.truncate(start);
                 return Err(LinkError::Protocol);
             }
             let (tx, rx) = oneshot::channel();
@@ -190,6 +202,25 @@ impl Pool {
             Err(_) => Err(LinkError::Timeout),
         }
     }
+}
+
+/// Appends `tail` to the request composed at `wbuf[start..]` and adds its length to the header's
+/// body length (bytes 8..12 of a binary header). False if the body would pass 4 GiB.
+fn append_tail(wbuf: &mut Vec<u8>, start: usize, tail: &[&[u8]]) -> bool {
+    let extra: usize = tail.iter().map(|p| p.len()).sum();
+    let Some(field) = wbuf.get(start + 8..start + 12) else {
+        return false;
+    };
+    let body = u32::from_be_bytes([field[0], field[1], field[2], field[3]]) as usize;
+    let Some(body) = body.checked_add(extra).and_then(|b| u32::try_from(b).ok()) else {
+        return false;
+    };
+    wbuf[start + 8..start + 12].copy_from_slice(&body.to_be_bytes());
+    wbuf.reserve(extra);
+    for piece in tail {
+        wbuf.extend_from_slice(piece);
+    }
+    true
 }
 
 /// Keeps one link connected: connect, serve until it breaks, back off, again.
@@ -330,5 +361,186 @@ async fn read_loop<R: AsyncRead + Unpin>(link: &Link, mut r: R, timeout: Duratio
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::testutil::{free_port, MemcachedProcess};
+    use riven_proto::binary::StoreExtras;
+
+    fn set_req<'a>(key: &'a [u8], value: &'a [u8], extras: &'a [u8; 8]) -> binary::Request<'a> {
+        binary::Request {
+            key,
+            value,
+            extras,
+            ..binary::Request::new(Opcode::SET)
+        }
+    }
+
+    async fn up(pool: &Pool) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !pool.is_up() {
+            assert!(Instant::now() < deadline, "pool never connected");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_calls_get_their_own_replies() {
+        let mc = MemcachedProcess::start(&[]);
+        let pool = Arc::new(Pool::start(mc.pool_config()));
+        up(&pool).await;
+        let extras = StoreExtras { flags: 0, exptime: 0 }.to_bytes();
+        let mut tasks = Vec::new();
+        for t in 0..8 {
+            let pool = pool.clone();
+            tasks.push(tokio::spawn(async move {
+                // Many requests in flight at once per task, so they are batched and pipelined.
+                let keys: Vec<String> = (0..200).map(|i| format!("k{t}-{i}")).collect();
+                let sets = keys.iter().map(|k| pool.call(set_req(k.as_bytes(), k.as_bytes(), &extras)));
+                for r in join_all(sets).await {
+                    assert_eq!(r.unwrap().status, Status::SUCCESS);
+                }
+                let gets = keys.iter().map(|k| {
+                    pool.call(binary::Request {
+                        key: k.as_bytes(),
+                        ..binary::Request::new(Opcode::GET)
+                    })
+                });
+                for (k, r) in keys.iter().zip(join_all(gets).await) {
+                    assert_eq!(&r.unwrap().value[..], k.as_bytes());
+                }
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+    }
+
+    /// Polls every future together (the pool gets them all before its writer runs).
+    async fn join_all<F: std::future::Future>(futs: impl Iterator<Item = F>) -> Vec<F::Output> {
+        let mut futs: Vec<Option<F>> = futs.map(Some).collect();
+        let n = futs.len();
+        let mut slots: Vec<Option<F::Output>> = (0..n).map(|_| None).collect();
+        crate::backend::raw::run_windowed(
+            n,
+            n,
+            |i| futs[i].take().expect("each future once"),
+            |i, r| {
+                slots[i] = Some(r);
+                std::ops::ControlFlow::Continue(())
+            },
+        )
+        .await;
+        slots.into_iter().map(|s| s.expect("every future ran")).collect()
+    }
+
+    #[tokio::test]
+    async fn value_in_pieces_arrives_whole() {
+        let mc = MemcachedProcess::start(&[]);
+        let pool = Pool::start(mc.pool_config());
+        up(&pool).await;
+        let extras = StoreExtras { flags: 0, exptime: 0 }.to_bytes();
+        let r = pool.call_parts(set_req(b"k", b"ab", &extras), &[b"cd", b"", b"efg"]).await.unwrap();
+        assert_eq!(r.status, Status::SUCCESS);
+        let get = binary::Request {
+            key: b"k",
+            ..binary::Request::new(Opcode::GET)
+        };
+        assert_eq!(&pool.call(get).await.unwrap().value[..], b"abcdefg");
+    }
+
+    #[tokio::test]
+    async fn memcached_killed_fails_fast_then_recovers_by_itself() {
+        let mut mc = MemcachedProcess::start(&[]);
+        let mut cfg = mc.pool_config();
+        cfg.backoff_max = Duration::from_millis(200);
+        let pool = Pool::start(cfg);
+        up(&pool).await;
+        let noop = || binary::Request::new(Opcode::NOOP);
+        assert_eq!(pool.call(noop()).await.unwrap().status, Status::SUCCESS);
+
+        mc.kill();
+        // Every call fails, and fast: well under the 5 s request timeout.
+        for _ in 0..20 {
+            let started = Instant::now();
+            let r = pool.call(noop()).await;
+            assert!(matches!(r, Err(LinkError::Down | LinkError::Lost)), "{r:?}");
+            assert!(started.elapsed() < Duration::from_millis(500));
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(!pool.is_up());
+
+        mc.restart();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            if let Ok(r) = pool.call(noop()).await {
+                assert_eq!(r.status, Status::SUCCESS);
+                break;
+            }
+            assert!(Instant::now() < deadline, "pool did not reconnect");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn requests_in_flight_when_memcached_dies_fail_with_lost() {
+        // A server that reads requests and closes without answering.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut s, _)) = listener.accept().await else { return };
+                let mut buf = [0u8; 64];
+                let _ = s.read(&mut buf).await;
+                drop(s);
+            }
+        });
+        let mut cfg = PoolConfig::new(Endpoint::Tcp(addr.to_string()));
+        cfg.connections = 1;
+        let pool = Pool::start(cfg);
+        up(&pool).await;
+        let r = pool.call(binary::Request::new(Opcode::NOOP)).await;
+        assert_eq!(r.unwrap_err(), LinkError::Lost);
+    }
+
+    #[tokio::test]
+    async fn unanswered_request_times_out() {
+        // A server that accepts and never answers (memcached hung).
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let held = Arc::new(Mutex::new(Vec::new()));
+        let keep = held.clone();
+        tokio::spawn(async move {
+            while let Ok((s, _)) = listener.accept().await {
+                keep.lock().push(s);
+            }
+        });
+        let mut cfg = PoolConfig::new(Endpoint::Tcp(addr.to_string()));
+        cfg.connections = 1;
+        cfg.timeout = Duration::from_millis(100);
+        let pool = Pool::start(cfg);
+        up(&pool).await;
+        let started = Instant::now();
+        let r = pool.call(binary::Request::new(Opcode::NOOP)).await;
+        assert_eq!(r.unwrap_err(), LinkError::Timeout);
+        assert!(started.elapsed() < Duration::from_secs(1));
+    }
+
+    #[tokio::test]
+    async fn nothing_listening_is_down() {
+        let mut cfg = PoolConfig::new(Endpoint::Tcp(format!("127.0.0.1:{}", free_port())));
+        cfg.connections = 1;
+        let pool = Pool::start(cfg);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(pool.call(binary::Request::new(Opcode::NOOP)).await.unwrap_err(), LinkError::Down);
+    }
+
+    #[test]
+    fn endpoints() {
+        assert_eq!(Endpoint::parse("unix:/tmp/mc.sock"), Endpoint::Unix("/tmp/mc.sock".into()));
+        assert_eq!(Endpoint::parse("127.0.0.1:11211"), Endpoint::Tcp("127.0.0.1:11211".into()));
     }
 }
