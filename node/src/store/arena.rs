@@ -84,7 +84,10 @@ impl Arena {
         };
         assert!(base != libc::MAP_FAILED, "cannot map the {bytes} byte arena");
         let base = base.cast::<u8>();
-        let links = (0..nchunks).map(|_| AtomicU32::new(NIL)).collect();
+        // Zeroed lazily by the OS like the arena: a chunk's link is written when the chunk is
+        // first handed out (`take_fresh`), never read before.
+        // SAFETY: an all-zero AtomicU32 is a valid 0.
+        let links = unsafe { Box::<[AtomicU32]>::new_zeroed_slice(nchunks as usize).assume_init() };
         Arena {
             base,
             bytes,
