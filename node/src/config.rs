@@ -134,7 +134,11 @@ pub fn load(args: &Args) -> Result<(Settings, u8), String> {
         s.l2_max_bytes = parse_size(&b)? as u64;
     }
     s.batch_port = args.batch_port.or(layer.batch_port);
-    let verbose = if args.verbose > 0 { args.verbose } else { layer.verbose.unwrap_or(0) };
+    let verbose = if args.verbose > 0 {
+        args.verbose
+    } else {
+        layer.verbose.unwrap_or(0)
+    };
     validate(&s)?;
     Ok((s, verbose))
 }
@@ -157,7 +161,10 @@ pub fn validate(s: &Settings) -> Result<(), String> {
         return Err("threads (-t) and connections (-c) must be at least 1".into());
     }
     if s.max_line < riven_proto::text::MAX_COMMAND_LINE {
-        return Err(format!("max line must be at least {}", riven_proto::text::MAX_COMMAND_LINE));
+        return Err(format!(
+            "max line must be at least {}",
+            riven_proto::text::MAX_COMMAND_LINE
+        ));
     }
     Ok(())
 }

@@ -53,7 +53,8 @@ thread_local! {
 }
 
 fn take_buf() -> Vec<u8> {
-    POOL.with(|p| p.borrow_mut().pop()).unwrap_or_else(|| Vec::with_capacity(BUF_SIZE))
+    POOL.with(|p| p.borrow_mut().pop())
+        .unwrap_or_else(|| Vec::with_capacity(BUF_SIZE))
 }
 
 fn give_buf(buf: &mut Vec<u8>) {
@@ -99,9 +100,11 @@ impl Batch<'_> {
             *self.swallow -= k;
         }
         while pos < rbuf.len() {
-            let p = *self
-                .proto
-                .get_or_insert(if rbuf[pos] == BINARY_MAGIC { Proto::Binary } else { Proto::Text });
+            let p = *self.proto.get_or_insert(if rbuf[pos] == BINARY_MAGIC {
+                Proto::Binary
+            } else {
+                Proto::Text
+            });
             let mut ctx = Ctx {
                 state: self.state,
                 engine: self.engine,

@@ -312,7 +312,11 @@ impl<L1: Backend + 'static, L2: ColdTier + 'static> Backend for Orchestrator<L1,
             match req.mode {
                 Mode::Append | Mode::Prepend => self.write_back(req.key).await,
                 _ => {
-                    if l2.set(req.key, self.entry(req.value, req.flags, req.expiry)).await.is_err() {
+                    if l2
+                        .set(req.key, self.entry(req.value, req.flags, req.expiry))
+                        .await
+                        .is_err()
+                    {
                         let _ = l2.delete(req.key).await;
                     }
                 }
@@ -323,7 +327,9 @@ impl<L1: Backend + 'static, L2: ColdTier + 'static> Backend for Orchestrator<L1,
 
     async fn delete(&self, key: &[u8], cas: Option<u64>) -> Result<DeleteOutcome> {
         let t = &self.tiers;
-        let Some(l2) = &t.l2 else { return t.l1.delete(key, cas).await };
+        let Some(l2) = &t.l2 else {
+            return t.l1.delete(key, cas).await;
+        };
         if cas.is_some() {
             // A CAS delete is decided by L1, on the newest value.
             self.promote(key).await?;
@@ -357,7 +363,9 @@ impl<L1: Backend + 'static, L2: ColdTier + 'static> Backend for Orchestrator<L1,
 
     async fn touch(&self, key: &[u8], expiry: Expiry) -> Result<bool> {
         let t = &self.tiers;
-        let Some(l2) = &t.l2 else { return t.l1.touch(key, expiry).await };
+        let Some(l2) = &t.l2 else {
+            return t.l1.touch(key, expiry).await;
+        };
         // Both tiers; L2 first so L1 never outlives it.
         let in_l2 = l2.touch(key, t.clock.expiry_to_unix(expiry)).await.map_err(l2_failed)?;
         let in_l1 = t.l1.touch(key, expiry).await?;
@@ -447,7 +455,10 @@ mod tests {
     impl ScriptedL1 {
         fn next(&self, what: String) -> L1Reply {
             self.log.push(format!("l1 {what}"));
-            self.replies.lock().pop_front().unwrap_or_else(|| panic!("unexpected l1 call: {what}"))
+            self.replies
+                .lock()
+                .pop_front()
+                .unwrap_or_else(|| panic!("unexpected l1 call: {what}"))
         }
     }
 
@@ -462,7 +473,9 @@ mod tests {
             F: FnOnce(&ItemView<'_>) -> R + Send,
         {
             let what = format!("read {}{}", key(k), if opts.touch.is_some() { " touch" } else { "" });
-            let L1Reply::Read(r) = self.next(what) else { panic!("l1 read got another reply") };
+            let L1Reply::Read(r) = self.next(what) else {
+                panic!("l1 read got another reply")
+            };
             Ok(r?.map(|(v, flags, cas)| {
                 f(&ItemView {
                     flags,
@@ -480,23 +493,33 @@ mod tests {
         async fn store(&self, req: &StoreReq<'_>) -> Result<StoreOutcome> {
             *self.last_expiry.lock() = Some(req.expiry);
             let what = format!("store {:?} {} {}", req.mode, key(req.key), key(req.value));
-            let L1Reply::Store(r) = self.next(what) else { panic!("l1 store got another reply") };
+            let L1Reply::Store(r) = self.next(what) else {
+                panic!("l1 store got another reply")
+            };
             r
         }
         async fn delete(&self, k: &[u8], _cas: Option<u64>) -> Result<DeleteOutcome> {
-            let L1Reply::Delete(r) = self.next(format!("delete {}", key(k))) else { panic!() };
+            let L1Reply::Delete(r) = self.next(format!("delete {}", key(k))) else {
+                panic!()
+            };
             r
         }
         async fn invalidate(&self, k: &[u8], _c: Option<u64>, _e: Option<Expiry>) -> Result<DeleteOutcome> {
-            let L1Reply::Delete(r) = self.next(format!("invalidate {}", key(k))) else { panic!() };
+            let L1Reply::Delete(r) = self.next(format!("invalidate {}", key(k))) else {
+                panic!()
+            };
             r
         }
         async fn touch(&self, k: &[u8], _e: Expiry) -> Result<bool> {
-            let L1Reply::Touch(r) = self.next(format!("touch {}", key(k))) else { panic!() };
+            let L1Reply::Touch(r) = self.next(format!("touch {}", key(k))) else {
+                panic!()
+            };
             r
         }
         async fn arith(&self, req: &ArithReq<'_>) -> Result<ArithOutcome> {
-            let L1Reply::Arith(r) = self.next(format!("arith {}", key(req.key))) else { panic!() };
+            let L1Reply::Arith(r) = self.next(format!("arith {}", key(req.key))) else {
+                panic!()
+            };
             r
         }
         async fn flush_all(&self, _delay: i64) -> Result<()> {
@@ -517,13 +540,18 @@ mod tests {
     impl ScriptedL2 {
         fn next(&self, what: String) -> L2Reply {
             self.log.push(format!("l2 {what}"));
-            self.replies.lock().pop_front().unwrap_or_else(|| panic!("unexpected l2 call: {what}"))
+            self.replies
+                .lock()
+                .pop_front()
+                .unwrap_or_else(|| panic!("unexpected l2 call: {what}"))
         }
     }
 
     impl ColdTier for ScriptedL2 {
         async fn get(&self, k: &[u8]) -> std::result::Result<Option<L2Entry>, L2Error> {
-            let L2Reply::Get(e) = self.next(format!("get {}", key(k))) else { panic!() };
+            let L2Reply::Get(e) = self.next(format!("get {}", key(k))) else {
+                panic!()
+            };
             Ok(e)
         }
         async fn set(&self, k: &[u8], e: L2Entry) -> std::result::Result<(), L2Error> {
@@ -532,11 +560,15 @@ mod tests {
             ok.then_some(()).ok_or_else(fail)
         }
         async fn delete(&self, k: &[u8]) -> std::result::Result<bool, L2Error> {
-            let L2Reply::Delete(found) = self.next(format!("delete {}", key(k))) else { panic!() };
+            let L2Reply::Delete(found) = self.next(format!("delete {}", key(k))) else {
+                panic!()
+            };
             Ok(found)
         }
         async fn touch(&self, k: &[u8], _e: u64) -> std::result::Result<bool, L2Error> {
-            let L2Reply::Touch(found) = self.next(format!("touch {}", key(k))) else { panic!() };
+            let L2Reply::Touch(found) = self.next(format!("touch {}", key(k))) else {
+                panic!()
+            };
             Ok(found)
         }
         async fn flush_all(&self) -> std::result::Result<(), L2Error> {
@@ -637,14 +669,20 @@ mod tests {
     #[test]
     fn l1_down_reads_from_l2_without_backfill() {
         let e = entry("disk", 0);
-        let (o, log) = fake(vec![L1Reply::Read(Err(BackendError::Unavailable))], vec![L2Reply::Get(Some(e))]);
+        let (o, log) = fake(
+            vec![L1Reply::Read(Err(BackendError::Unavailable))],
+            vec![L2Reply::Get(Some(e))],
+        );
         assert_eq!(read(&o, "k", ReadOpts::default()), Ok(Some("disk".into())));
         assert_eq!(calls(&log), ["l1 read k", "l2 get k"]);
     }
 
     #[test]
     fn set_writes_l2_then_l1() {
-        let (o, log) = fake(vec![L1Reply::Store(Ok(StoreOutcome::Stored { cas: 3 }))], vec![L2Reply::Set(true)]);
+        let (o, log) = fake(
+            vec![L1Reply::Store(Ok(StoreOutcome::Stored { cas: 3 }))],
+            vec![L2Reply::Set(true)],
+        );
         let out = block_on(o.store(&set_req(Mode::Set, "k", "v")));
         assert_eq!(out, Ok(StoreOutcome::Stored { cas: 3 }));
         assert_eq!(calls(&log), ["l2 set k v", "l1 store Set k v"]);
@@ -673,7 +711,10 @@ mod tests {
 
     #[test]
     fn batch_set_only_replaces_in_l1() {
-        let (o, log) = fake(vec![L1Reply::Store(Ok(StoreOutcome::NotStored))], vec![L2Reply::Set(true)]);
+        let (o, log) = fake(
+            vec![L1Reply::Store(Ok(StoreOutcome::NotStored))],
+            vec![L2Reply::Set(true)],
+        );
         let batch = o.batch_view();
         let out = block_on(batch.store(&set_req(Mode::Set, "k", "v")));
         assert_eq!(out, Ok(StoreOutcome::Stored { cas: 0 }));
@@ -701,7 +742,10 @@ mod tests {
         );
         let out = block_on(o.store(&set_req(Mode::Add, "k", "new")));
         assert_eq!(out, Ok(StoreOutcome::NotStored));
-        assert_eq!(calls(&log), ["l1 read k", "l2 get k", "l1 store Add k old", "l1 store Add k new"]);
+        assert_eq!(
+            calls(&log),
+            ["l1 read k", "l2 get k", "l1 store Add k old", "l1 store Add k new"]
+        );
     }
 
     #[test]
@@ -716,7 +760,10 @@ mod tests {
         );
         let out = block_on(o.store(&set_req(Mode::Append, "k", "c")));
         assert_eq!(out, Ok(StoreOutcome::Stored { cas: 2 }));
-        assert_eq!(calls(&log), ["l1 read k", "l1 store Append k c", "l1 read k", "l2 set k abc"]);
+        assert_eq!(
+            calls(&log),
+            ["l1 read k", "l1 store Append k c", "l1 read k", "l2 set k abc"]
+        );
     }
 
     #[test]
@@ -741,13 +788,22 @@ mod tests {
             vivify: None,
             touch: None,
         };
-        assert!(matches!(block_on(o.arith(&req)), Ok(ArithOutcome::Done { value: 2, .. })));
-        assert_eq!(calls(&log), ["l1 read k", "l1 arith k", "l1 read k", "l2 set k 2", "l2 delete k"]);
+        assert!(matches!(
+            block_on(o.arith(&req)),
+            Ok(ArithOutcome::Done { value: 2, .. })
+        ));
+        assert_eq!(
+            calls(&log),
+            ["l1 read k", "l1 arith k", "l1 read k", "l2 set k 2", "l2 delete k"]
+        );
     }
 
     #[test]
     fn delete_goes_to_l2_then_l1() {
-        let (o, log) = fake(vec![L1Reply::Delete(Ok(DeleteOutcome::NotFound))], vec![L2Reply::Delete(true)]);
+        let (o, log) = fake(
+            vec![L1Reply::Delete(Ok(DeleteOutcome::NotFound))],
+            vec![L2Reply::Delete(true)],
+        );
         assert_eq!(block_on(o.delete(b"k", None)), Ok(DeleteOutcome::Deleted));
         assert_eq!(calls(&log), ["l2 delete k", "l1 delete k"]);
     }

@@ -292,7 +292,10 @@ pub async fn run(state: Arc<ServerState>, listeners: Listeners, shutdown: Cancel
         let _ = l.await;
     }
     tracker.close();
-    if tokio::time::timeout(state.settings.drain_timeout, tracker.wait()).await.is_err() {
+    if tokio::time::timeout(state.settings.drain_timeout, tracker.wait())
+        .await
+        .is_err()
+    {
         tracing::warn!(open = tracker.len(), "connections still open after the drain timeout");
     }
     if let Some(path) = &state.settings.unix_socket {

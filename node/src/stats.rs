@@ -104,7 +104,10 @@ fn settings(state: &ServerState, put: &mut Put<'_>) {
     put("max_line", &cfg.max_line);
     put("flush_enabled", &"yes");
     put("tier_mode", &cfg.mode());
-    put("l2_path", &cfg.l2_path.as_ref().map_or("NULL".into(), |p| p.display().to_string()));
+    put(
+        "l2_path",
+        &cfg.l2_path.as_ref().map_or("NULL".into(), |p| p.display().to_string()),
+    );
     put("l2_max_bytes", &cfg.l2_max_bytes);
     put("batch_port", &cfg.batch_port.unwrap_or(0));
 }
@@ -147,6 +150,9 @@ fn conns(state: &ServerState, put: &mut Put<'_>) {
         put(&format!("{id}:addr"), &info.peer_name());
         put(&format!("{id}:listen_addr"), &info.local);
         put(&format!("{id}:state"), &"conn_waiting");
-        put(&format!("{id}:secs_since_last_cmd"), &now.saturating_sub(info.last_cmd.load(Ordering::Relaxed)));
+        put(
+            &format!("{id}:secs_since_last_cmd"),
+            &now.saturating_sub(info.last_cmd.load(Ordering::Relaxed)),
+        );
     }
 }

@@ -210,5 +210,10 @@ fn diff_against(settings: riven_node::server::Settings) {
             failures.push(format!("--- {name}\nmemcached:\n{want}\nriven:\n{got}"));
         }
     }
-    assert!(failures.is_empty(), "{} scripts differ:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} scripts differ:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }

@@ -10,7 +10,21 @@ fn value(len: usize, seed: u8) -> Vec<u8> {
 }
 
 fn sizes() -> Vec<usize> {
-    vec![0, 1, 2, 100, 255, 256, 1000, 4096, 16_384, 65_536, 100_000, 500_000, 1 << 20]
+    vec![
+        0,
+        1,
+        2,
+        100,
+        255,
+        256,
+        1000,
+        4096,
+        16_384,
+        65_536,
+        100_000,
+        500_000,
+        1 << 20,
+    ]
 }
 
 fn check(url: &str) {
@@ -18,7 +32,9 @@ fn check(url: &str) {
     for (i, len) in sizes().into_iter().enumerate() {
         let key = format!("size-{len}");
         let v = value(len, i as u8);
-        client.set(&key, &v[..], 0).unwrap_or_else(|e| panic!("set {len} B over {url}: {e}"));
+        client
+            .set(&key, &v[..], 0)
+            .unwrap_or_else(|e| panic!("set {len} B over {url}: {e}"));
         let back: Option<Vec<u8>> = client.get(&key).unwrap();
         assert_eq!(back.as_deref(), Some(&v[..]), "{len} B over {url}");
     }

@@ -88,7 +88,13 @@ fn connection_limit_answers_like_memcached() {
         assert!(Instant::now() < deadline);
         std::thread::sleep(Duration::from_millis(50));
     }
-    assert!(node.state.stats.rejected_connections.load(std::sync::atomic::Ordering::Relaxed) >= 1);
+    assert!(
+        node.state
+            .stats
+            .rejected_connections
+            .load(std::sync::atomic::Ordering::Relaxed)
+            >= 1
+    );
 }
 
 #[test]
@@ -110,7 +116,10 @@ fn unix_socket_serves_the_same_store() {
 #[test]
 fn garbage_does_not_hurt_other_clients_or_keys() {
     let node = start_node(test_settings());
-    assert_eq!(exchange(node.addr, &[send("set safe 0 0 4\r\nsafe\r\n")]), b"STORED\r\n");
+    assert_eq!(
+        exchange(node.addr, &[send("set safe 0 0 4\r\nsafe\r\n")]),
+        b"STORED\r\n"
+    );
     // Deterministic pseudo-random garbage, on the text port and on the binary port.
     let mut x: u64 = 0x9e3779b97f4a7c15;
     let mut noise = |n: usize| -> Vec<u8> {
@@ -132,5 +141,8 @@ fn garbage_does_not_hurt_other_clients_or_keys() {
     }
     // Oversized declared lengths must not make the node buffer them.
     let _ = exchange(node.addr, &[send("set huge 0 0 2000000000\r\n"), send(noise(100_000))]);
-    assert_eq!(exchange(node.addr, &[send("get safe\r\n")]), b"VALUE safe 0 4\r\nsafe\r\nEND\r\n");
+    assert_eq!(
+        exchange(node.addr, &[send("get safe\r\n")]),
+        b"VALUE safe 0 4\r\nsafe\r\nEND\r\n"
+    );
 }

@@ -20,7 +20,10 @@ fn restart_keeps_data_and_expired_data_never_returns() {
     let node = start_node(tiered_settings(dir.path()));
     let mut script = Vec::new();
     for i in 0..200 {
-        script.push(send(format!("set keep{i} 0 0 {}\r\nvalue-{i}\r\n", format!("value-{i}").len())));
+        script.push(send(format!(
+            "set keep{i} 0 0 {}\r\nvalue-{i}\r\n",
+            format!("value-{i}").len()
+        )));
     }
     script.push(send("set brief 0 1 5\r\nshort\r\n"));
     let replies = exchange(node.addr, &script);
@@ -30,13 +33,18 @@ fn restart_keeps_data_and_expired_data_never_returns() {
     // A new process image on the same directory: L1 starts empty, L2 has everything.
     let node = start_node(tiered_settings(dir.path()));
     for i in (0..200).step_by(17) {
-        assert_eq!(get(node.addr, &format!("keep{i}")), value_reply(&format!("keep{i}"), &format!("value-{i}")));
+        assert_eq!(
+            get(node.addr, &format!("keep{i}")),
+            value_reply(&format!("keep{i}"), &format!("value-{i}"))
+        );
     }
     std::thread::sleep(std::time::Duration::from_millis(2100));
     assert_eq!(get(node.addr, "brief"), b"END\r\n");
     // Served from L2 the first time, from L1 (backfilled) afterwards.
     let mut stats = Vec::new();
-    node.state.engine.for_each_tier_stat(&mut |k, v| stats.push((k.to_string(), v)));
+    node.state
+        .engine
+        .for_each_tier_stat(&mut |k, v| stats.push((k.to_string(), v)));
     let stat = |name: &str| stats.iter().find(|(k, _)| k == name).map(|(_, v)| *v).unwrap();
     assert!(stat("l2_hits") >= 12, "{stats:?}");
     assert!(stat("l2_backfills") >= 12, "{stats:?}");
@@ -58,7 +66,10 @@ fn l1_evictions_are_served_from_l2() {
     assert_eq!(exchange(node.addr, &script), b"STORED\r\n".repeat(2000));
     assert!(node.state.engine.stats().evictions > 0);
     for i in (0..2000).step_by(97) {
-        assert_eq!(get(node.addr, &format!("big{i}")), value_reply(&format!("big{i}"), &value));
+        assert_eq!(
+            get(node.addr, &format!("big{i}")),
+            value_reply(&format!("big{i}"), &value)
+        );
     }
 }
 

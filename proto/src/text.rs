@@ -71,9 +71,16 @@ impl<'a> Keys<'a> {
 #[derive(Debug, PartialEq, Eq)]
 pub enum Request<'a> {
     /// `get`/`gets` (`cas` = gets).
-    Get { cas: bool, keys: Keys<'a> },
+    Get {
+        cas: bool,
+        keys: Keys<'a>,
+    },
     /// `gat`/`gats`.
-    Gat { cas: bool, exptime: i64, keys: Keys<'a> },
+    Gat {
+        cas: bool,
+        exptime: i64,
+        keys: Keys<'a>,
+    },
     Store {
         cmd: StoreCmd,
         key: &'a [u8],
@@ -84,18 +91,41 @@ pub enum Request<'a> {
         data: &'a [u8],
         noreply: bool,
     },
-    Delete { key: &'a [u8], noreply: bool },
-    Arith { incr: bool, key: &'a [u8], delta: u64, noreply: bool },
-    Touch { key: &'a [u8], exptime: i64, noreply: bool },
-    FlushAll { delay: i64, noreply: bool },
+    Delete {
+        key: &'a [u8],
+        noreply: bool,
+    },
+    Arith {
+        incr: bool,
+        key: &'a [u8],
+        delta: u64,
+        noreply: bool,
+    },
+    Touch {
+        key: &'a [u8],
+        exptime: i64,
+        noreply: bool,
+    },
+    FlushAll {
+        delay: i64,
+        noreply: bool,
+    },
     Version,
-    Verbosity { noreply: bool },
+    Verbosity {
+        noreply: bool,
+    },
     Quit,
     /// `stats [args]`: `args` is the rest of the line.
-    Stats { args: Keys<'a> },
+    Stats {
+        args: Keys<'a>,
+    },
     /// A meta command (`mg`, `ms`, ...): `line[..line_end]` is its line, the request continues at
     /// `next`. The caller parses it with [`crate::meta`].
-    Meta { cmd: u8, line_end: usize, next: usize },
+    Meta {
+        cmd: u8,
+        line_end: usize,
+        next: usize,
+    },
 }
 
 /// Why no request came out, sorted by what the connection does next.
@@ -104,7 +134,11 @@ pub enum Error<'a> {
     /// Not a whole request yet: read more.
     Incomplete,
     /// Reply with this line (without `\r\n`), drop `consumed` bytes and carry on.
-    Reply { msg: &'static str, consumed: usize, noreply: bool },
+    Reply {
+        msg: &'static str,
+        consumed: usize,
+        noreply: bool,
+    },
     /// A storage command whose data block is larger than the caller's limit: reply
     /// `SERVER_ERROR object too large for cache`, drop `consumed` bytes and discard the next
     /// `swallow` bytes unread.
@@ -225,7 +259,14 @@ pub fn parse_request<'a>(
     let line = &buf[..line_end];
     // Meta commands are two letters starting with 'm'.
     if line.len() >= 2 && line[0] == b'm' && (line.len() == 2 || line[2] == b' ') {
-        return Ok((Request::Meta { cmd: line[1], line_end, next }, next));
+        return Ok((
+            Request::Meta {
+                cmd: line[1],
+                line_end,
+                next,
+            },
+            next,
+        ));
     }
     let (t, n) = tokenize(line);
     if n == 0 {
@@ -244,7 +285,10 @@ pub fn parse_request<'a>(
             if keys.iter().any(|k| k.len() > MAX_KEY_LEN) {
                 return Err(reply(BAD_FORMAT, next, false));
             }
-            Request::Get { cas: cmd == b"gets", keys }
+            Request::Get {
+                cas: cmd == b"gets",
+                keys,
+            }
         }
         b"gat" | b"gats" => {
             if n < 3 {
@@ -257,7 +301,11 @@ pub fn parse_request<'a>(
             if keys.iter().any(|k| k.len() > MAX_KEY_LEN) {
                 return Err(reply(BAD_FORMAT, next, false));
             }
-            Request::Gat { cas: cmd == b"gats", exptime, keys }
+            Request::Gat {
+                cas: cmd == b"gats",
+                exptime,
+                keys,
+            }
         }
         b"set" | b"add" | b"replace" | b"append" | b"prepend" | b"cas" => {
             let sc = match cmd {
@@ -276,7 +324,8 @@ pub fn parse_request<'a>(
             if key.len() > MAX_KEY_LEN {
                 return Err(reply(BAD_FORMAT, next, noreply));
             }
-            let (Some(flags), Some(exptime), Some(vlen)) = (parse_flags(t[2]), parse_exptime(t[3]), parse_i32(t[4])) else {
+            let (Some(flags), Some(exptime), Some(vlen)) = (parse_flags(t[2]), parse_exptime(t[3]), parse_i32(t[4]))
+            else {
                 return Err(reply(BAD_FORMAT, next, noreply));
             };
             let cas = if sc == StoreCmd::Cas {
@@ -363,7 +412,11 @@ pub fn parse_request<'a>(
             let Some(exptime) = parse_exptime(t[2]) else {
                 return Err(reply(INVALID_EXPTIME, next, noreply));
             };
-            Request::Touch { key: t[1], exptime, noreply }
+            Request::Touch {
+                key: t[1],
+                exptime,
+                noreply,
+            }
         }
         b"flush_all" => {
             if n > 3 {
@@ -485,7 +538,16 @@ pub mod client {
 
     /// A storage command with its data block. `cas` is used only by [`StoreCmd::Cas`].
     #[allow(clippy::too_many_arguments)]
-    pub fn store(out: &mut Vec<u8>, cmd: StoreCmd, key: &[u8], flags: u32, exptime: i64, data: &[u8], cas: u64, noreply: bool) {
+    pub fn store(
+        out: &mut Vec<u8>,
+        cmd: StoreCmd,
+        key: &[u8],
+        flags: u32,
+        exptime: i64,
+        data: &[u8],
+        cas: u64,
+        noreply: bool,
+    ) {
         let mut b = itoa::Buffer::new();
         out.extend_from_slice(cmd.name().as_bytes());
         out.push(b' ');
@@ -515,7 +577,13 @@ pub mod client {
 
     /// `incr`/`decr`.
     pub fn arith(out: &mut Vec<u8>, incr: bool, key: &[u8], delta: u64, noreply: bool) {
-        simple(out, if incr { b"incr" } else { b"decr" }, key, Some(delta as i128), noreply)
+        simple(
+            out,
+            if incr { b"incr" } else { b"decr" },
+            key,
+            Some(delta as i128),
+            noreply,
+        )
     }
 
     /// `touch <key> <exptime>`.
@@ -556,7 +624,10 @@ pub mod client {
         Ok,
         Number(u64),
         Version(&'a [u8]),
-        Stat { name: &'a [u8], value: &'a [u8] },
+        Stat {
+            name: &'a [u8],
+            value: &'a [u8],
+        },
         Error,
         ClientError(&'a [u8]),
         ServerError(&'a [u8]),
@@ -593,7 +664,10 @@ pub mod client {
                         Some(c) => Some(parse_u64(c).ok_or(ParseError::Invalid)?),
                         None => None,
                     };
-                    let total = next.checked_add(len).and_then(|x| x.checked_add(2)).ok_or(ParseError::Invalid)?;
+                    let total = next
+                        .checked_add(len)
+                        .and_then(|x| x.checked_add(2))
+                        .ok_or(ParseError::Invalid)?;
                     if buf.len() < total {
                         return Err(ParseError::Incomplete);
                     }
@@ -645,7 +719,9 @@ mod tests {
     fn get_keys_and_incomplete() {
         let (r, n) = parse(b"get a  b c\r\nxx").unwrap();
         assert_eq!(n, 12);
-        let Request::Get { cas: false, keys } = r else { panic!("{r:?}") };
+        let Request::Get { cas: false, keys } = r else {
+            panic!("{r:?}")
+        };
         assert_eq!(keys.iter().collect::<Vec<_>>(), vec![&b"a"[..], b"b", b"c"]);
         assert_eq!(parse(b"get a"), Err(Error::Incomplete));
         assert_eq!(parse(b"get\r\n"), Err(reply(ERROR, 5, false)));
@@ -675,7 +751,13 @@ mod tests {
 
     #[test]
     fn storage_errors_follow_memcached() {
-        assert_eq!(parse(b"set k 0 0 1\r\nxy\r\n"), Err(Error::BadDataChunk { consumed: 16, noreply: false }));
+        assert_eq!(
+            parse(b"set k 0 0 1\r\nxy\r\n"),
+            Err(Error::BadDataChunk {
+                consumed: 16,
+                noreply: false
+            })
+        );
         assert_eq!(parse(b"set k -1 0 1\r\n"), Err(reply(BAD_FORMAT, 14, false)));
         assert_eq!(parse(b"set k 0 0\r\n"), Err(reply(ERROR, 11, false)));
         let long = format!("set {} 0 0 1\r\n", "k".repeat(251));
@@ -707,13 +789,45 @@ mod tests {
 
     #[test]
     fn other_commands() {
-        assert!(matches!(parse(b"delete a 0\r\n"), Ok((Request::Delete { noreply: false, .. }, _))));
+        assert!(matches!(
+            parse(b"delete a 0\r\n"),
+            Ok((Request::Delete { noreply: false, .. }, _))
+        ));
         assert_eq!(parse(b"delete a 1\r\n"), Err(reply(DELETE_USAGE, 12, false)));
-        assert!(matches!(parse(b"incr a 5\r\n"), Ok((Request::Arith { incr: true, delta: 5, .. }, _))));
+        assert!(matches!(
+            parse(b"incr a 5\r\n"),
+            Ok((
+                Request::Arith {
+                    incr: true,
+                    delta: 5,
+                    ..
+                },
+                _
+            ))
+        ));
         assert_eq!(parse(b"incr a x\r\n"), Err(reply(INVALID_DELTA, 10, false)));
-        assert!(matches!(parse(b"flush_all noreply\r\n"), Ok((Request::FlushAll { delay: 0, noreply: true }, _))));
+        assert!(matches!(
+            parse(b"flush_all noreply\r\n"),
+            Ok((
+                Request::FlushAll {
+                    delay: 0,
+                    noreply: true
+                },
+                _
+            ))
+        ));
         assert_eq!(parse(b"flush_all x\r\n"), Err(reply(INVALID_EXPTIME, 13, false)));
-        assert!(matches!(parse(b"mg foo v\r\n"), Ok((Request::Meta { cmd: b'g', line_end: 8, next: 10 }, 10))));
+        assert!(matches!(
+            parse(b"mg foo v\r\n"),
+            Ok((
+                Request::Meta {
+                    cmd: b'g',
+                    line_end: 8,
+                    next: 10
+                },
+                10
+            ))
+        ));
         assert_eq!(parse(b"\r\n"), Err(reply(ERROR, 2, false)));
         assert_eq!(parse(b"GET a\r\n"), Err(reply(ERROR, 7, false)));
     }
@@ -724,7 +838,15 @@ mod tests {
         client::store(&mut out, StoreCmd::Cas, b"k", 1, 2, b"v\r\n", 99, false);
         let (r, n) = parse(&out).unwrap();
         assert_eq!(n, out.len());
-        assert!(matches!(r, Request::Store { cmd: StoreCmd::Cas, cas: 99, data: b"v\r\n", .. }));
+        assert!(matches!(
+            r,
+            Request::Store {
+                cmd: StoreCmd::Cas,
+                cas: 99,
+                data: b"v\r\n",
+                ..
+            }
+        ));
 
         let reply = b"VALUE k 1 3 7\r\nabc\r\nEND\r\n";
         let (r, n) = client::parse_response(reply).unwrap();
@@ -738,7 +860,10 @@ mod tests {
             }
         );
         assert_eq!(client::parse_response(&reply[n..]).unwrap().0, Response::End);
-        assert_eq!(client::parse_response(&reply[..18]), Err(client::ParseError::Incomplete));
+        assert_eq!(
+            client::parse_response(&reply[..18]),
+            Err(client::ParseError::Incomplete)
+        );
         assert_eq!(client::parse_response(b"42\r\n").unwrap().0, Response::Number(42));
     }
 }

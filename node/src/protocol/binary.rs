@@ -376,7 +376,8 @@ async fn arith(ctx: &Ctx<'_>, req: &Head<'_>, r: &Reply, out: &mut Vec<u8>) -> S
         r.error(out, Status::EINVAL);
         return Step::Close;
     };
-    let vivify = (a.exptime != ArithExtras::NO_CREATE).then(|| (a.initial, engine.clock().expiry(i64::from(a.exptime))));
+    let vivify =
+        (a.exptime != ArithExtras::NO_CREATE).then(|| (a.initial, engine.clock().expiry(i64::from(a.exptime))));
     let arith_req = ArithReq {
         key: req.key,
         incr: req.cmd == Opcode::INCREMENT,
@@ -491,7 +492,11 @@ mod tests {
         let mut out = Vec::new();
         let mut pos = 0;
         while pos < input.len() {
-            let mut ctx = Ctx { state, engine: &state.engine, conn: &mut conn };
+            let mut ctx = Ctx {
+                state,
+                engine: &state.engine,
+                conn: &mut conn,
+            };
             match crate::protocol::block_on(handle(&mut ctx, &input[pos..], &mut out)) {
                 Step::Done(n) => pos += n,
                 Step::Swallow { consumed, swallow } => pos = (pos + consumed + swallow).min(input.len()),

@@ -11,8 +11,8 @@ use riven_proto::meta::{self, errors, ArithMode, Code, Command, DataBlock, KeyBu
 use riven_proto::MAX_KEY_LEN;
 
 use super::text::item_size_ok;
-use super::{Ctx, Step};
 use super::text::server_error;
+use super::{Ctx, Step};
 use crate::engine::Backend;
 use crate::store::{ArithOutcome, ArithReq, DeleteOutcome, Expiry, Mode, ReadOpts, StoreOutcome, StoreReq};
 
@@ -310,7 +310,11 @@ mod tests {
     fn call(state: &ServerState, input: &[u8]) -> (Step, String) {
         let (line_end, next) = riven_proto::find_line(input).expect("a line");
         let mut conn = ConnState::default();
-        let mut ctx = Ctx { state, engine: &state.engine, conn: &mut conn };
+        let mut ctx = Ctx {
+            state,
+            engine: &state.engine,
+            conn: &mut conn,
+        };
         let mut out = Vec::new();
         let step = crate::protocol::block_on(handle(&mut ctx, input, line_end, next, &mut out));
         (step, String::from_utf8(out).unwrap())

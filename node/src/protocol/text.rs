@@ -125,7 +125,12 @@ async fn execute(ctx: &mut Ctx<'_>, req: Request<'_>, out: &mut Vec<u8>) -> Opti
                 }
             }
         }
-        Request::Arith { incr, key, delta, noreply } => {
+        Request::Arith {
+            incr,
+            key,
+            delta,
+            noreply,
+        } => {
             let req = ArithReq {
                 key,
                 incr,

@@ -68,7 +68,10 @@ impl Arena {
     /// Reserves `bytes` of memory as chunks of `chunk_size`. The memory is an anonymous mapping,
     /// so the resident size grows only as chunks are first used, and never past `bytes`.
     pub fn new(bytes: usize, chunk_size: usize) -> Arena {
-        assert!(chunk_size >= 64 && chunk_size.is_multiple_of(8), "chunk size must be a multiple of 8, at least 64");
+        assert!(
+            chunk_size >= 64 && chunk_size.is_multiple_of(8),
+            "chunk size must be a multiple of 8, at least 64"
+        );
         let nchunks = (bytes / chunk_size).clamp(2, (NIL - 1) as usize) as u32;
         let bytes = nchunks as usize * chunk_size;
         // SAFETY: a fresh private anonymous mapping; the result is checked.
@@ -151,7 +154,10 @@ impl Arena {
                 return None;
             }
             let take = n.min(self.nchunks - cur);
-            match self.fresh.compare_exchange_weak(cur, cur + take, Ordering::Relaxed, Ordering::Relaxed) {
+            match self
+                .fresh
+                .compare_exchange_weak(cur, cur + take, Ordering::Relaxed, Ordering::Relaxed)
+            {
                 Ok(_) => {
                     for id in cur..cur + take - 1 {
                         self.set_link(id, id + 1);
@@ -272,8 +278,9 @@ impl ValueChunks<'_> {
     pub fn for_each(&self, mut f: impl FnMut(&[u8])) {
         // SAFETY: a ValueChunks exists only inside a shard-locked read of its item.
         unsafe {
-            self.arena
-                .for_each_piece(self.first, self.offset, self.len, |p, n| f(std::slice::from_raw_parts(p, n)))
+            self.arena.for_each_piece(self.first, self.offset, self.len, |p, n| {
+                f(std::slice::from_raw_parts(p, n))
+            })
         }
     }
 }
@@ -293,7 +300,9 @@ mod tests {
         unsafe {
             a.write(first, 0, &data);
             let mut back = Vec::new();
-            a.for_each_piece(first, 0, data.len(), |p, n| back.extend_from_slice(std::slice::from_raw_parts(p, n)));
+            a.for_each_piece(first, 0, data.len(), |p, n| {
+                back.extend_from_slice(std::slice::from_raw_parts(p, n))
+            });
             assert_eq!(back, data);
         }
         assert_eq!(a.chain_end(first), (first + 3, 4));

@@ -88,7 +88,9 @@ pub struct StoreReq<'a> {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum StoreOutcome {
-    Stored { cas: u64 },
+    Stored {
+        cas: u64,
+    },
     NotStored,
     Exists,
     NotFound,
@@ -202,7 +204,11 @@ pub struct ArithReq<'a> {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ArithOutcome {
     /// The new value, the new CAS and the remaining TTL (-1 never).
-    Done { value: u64, cas: u64, ttl: i64 },
+    Done {
+        value: u64,
+        cas: u64,
+        ttl: i64,
+    },
     NotFound,
     /// The item's value is not a decimal number.
     NonNumeric,

@@ -23,7 +23,11 @@ struct Chain {
 }
 
 impl Chain {
-    const EMPTY: Chain = Chain { first: NIL, last: NIL, count: 0 };
+    const EMPTY: Chain = Chain {
+        first: NIL,
+        last: NIL,
+        count: 0,
+    };
 
     fn append(&mut self, arena: &Arena, piece: Option<(u32, u32, u32)>) {
         let Some((first, last, count)) = piece else { return };
@@ -350,7 +354,15 @@ impl Store {
     }
 
     /// Allocates an item and writes its header and key; the caller writes the value.
-    fn prepare(&self, shard: usize, key: &[u8], hash: u64, value_len: usize, flags: u32, expiry: Expiry) -> Option<u32> {
+    fn prepare(
+        &self,
+        shard: usize,
+        key: &[u8],
+        hash: u64,
+        value_len: usize,
+        flags: u32,
+        expiry: Expiry,
+    ) -> Option<u32> {
         let n = self.arena.chunks_for(key.len(), value_len) as u32;
         let id = self.alloc(shard, n)?;
         *hdr!(self, id) = Header {
@@ -490,7 +502,9 @@ impl Store {
     /// Stores a value with memcached's storage semantics.
     pub fn store(&self, req: &StoreReq<'_>) -> StoreOutcome {
         self.check_flush();
-        if !item_size_ok(self.cfg.item_size_max, req.key.len(), req.flags, req.value.len()) || req.key.len() > u8::MAX as usize {
+        if !item_size_ok(self.cfg.item_size_max, req.key.len(), req.flags, req.value.len())
+            || req.key.len() > u8::MAX as usize
+        {
             return StoreOutcome::TooLarge;
         }
         let (hash, si) = self.hash(req.key);
@@ -521,7 +535,9 @@ impl Store {
                 let old_h = *hdr!(self, old);
                 if cas == old_h.cas {
                     sh.c.cas_hits += 1;
-                    StoreOutcome::Stored { cas: self.link(&mut sh, new, Some(old)) }
+                    StoreOutcome::Stored {
+                        cas: self.link(&mut sh, new, Some(old)),
+                    }
                 } else if req.invalidate && cas < old_h.cas {
                     // ms I: an older CAS may still write, but the result is marked stale and keeps
                     // the old TTL, so readers know to recache it.
@@ -529,14 +545,18 @@ impl Store {
                     h.expiry = old_h.expiry;
                     h.bits = STALE | (old_h.bits & TOKEN_SENT);
                     sh.c.cas_hits += 1;
-                    StoreOutcome::Stored { cas: self.link(&mut sh, new, Some(old)) }
+                    StoreOutcome::Stored {
+                        cas: self.link(&mut sh, new, Some(old)),
+                    }
                 } else {
                     sh.c.cas_badval += 1;
                     StoreOutcome::Exists
                 }
             }
             (Mode::Replace, None, None) => StoreOutcome::NotStored,
-            (_, old, _) => StoreOutcome::Stored { cas: self.link(&mut sh, new, old) },
+            (_, old, _) => StoreOutcome::Stored {
+                cas: self.link(&mut sh, new, old),
+            },
         };
         if !matches!(outcome, StoreOutcome::Stored { .. }) {
             sh.free_chain(&self.arena, new);
@@ -581,7 +601,9 @@ impl Store {
                 Some(old) if hdr!(self, old).cas == cas => {
                     // SAFETY: `old` is readable under the lock; `new` is still ours.
                     unsafe { self.arena.copy_between(old, klen, old_len, new, old_at) };
-                    return StoreOutcome::Stored { cas: self.link(&mut sh, new, Some(old)) };
+                    return StoreOutcome::Stored {
+                        cas: self.link(&mut sh, new, Some(old)),
+                    };
                 }
                 _ => {
                     sh.c.cmd_set -= 1;

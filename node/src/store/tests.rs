@@ -59,7 +59,10 @@ fn memory_is_bounded_and_lru_evicts_the_coldest() {
     set(&s, hot, b"keep me");
     for i in 0..20_000 {
         let key = format!("key{i}");
-        assert!(matches!(set(&s, key.as_bytes(), &pattern(key.as_bytes(), 100)), StoreOutcome::Stored { .. }));
+        assert!(matches!(
+            set(&s, key.as_bytes(), &pattern(key.as_bytes(), 100)),
+            StoreOutcome::Stored { .. }
+        ));
         // Reading the hot key keeps it at the head of its LRU.
         assert_eq!(get(&s, hot).as_deref(), Some(&b"keep me"[..]));
         let st = s.stats();
@@ -85,7 +88,10 @@ fn freed_memory_serves_any_size() {
             for n in 0..200 {
                 let key = format!("r{round}s{i}n{n}");
                 let v = pattern(key.as_bytes(), len);
-                assert!(matches!(set(&s, key.as_bytes(), &v), StoreOutcome::Stored { .. }), "{key}");
+                assert!(
+                    matches!(set(&s, key.as_bytes(), &v), StoreOutcome::Stored { .. }),
+                    "{key}"
+                );
                 assert_eq!(get(&s, key.as_bytes()), Some(v));
             }
         }
@@ -148,8 +154,12 @@ fn ttl_rules_lazy_expiry_and_reclaim() {
 #[test]
 fn cas_is_unique_per_version_and_checked() {
     let s = store_with(1 << 20, 128);
-    let StoreOutcome::Stored { cas: c1 } = set(&s, b"k", b"1") else { panic!() };
-    let StoreOutcome::Stored { cas: c2 } = set(&s, b"k", b"2") else { panic!() };
+    let StoreOutcome::Stored { cas: c1 } = set(&s, b"k", b"1") else {
+        panic!()
+    };
+    let StoreOutcome::Stored { cas: c2 } = set(&s, b"k", b"2") else {
+        panic!()
+    };
     assert_ne!(c1, c2);
     let cas = |c| {
         s.store(&StoreReq {
@@ -207,7 +217,10 @@ fn arithmetic() {
     // Shrinking in place pads with spaces, as memcached does.
     assert_eq!(get(&s, b"n").as_deref(), Some(&b"9 "[..]));
     assert!(matches!(arith(false, 100), ArithOutcome::Done { value: 0, .. }));
-    assert!(matches!(arith(true, u64::MAX), ArithOutcome::Done { value: u64::MAX, .. }));
+    assert!(matches!(
+        arith(true, u64::MAX),
+        ArithOutcome::Done { value: u64::MAX, .. }
+    ));
     assert_eq!(get(&s, b"n"), Some(u64::MAX.to_string().into_bytes()));
     assert!(matches!(arith(true, 2), ArithOutcome::Done { value: 1, .. }));
     set(&s, b"n", b"x1");
@@ -265,7 +278,9 @@ fn vivify_win_and_stale() {
     assert_eq!(s.invalidate(b"k", None, None), DeleteOutcome::Deleted);
     let stale = s.read(b"k", &ReadOpts::default(), |i| (i.stale, i.win)).unwrap();
     assert_eq!(stale, (true, true));
-    let again = s.read(b"k", &ReadOpts::default(), |i| (i.stale, i.win, i.win_taken)).unwrap();
+    let again = s
+        .read(b"k", &ReadOpts::default(), |i| (i.stale, i.win, i.win_taken))
+        .unwrap();
     assert_eq!(again, (true, false, true));
 }
 
