@@ -56,6 +56,18 @@ pub struct Args {
     /// Port of the batch listener for bulk loads (writes L2, only replaces in L1).
     #[arg(long = "batch-port")]
     pub batch_port: Option<u16>,
+    /// Use an external memcached as L1: `host:port` or `unix:/path`.
+    #[arg(long = "l1-memcached")]
+    pub l1_memcached: Option<String>,
+    /// Connections to the L1 memcached, shared by every client connection.
+    #[arg(long = "l1-connections")]
+    pub l1_connections: Option<usize>,
+    /// Milliseconds a request to the L1 memcached may take.
+    #[arg(long = "l1-timeout-ms")]
+    pub l1_timeout_ms: Option<u64>,
+    /// Data bytes per chunk in the L1 memcached (default: one slab class, 17240).
+    #[arg(long = "l1-chunk-size")]
+    pub l1_chunk_size: Option<usize>,
     /// Config file (TOML) with the same settings as the flags, by their long names with `_`.
     #[arg(long = "config")]
     pub config: Option<String>,
@@ -79,6 +91,10 @@ struct Layer {
     l2_path: Option<String>,
     l2_max_bytes: Option<String>,
     batch_port: Option<u16>,
+    l1_memcached: Option<String>,
+    l1_connections: Option<usize>,
+    l1_timeout_ms: Option<u64>,
+    l1_chunk_size: Option<usize>,
 }
 
 /// The largest `-I` memcached allows.
@@ -134,6 +150,12 @@ pub fn load(args: &Args) -> Result<(Settings, u8), String> {
         s.l2_max_bytes = parse_size(&b)? as u64;
     }
     s.batch_port = args.batch_port.or(layer.batch_port);
+    s.l1_memcached = args.l1_memcached.clone().or(layer.l1_memcached);
+    s.l1_connections = pick(args.l1_connections, layer.l1_connections, s.l1_connections);
+    if let Some(ms) = args.l1_timeout_ms.or(layer.l1_timeout_ms) {
+        s.l1_timeout = Duration::from_millis(ms);
+    }
+    s.l1_chunk_size = pick(args.l1_chunk_size, layer.l1_chunk_size, s.l1_chunk_size);
     let verbose = if args.verbose > 0 {
         args.verbose
     } else {
@@ -151,11 +173,15 @@ pub fn validate(s: &Settings) -> Result<(), String> {
     if s.item_size_max > ITEM_SIZE_LIMIT {
         return Err(format!("item size (-I) cannot be above {}m", ITEM_SIZE_LIMIT >> 20));
     }
-    if s.item_size_max > s.memory_bytes / 2 {
+    // Over memcached the node's -m does not hold items, so it does not bound -I.
+    if s.l1_memcached.is_none() && s.item_size_max > s.memory_bytes / 2 {
         return Err("item size (-I) cannot be more than half of the memory limit (-m)".into());
     }
     if s.chunk_size < 64 || !s.chunk_size.is_multiple_of(8) {
         return Err("chunk size must be a multiple of 8, at least 64".into());
+    }
+    if s.l1_memcached.is_some() && s.l1_connections == 0 {
+        return Err("l1 connections must be at least 1".into());
     }
     if s.threads == 0 || s.max_connections == 0 {
         return Err("threads (-t) and connections (-c) must be at least 1".into());

@@ -7,6 +7,8 @@
 
 use std::future::Future;
 
+use crate::backend::chunked::Chunked;
+use crate::backend::memcached::Memcached;
 use crate::l2::AsyncL2;
 use crate::orchestrator::Orchestrator;
 use crate::store::{
@@ -85,6 +87,8 @@ pub enum Engine {
     Memory(Store),
     /// The embedded memory store as L1 over the on-disk L2.
     Tiered(Orchestrator<Store, AsyncL2>),
+    /// An external memcached as L1 (values chunked), optionally over the on-disk L2.
+    Proxy(Orchestrator<Chunked<Memcached>, AsyncL2>),
 }
 
 macro_rules! dispatch {
@@ -92,6 +96,7 @@ macro_rules! dispatch {
         match $self {
             Engine::Memory($b) => $call,
             Engine::Tiered($b) => $call,
+            Engine::Proxy($b) => $call,
         }
     };
 }
@@ -102,6 +107,7 @@ impl Engine {
         match self {
             Engine::Memory(s) => s.clock(),
             Engine::Tiered(o) => &o.tiers().clock,
+            Engine::Proxy(o) => &o.tiers().clock,
         }
     }
 
@@ -116,26 +122,43 @@ impl Engine {
         match self {
             Engine::Memory(s) => Some(s),
             Engine::Tiered(o) => Some(&o.tiers().l1),
+            Engine::Proxy(_) => None,
         }
     }
 
-    /// Counters of the memory tier (what `stats` reports as the cache); zero without one.
+    /// Counters of the L1 (what `stats` reports as the cache). Over memcached these are the
+    /// node's command counters; item counts and evictions are memcached's own to report.
     pub fn stats(&self) -> StoreStats {
-        self.memory().map(Store::stats).unwrap_or_default()
+        match self {
+            Engine::Proxy(o) => o.tiers().l1.stats(),
+            _ => self.memory().map(Store::stats).unwrap_or_default(),
+        }
     }
 
     /// Per-tier counters and the L2's size, for `stats`.
     pub fn for_each_tier_stat(&self, f: &mut dyn FnMut(&str, u64)) {
-        if let Engine::Tiered(o) = self {
-            o.tiers().stats.for_each(f);
-            if let Some(l2) = &o.tiers().l2 {
-                if let Ok(s) = l2.store().stats() {
-                    f("l2_bytes", s.dir_bytes);
-                    f("l2_max_bytes", s.max_bytes);
-                    f("l2_entries", s.entries_estimate);
-                    f("l2_evicted", s.evicted);
-                }
+        let l2 = match self {
+            Engine::Memory(_) => return,
+            Engine::Tiered(o) => {
+                o.tiers().stats.for_each(f);
+                &o.tiers().l2
             }
+            Engine::Proxy(o) => {
+                o.tiers().stats.for_each(f);
+                let c = o.tiers().l1.chunk_stats();
+                f("chunked_writes", c.chunked_writes);
+                f("chunked_reads", c.chunked_reads);
+                f("chunked_broken_reads", c.broken_reads);
+                f("chunks_deleted", c.chunks_deleted);
+                f("l1_up", o.tiers().l1.raw().pool().is_up() as u64);
+                &o.tiers().l2
+            }
+        };
+        if let Some(s) = l2.as_ref().and_then(|l2| l2.store().stats().ok()) {
+            f("l2_bytes", s.dir_bytes);
+            f("l2_max_bytes", s.max_bytes);
+            f("l2_entries", s.entries_estimate);
+            f("l2_evicted", s.evicted);
         }
     }
 

@@ -18,6 +18,9 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::backend::chunked::{ChunkConfig, Chunked};
+use crate::backend::memcached::Memcached;
+use crate::backend::pool::{Endpoint, PoolConfig};
 use crate::conn::{serve, Socket};
 use crate::engine::Engine;
 use crate::l2::{AsyncL2, L2Config};
@@ -46,6 +49,14 @@ pub struct Settings {
     pub l2_max_bytes: u64,
     /// Port of the batch listener (bulk loads: write L2, only replace in L1), if any.
     pub batch_port: Option<u16>,
+    /// An external memcached as L1 (`unix:/path` or `host:port`) instead of the embedded store.
+    pub l1_memcached: Option<String>,
+    /// Connections to that memcached, shared by all clients.
+    pub l1_connections: usize,
+    /// How long a request to that memcached may take.
+    pub l1_timeout: Duration,
+    /// Data bytes per chunk in that memcached (0: the default, one slab class).
+    pub l1_chunk_size: usize,
 }
 
 impl Default for Settings {
@@ -64,6 +75,10 @@ impl Default for Settings {
             l2_path: None,
             l2_max_bytes: 1 << 30,
             batch_port: None,
+            l1_memcached: None,
+            l1_connections: 2,
+            l1_timeout: Duration::from_millis(500),
+            l1_chunk_size: 0,
         }
     }
 }
@@ -175,14 +190,35 @@ impl ServerState {
     /// Builds the engine the settings describe: opens the L2 when configured. Needs a runtime.
     pub async fn build(settings: Settings) -> io::Result<Arc<ServerState>> {
         let clock = Clock::start();
-        let store = Store::with_clock(settings.store_config(), clock.clone());
-        let Some(path) = &settings.l2_path else {
-            return Ok(Self::with_engine(settings, Engine::Memory(store), None));
+        let l2 = match &settings.l2_path {
+            Some(path) => Some(
+                AsyncL2::open(L2Config::new(path, settings.l2_max_bytes))
+                    .await
+                    .map_err(|e| io::Error::other(format!("cannot open the L2 at {}: {e}", path.display())))?,
+            ),
+            None => None,
         };
-        let l2 = AsyncL2::open(L2Config::new(path, settings.l2_max_bytes))
-            .await
-            .map_err(|e| io::Error::other(format!("cannot open the L2 at {}: {e}", path.display())))?;
-        let orchestrator = Orchestrator::new(store, Some(l2), clock);
+        if let Some(endpoint) = &settings.l1_memcached {
+            let mut pool = PoolConfig::new(Endpoint::parse(endpoint));
+            pool.connections = settings.l1_connections;
+            pool.timeout = settings.l1_timeout;
+            let mut chunks = ChunkConfig {
+                item_size_max: settings.item_size_max,
+                ..ChunkConfig::default()
+            };
+            if settings.l1_chunk_size > 0 {
+                chunks.chunk_size = settings.l1_chunk_size;
+            }
+            let l1 = Chunked::new(Memcached::start(pool), clock.clone(), chunks);
+            let orchestrator = Orchestrator::new(l1, l2, clock);
+            let batch = Engine::Proxy(orchestrator.batch_view());
+            return Ok(Self::with_engine(settings, Engine::Proxy(orchestrator), Some(batch)));
+        }
+        let store = Store::with_clock(settings.store_config(), clock.clone());
+        if l2.is_none() {
+            return Ok(Self::with_engine(settings, Engine::Memory(store), None));
+        }
+        let orchestrator = Orchestrator::new(store, l2, clock);
         let batch = Engine::Tiered(orchestrator.batch_view());
         Ok(Self::with_engine(settings, Engine::Tiered(orchestrator), Some(batch)))
     }

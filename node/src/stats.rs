@@ -105,6 +105,12 @@ fn settings(state: &ServerState, put: &mut Put<'_>) {
     put("flush_enabled", &"yes");
     put("tier_mode", &cfg.mode());
     put(
+        "l1",
+        &cfg.l1_memcached
+            .as_ref()
+            .map_or("embedded".to_string(), |m| format!("memcached:{m}")),
+    );
+    put(
         "l2_path",
         &cfg.l2_path.as_ref().map_or("NULL".into(), |p| p.display().to_string()),
     );

@@ -191,7 +191,7 @@ fn diff_pair(name: &str, mc: SocketAddr, node: SocketAddr, mc_steps: &[Step], no
     // Two silent servers would compare equal: only the scripts named here get no reply at all.
     let silent = ["quitq", "bad magic drops the replies not yet sent"];
     assert!(
-        !want.is_empty() || silent.contains(&name.trim_end_matches(" (l1-l2)")),
+        !want.is_empty() || silent.contains(&name.trim_end_matches(" (l1-l2)").trim_end_matches(" (over memcached)")),
         "{name}: memcached sent nothing"
     );
     (want != got).then(|| format!("--- {name}\nmemcached:\n{want}riven:\n{got}"))
@@ -212,16 +212,21 @@ struct Servers {
     node: riven_node::server::RunningNode,
     tiered: riven_node::server::RunningNode,
     _l2_dir: tempfile::TempDir,
+    proxy: riven_node::server::RunningNode,
+    _l1: Memcached,
 }
 
 impl Servers {
     fn start() -> Servers {
         let dir = tempfile::tempdir().unwrap();
+        let l1 = Memcached::start(&[]);
         Servers {
             mc: Memcached::start(&[]),
             node: start_node(test_settings()),
             tiered: start_node(tiered_settings(dir.path())),
             _l2_dir: dir,
+            proxy: start_node(proxy_settings(&l1)),
+            _l1: l1,
         }
     }
 
@@ -230,6 +235,7 @@ impl Servers {
         exchange(self.mc.addr, &s);
         exchange(self.node.addr, &s);
         exchange(self.tiered.addr, &s);
+        exchange(self.proxy.addr, &s);
     }
 
     /// Runs each script on all three, from empty caches; panics listing every difference.
@@ -241,6 +247,9 @@ impl Servers {
             self.wipe();
             let tiered = format!("{name} (l1-l2)");
             failures.extend(diff_pair(&tiered, self.mc.addr, self.tiered.addr, &steps, &steps));
+            self.wipe();
+            let proxy = format!("{name} (over memcached)");
+            failures.extend(diff_pair(&proxy, self.mc.addr, self.proxy.addr, &steps, &steps));
         }
         assert!(
             failures.is_empty(),

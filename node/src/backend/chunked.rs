@@ -1,7 +1,7 @@
 //! Chunking: memcached's item semantics for values of any size (up to 128 MiB) over a raw store
 //! whose items are small (memcached: 1 MiB), as a [`Backend`].
 //!
-//! Every value is an index item under the user's key: an envelope (see [`envelope`]) followed by
+//! Every value is an index item under the user's key: an envelope (see `envelope.rs`) followed by
 //! the value when it fits one chunk, or by nothing when it is split into chunk items under derived
 //! keys. Chunk items all have one size, chosen to fill one memcached slab class exactly (see
 //! [`DEFAULT_CHUNK_ITEM_SIZE`]), so memcached's slab allocator only ever sees that size for them.
@@ -14,13 +14,14 @@
 //!   chunks are never rewritten: a reader that finds all the chunks of the index's token, each
 //!   carrying that token and its number, has one whole value. Concurrent writers, or a writer
 //!   that dies midway, leave a reader the old value, the new value or a miss — never a mix.
-//! * After an overwrite the previous value's chunks are deleted (best effort). A plain `set`
-//!   reads the old index alongside its own writes, so it may read it before or after its own
-//!   write: it deletes the old chunks only when memcached's CAS of that index is lower than the
-//!   one its own write got, i.e. that value was written earlier and so is no longer current
-//!   (memcached's CAS counter is global and increasing). Chunks nobody cleans up (a writer that
-//!   died, a race between plain sets, an index evicted before its chunks) carry the index's TTL
-//!   and are never read again, so memcached's LRU reclaims them: they are not a leak.
+//! * After an overwrite the previous value's chunks are deleted (best effort). A `set` reads the
+//!   old index alongside its own writes (a small `set` only when the key may hold a chunked
+//!   value, see `Hints`), so it may read it before or after its own write: it deletes the old
+//!   chunks only when memcached's CAS of that index is lower than the one its own write got,
+//!   i.e. that value was written earlier and so is no longer current (memcached's CAS counter is
+//!   global and increasing). Chunks nobody cleans up (a writer that died, a race between plain
+//!   sets, an index evicted before its chunks) carry the index's TTL and are never read again,
+//!   so memcached's LRU reclaims them: they are not a leak.
 //! * Commands that change an existing value (touch and gat, cas, append/prepend, incr/decr,
 //!   `md I`, an `mg` that wins a recache) read the index and write it back with memcached's CAS
 //!   of what they read; when another client got there first they read again.
@@ -33,28 +34,35 @@
 //! * `fetched_before` and `idle_secs` read as false and 0 (`mg h`/`l`, `me`): memcached's binary
 //!   protocol does not tell them.
 //! * `mg u` (no LRU bump) is not honoured: every GET bumps the items in memcached.
-//! * Touch, gat and the recache bits rewrite the index item, so memcached's CAS of the index
-//!   changes; the client never sees it (its CAS is the envelope's), but it costs a round trip.
-//! * An index whose chunks were evicted still makes `add` fail unless the value is chunked (then
-//!   the chunks are probed with TOUCH), and `delete` of it answers DELETED.
-//! * append/prepend rewrite the whole value (no chunk reuse), O(value size).
-//! * An item in memcached that does not carry an envelope (written by another client) reads as a
-//!   miss, and `add` replaces it.
+//! * Touch, gat and the recache bits rewrite the index item (two round trips where memcached
+//!   needs one). memcached's CAS of the index changes; the client's does not (it is the
+//!   envelope's), so `gets` + `touch` + `cas` works as on memcached.
+//! * A chunked value whose chunks memcached evicted while its index stayed: reads and touches
+//!   find out and delete the index, `add` probes the chunks (TOUCH) and replaces it, but a
+//!   `delete` answers DELETED where memcached would say NOT_FOUND.
+//! * append/prepend rewrite the whole value under a new token (no chunk reuse): O(value size).
+//! * TTLs are checked against this node's clock (the envelope) and memcached's (the item); the
+//!   two may disagree by a second at the boundary. `flush_all` with a delay runs on memcached's.
+//! * An item in memcached without an envelope (written by another client) reads as a miss, and
+//!   `add` replaces it.
+//! * A chunked value is gathered into one buffer before the reply is written (one copy more than
+//!   an inline value, which is served straight from the pool's read buffer).
 
 mod envelope;
 
+use std::collections::HashSet;
 use std::ops::ControlFlow;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 
-use self::envelope::{check_chunk, chunk_header, ChunkKeys, Envelope, ENV_LEN, STALE, TOKEN_SENT};
+use self::envelope::{check_chunk, chunk_header, key_hash, ChunkKeys, Envelope, ENV_LEN, STALE, TOKEN_SENT};
 use super::raw::{run_windowed, unix_exptime, RawDeleted, RawMode, RawStore, RawStored, RawWrite};
 use crate::engine::{Backend, BackendError, Result};
 use crate::store::{
-    item_size_ok, ArithOutcome, ArithReq, Clock, DeleteOutcome, Expiry, ItemView, Mode, ReadOpts, StoreOutcome, StoreReq,
-    StoreStats, Value,
+    item_size_ok, ArithOutcome, ArithReq, Clock, DeleteOutcome, Expiry, ItemView, Mode, ReadOpts, StoreOutcome,
+    StoreReq, StoreStats, Value,
 };
 
 pub use self::envelope::{CHUNK_HEADER_LEN, CHUNK_KEY_LEN};
@@ -148,6 +156,55 @@ fn bump(c: &AtomicU64) {
     c.fetch_add(1, Ordering::Relaxed);
 }
 
+/// Keys (by hash) whose current value this node wrote in chunks.
+///
+/// A plain `set` of a small value would otherwise have to read the old index first, just in case
+/// it names chunks to clean up: one more memcached request on the most common write. A node is
+/// its memcached's only writer, so what it wrote itself is what is there; a key it does not know
+/// as chunked (after a node restart, or written by another client) is overwritten without the
+/// read, and the chunks of the value it replaces, if any, are left to memcached's LRU (they
+/// are unreachable). Hash collisions only cost a read. Past [`HINTS_MAX`] keys the set stops
+/// growing and every small set reads the old index again.
+struct Hints {
+    shards: Box<[parking_lot::Mutex<HashSet<u64>>]>,
+    full: AtomicBool,
+}
+
+/// Most chunked keys remembered (8 bytes each, plus the table's overhead). Each stands for at
+/// least one chunk of memcached memory, so this covers 16 GiB of chunked values.
+const HINTS_MAX: usize = 1 << 20;
+const HINT_SHARDS: usize = 16;
+
+impl Hints {
+    fn new() -> Hints {
+        Hints {
+            shards: (0..HINT_SHARDS)
+                .map(|_| parking_lot::Mutex::new(HashSet::new()))
+                .collect(),
+            full: AtomicBool::new(false),
+        }
+    }
+
+    fn shard(&self, h: u64) -> &parking_lot::Mutex<HashSet<u64>> {
+        &self.shards[(h >> 60) as usize % HINT_SHARDS]
+    }
+
+    fn may_be_chunked(&self, h: u64) -> bool {
+        self.full.load(Ordering::Relaxed) || self.shard(h).lock().contains(&h)
+    }
+
+    fn note(&self, h: u64, chunked: bool) {
+        let mut shard = self.shard(h).lock();
+        if !chunked {
+            shard.remove(&h);
+        } else if shard.len() < HINTS_MAX / HINT_SHARDS {
+            shard.insert(h);
+        } else {
+            self.full.store(true, Ordering::Relaxed);
+        }
+    }
+}
+
 /// What the chunking layer has done, for `stats`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ChunkStats {
@@ -196,11 +253,19 @@ pub struct Chunked<R> {
     zeros: Box<[u8]>,
     /// Last hybrid-logical-clock value handed out (versions and client CAS values).
     hlc: AtomicU64,
+    hints: Hints,
     c: Counters,
 }
 
 /// An index write: the envelope and the inline value.
-fn index_write<'a>(mode: RawMode, key: &'a [u8], env: &'a [u8; ENV_LEN], inline: &'a [u8], mcas: u64, expiry: u32) -> RawWrite<'a> {
+fn index_write<'a>(
+    mode: RawMode,
+    key: &'a [u8],
+    env: &'a [u8; ENV_LEN],
+    inline: &'a [u8],
+    mcas: u64,
+    expiry: u32,
+) -> RawWrite<'a> {
     RawWrite {
         mode,
         key,
@@ -249,6 +314,7 @@ impl<R: RawStore> Chunked<R> {
             zeros: vec![0u8; cfg.chunk_size].into_boxed_slice(),
             cfg,
             hlc: AtomicU64::new(0),
+            hints: Hints::new(),
             c: Counters::default(),
         }
     }
@@ -308,11 +374,15 @@ impl<R: RawStore> Chunked<R> {
     /// never the same value twice. Versions and CAS values come from it, so CAS values grow like
     /// memcached's (`ms I` compares them) and survive a node restart without repeating.
     fn tick(&self) -> u64 {
-        let ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+        let ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
         let physical = ms << 16;
         let prev = self
             .hlc
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |last| Some(physical.max(last + 1)))
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |last| {
+                Some(physical.max(last + 1))
+            })
             .unwrap_or(0);
         physical.max(prev + 1)
     }
@@ -379,11 +449,13 @@ impl<R: RawStore> Chunked<R> {
             return Ok(Found::Absent { mcas: None });
         };
         match Envelope::decode(&item.value) {
-            Some(env) if !self.expired(&env) && env.total_len as usize <= self.cfg.item_size_max => Ok(Found::Live(Index {
-                mcas: item.cas,
-                env,
-                item: item.value,
-            })),
+            Some(env) if !self.expired(&env) && env.total_len as usize <= self.cfg.item_size_max => {
+                Ok(Found::Live(Index {
+                    mcas: item.cas,
+                    env,
+                    item: item.value,
+                }))
+            }
             _ => Ok(Found::Absent { mcas: Some(item.cas) }),
         }
     }
@@ -589,6 +661,7 @@ impl<R: RawStore> Chunked<R> {
         let inline: &[u8] = if env.is_chunked() { &[] } else { value };
         match self.put_index(key, env, inline, Some(old.mcas)).await? {
             RawStored::Stored { .. } => {
+                self.note_written(key, env);
                 if old.env.is_chunked() {
                     self.delete_chunks(key, &old.env).await;
                 }
@@ -604,6 +677,11 @@ impl<R: RawStore> Chunked<R> {
                 Ok(Swap::Refused(refused(other)))
             }
         }
+    }
+
+    /// Remembers whether the value just written under `key` is chunked (see [`Hints`]).
+    fn note_written(&self, key: &[u8], env: &Envelope) {
+        self.hints.note(key_hash(key), env.is_chunked());
     }
 
     /// `env` reshaped for a new value of `len` bytes: a new token, version and CAS.
@@ -660,7 +738,10 @@ impl<R: RawStore> Chunked<R> {
                 env.bits |= TOKEN_SENT;
             }
             // With a touch, chunks are read with GAT so they live as long as the index will.
-            let Some(value) = self.value_of(key, &idx, touch.map(|t| unix_exptime(i64::from(t)))).await? else {
+            let Some(value) = self
+                .value_of(key, &idx, touch.map(|t| unix_exptime(i64::from(t))))
+                .await?
+            else {
                 self.drop_lost(key, &idx).await?;
                 continue;
             };
@@ -690,20 +771,36 @@ impl<R: RawStore> Chunked<R> {
             (Mode::Add, _) => self.add(req, &env, inline).await,
             (_, None) => {
                 // The old index is read alongside the writes (and requested first) only to find
-                // the chunks this write makes garbage.
-                let mode = if req.mode == Mode::Replace { RawMode::Replace } else { RawMode::Set };
+                // the chunks this write makes garbage: for a small value, only if the key may
+                // hold a chunked one.
+                let look = env.is_chunked() || self.hints.may_be_chunked(key_hash(key));
+                let mode = if req.mode == Mode::Replace {
+                    RawMode::Replace
+                } else {
+                    RawMode::Set
+                };
                 let e = env.encode();
                 let write = async {
                     if let Some(no) = self.write_chunks(key, &env, req.value).await? {
                         return Ok(Err(no));
                     }
-                    Ok(Ok(self.raw.store(index_write(mode, key, &e, inline, 0, env.expiry)).await?))
+                    Ok(Ok(self
+                        .raw
+                        .store(index_write(mode, key, &e, inline, 0, env.expiry))
+                        .await?))
                 };
-                let (old, written) = tokio::join!(self.lookup(key), write);
+                let lookup = async {
+                    match look {
+                        true => Some(self.lookup(key).await),
+                        false => None,
+                    }
+                };
+                let (old, written) = tokio::join!(lookup, write);
                 match written? {
                     Err(no) => Ok(no),
                     Ok(RawStored::Stored { cas: mcas }) => {
-                        if let Ok(Found::Live(old)) = old {
+                        self.note_written(key, &env);
+                        if let Some(Ok(Found::Live(old))) = old {
                             // Lower CAS: written before ours, so it is not the current value.
                             if old.env.is_chunked() && old.mcas < mcas && old.env.token != env.token {
                                 self.delete_chunks(key, &old.env).await;
@@ -755,6 +852,7 @@ impl<R: RawStore> Chunked<R> {
                     match self.put_index(key, &this, inline, Some(old.mcas)).await? {
                         RawStored::Stored { .. } => {
                             bump(&self.c.cas_hits);
+                            self.note_written(key, &this);
                             if old.env.is_chunked() {
                                 self.delete_chunks(key, &old.env).await;
                             }
@@ -790,6 +888,7 @@ impl<R: RawStore> Chunked<R> {
         for _ in 0..MAX_ATTEMPTS {
             match self.put_index(key, env, inline, mcas).await? {
                 RawStored::Stored { .. } => {
+                    self.note_written(key, env);
                     if let Some(lost) = lost {
                         self.delete_chunks(key, &lost).await;
                     }
@@ -805,7 +904,9 @@ impl<R: RawStore> Chunked<R> {
                 Found::Absent { mcas } => mcas,
                 // TOUCH with the exptime they have: asks whether the chunks are all there
                 // without moving their data.
-                Found::Live(old) if old.env.is_chunked() && !self.touch_chunks(key, &old.env, old.env.expiry).await? => {
+                Found::Live(old)
+                    if old.env.is_chunked() && !self.touch_chunks(key, &old.env, old.env.expiry).await? =>
+                {
                     lost = Some(old.env);
                     Some(old.mcas)
                 }
@@ -867,7 +968,7 @@ impl<R: RawStore> Chunked<R> {
                 Found::Absent { mcas } => {
                     // Nothing to report, but clear what does not count so it cannot block an add.
                     if let Some(m) = mcas {
-                        self.raw.delete(key, m).await?;
+                        let _ = self.raw.delete(key, m).await;
                     }
                     return Ok(DeleteOutcome::NotFound);
                 }
@@ -878,6 +979,7 @@ impl<R: RawStore> Chunked<R> {
             // The index first: from then on no reader finds the chunks.
             match self.raw.delete(key, idx.mcas).await? {
                 RawDeleted::Deleted => {
+                    self.hints.note(key_hash(key), false);
                     self.delete_chunks(key, &idx.env).await;
                     return Ok(DeleteOutcome::Deleted);
                 }
@@ -1058,9 +1160,17 @@ impl<R: RawStore> Backend for Chunked<R> {
         }
         let r = self.read_impl(key, opts, f).await;
         if let Ok(hit) = &r {
-            bump(if hit.is_some() { &self.c.get_hits } else { &self.c.get_misses });
+            bump(if hit.is_some() {
+                &self.c.get_hits
+            } else {
+                &self.c.get_misses
+            });
             if opts.touch.is_some() {
-                bump(if hit.is_some() { &self.c.touch_hits } else { &self.c.touch_misses });
+                bump(if hit.is_some() {
+                    &self.c.touch_hits
+                } else {
+                    &self.c.touch_misses
+                });
             }
         }
         r
@@ -1068,7 +1178,9 @@ impl<R: RawStore> Backend for Chunked<R> {
 
     async fn store(&self, req: &StoreReq<'_>) -> Result<StoreOutcome> {
         bump(&self.c.cmd_set);
-        if !item_size_ok(self.cfg.item_size_max, req.key.len(), req.flags, req.value.len()) || req.value.len() > u32::MAX as usize {
+        if !item_size_ok(self.cfg.item_size_max, req.key.len(), req.flags, req.value.len())
+            || req.value.len() > u32::MAX as usize
+        {
             return Ok(StoreOutcome::TooLarge);
         }
         match req.mode {
@@ -1123,6 +1235,6 @@ impl<R: RawStore> Backend for Chunked<R> {
 }
 
 #[cfg(test)]
-mod tests;
-#[cfg(test)]
 mod live_tests;
+#[cfg(test)]
+mod tests;

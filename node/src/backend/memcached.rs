@@ -98,7 +98,8 @@ impl RawStore for Memcached {
         let reply = self.call(req, &[]).await?;
         match reply.status {
             Status::SUCCESS => {
-                let flags = binary::parse_u32_extras(&reply.extras).ok_or(BackendError::Failed("bad reply from memcached"))?;
+                let flags =
+                    binary::parse_u32_extras(&reply.extras).ok_or(BackendError::Failed("bad reply from memcached"))?;
                 Ok(Some(RawItem {
                     flags,
                     cas: reply.cas,
@@ -219,25 +220,46 @@ mod tests {
             flags: 7,
             ..write(RawMode::Set, b"k", [b"he", b"llo", b" world"], 0)
         };
-        let RawStored::Stored { cas } = m.store(w).await.unwrap() else { panic!() };
+        let RawStored::Stored { cas } = m.store(w).await.unwrap() else {
+            panic!()
+        };
         let item = m.get(b"k", None).await.unwrap().unwrap();
         assert_eq!((item.flags, item.cas, &item.value[..]), (7, cas, &b"hello world"[..]));
 
         // Modes and CAS, with memcached's binary statuses mapped.
-        assert_eq!(m.store(write(RawMode::Add, b"k", [b"x", b"", b""], 0)).await, Ok(RawStored::NotStored));
-        assert_eq!(m.store(write(RawMode::Replace, b"nope", [b"x", b"", b""], 0)).await, Ok(RawStored::NotStored));
-        assert_eq!(m.store(write(RawMode::Set, b"k", [b"x", b"", b""], cas + 1000)).await, Ok(RawStored::Exists));
-        assert_eq!(m.store(write(RawMode::Set, b"nope", [b"x", b"", b""], 5)).await, Ok(RawStored::NotFound));
-        let Ok(RawStored::Stored { cas: cas2 }) = m.store(write(RawMode::Replace, b"k", [b"", b"y", b""], cas)).await else {
+        assert_eq!(
+            m.store(write(RawMode::Add, b"k", [b"x", b"", b""], 0)).await,
+            Ok(RawStored::NotStored)
+        );
+        assert_eq!(
+            m.store(write(RawMode::Replace, b"nope", [b"x", b"", b""], 0)).await,
+            Ok(RawStored::NotStored)
+        );
+        assert_eq!(
+            m.store(write(RawMode::Set, b"k", [b"x", b"", b""], cas + 1000)).await,
+            Ok(RawStored::Exists)
+        );
+        assert_eq!(
+            m.store(write(RawMode::Set, b"nope", [b"x", b"", b""], 5)).await,
+            Ok(RawStored::NotFound)
+        );
+        let Ok(RawStored::Stored { cas: cas2 }) = m.store(write(RawMode::Replace, b"k", [b"", b"y", b""], cas)).await
+        else {
             panic!()
         };
         assert_ne!(cas2, cas);
         assert_eq!(m.get(b"k", None).await.unwrap().unwrap().value, &b"y"[..]);
-        assert!(matches!(m.store(write(RawMode::Add, b"a", [b"1", b"", b""], 0)).await, Ok(RawStored::Stored { .. })));
+        assert!(matches!(
+            m.store(write(RawMode::Add, b"a", [b"1", b"", b""], 0)).await,
+            Ok(RawStored::Stored { .. })
+        ));
 
         // Too large for -I 1m.
         let big = vec![0u8; 2 << 20];
-        assert_eq!(m.store(write(RawMode::Set, b"big", [&big, b"", b""], 0)).await, Ok(RawStored::TooLarge));
+        assert_eq!(
+            m.store(write(RawMode::Set, b"big", [&big, b"", b""], 0)).await,
+            Ok(RawStored::TooLarge)
+        );
 
         // Delete with and without CAS.
         assert_eq!(m.delete(b"k", cas2 + 1000).await, Ok(RawDeleted::Exists));
@@ -249,7 +271,13 @@ mod tests {
         assert_eq!(m.touch(b"k", 0).await, Ok(false));
         let item = m.get(b"a", Some(0)).await.unwrap().unwrap();
         assert_eq!(&item.value[..], b"1");
-        assert_eq!(m.get(b"a", Some(super::super::raw::unix_exptime(5))).await.unwrap().map(|i| i.value), Some(b"1"[..].into()));
+        assert_eq!(
+            m.get(b"a", Some(super::super::raw::unix_exptime(5)))
+                .await
+                .unwrap()
+                .map(|i| i.value),
+            Some(b"1"[..].into())
+        );
         assert_eq!(m.get(b"a", None).await, Ok(None));
 
         // get_many: in key order, misses as None.

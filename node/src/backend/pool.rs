@@ -399,7 +399,9 @@ mod tests {
             tasks.push(tokio::spawn(async move {
                 // Many requests in flight at once per task, so they are batched and pipelined.
                 let keys: Vec<String> = (0..200).map(|i| format!("k{t}-{i}")).collect();
-                let sets = keys.iter().map(|k| pool.call(set_req(k.as_bytes(), k.as_bytes(), &extras)));
+                let sets = keys
+                    .iter()
+                    .map(|k| pool.call(set_req(k.as_bytes(), k.as_bytes(), &extras)));
                 for r in join_all(sets).await {
                     assert_eq!(r.unwrap().status, Status::SUCCESS);
                 }
@@ -443,7 +445,10 @@ mod tests {
         let pool = Pool::start(mc.pool_config());
         up(&pool).await;
         let extras = StoreExtras { flags: 0, exptime: 0 }.to_bytes();
-        let r = pool.call_parts(set_req(b"k", b"ab", &extras), &[b"cd", b"", b"efg"]).await.unwrap();
+        let r = pool
+            .call_parts(set_req(b"k", b"ab", &extras), &[b"cd", b"", b"efg"])
+            .await
+            .unwrap();
         assert_eq!(r.status, Status::SUCCESS);
         let get = binary::Request {
             key: b"k",
@@ -492,7 +497,9 @@ mod tests {
         let addr = listener.local_addr().unwrap();
         tokio::spawn(async move {
             loop {
-                let Ok((mut s, _)) = listener.accept().await else { return };
+                let Ok((mut s, _)) = listener.accept().await else {
+                    return;
+                };
                 let mut buf = [0u8; 64];
                 let _ = s.read(&mut buf).await;
                 drop(s);
@@ -535,12 +542,21 @@ mod tests {
         cfg.connections = 1;
         let pool = Pool::start(cfg);
         tokio::time::sleep(Duration::from_millis(50)).await;
-        assert_eq!(pool.call(binary::Request::new(Opcode::NOOP)).await.unwrap_err(), LinkError::Down);
+        assert_eq!(
+            pool.call(binary::Request::new(Opcode::NOOP)).await.unwrap_err(),
+            LinkError::Down
+        );
     }
 
     #[test]
     fn endpoints() {
-        assert_eq!(Endpoint::parse("unix:/tmp/mc.sock"), Endpoint::Unix("/tmp/mc.sock".into()));
-        assert_eq!(Endpoint::parse("127.0.0.1:11211"), Endpoint::Tcp("127.0.0.1:11211".into()));
+        assert_eq!(
+            Endpoint::parse("unix:/tmp/mc.sock"),
+            Endpoint::Unix("/tmp/mc.sock".into())
+        );
+        assert_eq!(
+            Endpoint::parse("127.0.0.1:11211"),
+            Endpoint::Tcp("127.0.0.1:11211".into())
+        );
     }
 }

@@ -55,7 +55,9 @@ impl RawWrite<'_> {
 /// What memcached answered to a write.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RawStored {
-    Stored { cas: u64 },
+    Stored {
+        cas: u64,
+    },
     /// `add` of an existing key, `replace` of a missing one.
     NotStored,
     /// The CAS did not match.
@@ -210,7 +212,7 @@ mod tests {
         use std::sync::atomic::{AtomicUsize, Ordering};
         let live = AtomicUsize::new(0);
         let peak = AtomicUsize::new(0);
-        let mut seen = vec![false; 50];
+        let mut seen = [false; 50];
         run_windowed(
             50,
             4,

@@ -191,7 +191,11 @@ impl FakeRaw {
     pub fn items(&self) -> FakeItems {
         let st = self.state.lock();
         let now = st.now;
-        st.items.iter().filter(|(_, i)| !expired(i, now)).map(|(k, i)| (k.clone(), i.clone())).collect()
+        st.items
+            .iter()
+            .filter(|(_, i)| !expired(i, now))
+            .map(|(k, i)| (k.clone(), i.clone()))
+            .collect()
     }
 
     /// Changes the items directly.

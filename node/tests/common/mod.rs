@@ -76,6 +76,15 @@ pub fn tiered_settings(dir: &std::path::Path) -> Settings {
     }
 }
 
+/// Test settings for a node whose L1 is the memcached at `l1` (values chunked).
+pub fn proxy_settings(l1: &Memcached) -> Settings {
+    Settings {
+        l1_memcached: Some(l1.addr.to_string()),
+        l1_timeout: Duration::from_secs(5),
+        ..test_settings()
+    }
+}
+
 /// Starts a node in-process.
 pub fn start_node(settings: Settings) -> RunningNode {
     RunningNode::start(settings).expect("start node")

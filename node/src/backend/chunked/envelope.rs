@@ -187,7 +187,9 @@ pub fn chunk_header(token: u64, n: u32) -> [u8; CHUNK_HEADER_LEN] {
 /// The data of chunk `n` as read from memcached, if it is that chunk of that value: the right
 /// token and number, and the full fixed size. `data_len` is how much of it is value.
 pub fn check_chunk<'a>(item: &'a [u8], env: &Envelope, n: u32) -> Option<&'a [u8]> {
-    if item.len() != CHUNK_HEADER_LEN + env.chunk_size as usize || item[..CHUNK_HEADER_LEN] != chunk_header(env.token, n) {
+    if item.len() != CHUNK_HEADER_LEN + env.chunk_size as usize
+        || item[..CHUNK_HEADER_LEN] != chunk_header(env.token, n)
+    {
         return None;
     }
     Some(&item[CHUNK_HEADER_LEN..CHUNK_HEADER_LEN + env.chunk_data_len(n)])
@@ -230,7 +232,10 @@ mod tests {
     #[test]
     fn decode_rejects_what_is_not_an_envelope() {
         assert_eq!(Envelope::decode(b""), None);
-        assert_eq!(Envelope::decode(b"hello world, not an envelope at all, nor is this one"), None);
+        assert_eq!(
+            Envelope::decode(b"hello world, not an envelope at all, nor is this one"),
+            None
+        );
         // Inline length disagrees with the bytes present.
         let mut item = sample(0, 5).encode().to_vec();
         item.extend_from_slice(b"hell");

@@ -109,7 +109,11 @@ async fn round_trip_across_chunk_boundaries() {
         };
         let cas = stored_cas(ch.store(&r).await.unwrap());
         let got = read(&ch, b"k", ReadOpts::default()).await.unwrap();
-        assert_eq!((got.value.len(), got.flags, got.cas, got.ttl), (len, 7, cas, -1), "len {len}");
+        assert_eq!(
+            (got.value.len(), got.flags, got.cas, got.ttl),
+            (len, 7, cas, -1),
+            "len {len}"
+        );
         assert_eq!(got.value, v, "len {len}");
         let env = envelope_of(&ch, b"k");
         assert_eq!(env.chunk_count as usize, if len > CS { len.div_ceil(CS) } else { 0 });
@@ -172,7 +176,13 @@ async fn overwrite_deletes_old_chunks() {
     let old = chunk_keys(&ch);
     set(&ch, b"k", b"small").await;
     assert!(chunk_keys(&ch).is_empty());
-    let deleted: Vec<_> = ch.raw().log().into_iter().filter(|(op, _)| *op == Op::Delete).map(|(_, k)| k).collect();
+    let deleted: Vec<_> = ch
+        .raw()
+        .log()
+        .into_iter()
+        .filter(|(op, _)| *op == Op::Delete)
+        .map(|(_, k)| k)
+        .collect();
     assert_eq!(deleted.len(), old.len());
     assert_eq!(ch.chunk_stats().chunks_deleted, 4);
 }
@@ -190,9 +200,16 @@ async fn overwrite_keeps_chunks_of_a_newer_value_seen_by_its_lookup() {
         cas: u64::MAX,
         value: newer_env.encode().to_vec().into(),
     };
-    ch.raw().script(Op::Get, b"k", Scripted::Reply(ScriptedReply::Get(Some(newer))));
+    // "k" was chunked, so the small set below reads the old index.
+    set(&ch, b"k", &value(35, 4)).await;
+    let reply = Scripted::Reply(ScriptedReply::Get(Some(newer)));
+    ch.raw().script(Op::Get, b"k", reply);
+    ch.raw().clear_log();
     set(&ch, b"k", b"v").await;
-    assert_eq!(chunk_keys(&ch), newer_chunks);
+    assert!(ch.raw().log().contains(&(Op::Get, b"k".to_vec())));
+    let left = chunk_keys(&ch);
+    assert!(newer_chunks.iter().all(|k| left.contains(k)));
+    assert!(!ch.raw().log().iter().any(|(op, _)| *op == Op::Delete));
 }
 
 #[tokio::test]
@@ -202,8 +219,10 @@ async fn failed_chunk_write_cleans_up_and_keeps_the_old_value() {
     // The third chunk is refused (memcached out of memory).
     let v = value(45, 2);
     let env_token_probe = |ch: &Chunked<FakeRaw>| chunk_keys(ch).len();
-    ch.raw().script(Op::Store(RawMode::Set), b"~", Scripted::Before(Box::new(|_| {})));
-    ch.raw().script(Op::Store(RawMode::Set), b"~", Scripted::Before(Box::new(|_| {})));
+    ch.raw()
+        .script(Op::Store(RawMode::Set), b"~", Scripted::Before(Box::new(|_| {})));
+    ch.raw()
+        .script(Op::Store(RawMode::Set), b"~", Scripted::Before(Box::new(|_| {})));
     ch.raw().script(
         Op::Store(RawMode::Set),
         b"~",
@@ -219,7 +238,10 @@ async fn failed_chunk_write_cleans_up_and_keeps_the_old_value() {
         b"~",
         Scripted::Reply(ScriptedReply::Err(BackendError::Unavailable)),
     );
-    assert_eq!(ch.store(&req(Mode::Set, b"k", &v)).await, Err(BackendError::Unavailable));
+    assert_eq!(
+        ch.store(&req(Mode::Set, b"k", &v)).await,
+        Err(BackendError::Unavailable)
+    );
     assert!(chunk_keys(&ch).is_empty());
     assert_eq!(get(&ch, b"k").await.as_deref(), Some(&b"old"[..]));
 }
@@ -231,13 +253,16 @@ async fn writer_dying_midway_leaves_the_old_value() {
     set(&ch, b"k", &old).await;
     // The fourth chunk write never completes: the writer is dropped while waiting.
     for _ in 0..3 {
-        ch.raw().script(Op::Store(RawMode::Set), b"~", Scripted::Before(Box::new(|_| {})));
+        ch.raw()
+            .script(Op::Store(RawMode::Set), b"~", Scripted::Before(Box::new(|_| {})));
     }
     ch.raw().script(Op::Store(RawMode::Set), b"~", Scripted::Hang);
     let new = value(60, 1);
     let r = req(Mode::Set, b"k", &new);
     let write = ch.store(&r);
-    assert!(tokio::time::timeout(std::time::Duration::from_millis(20), write).await.is_err());
+    assert!(tokio::time::timeout(std::time::Duration::from_millis(20), write)
+        .await
+        .is_err());
     assert_eq!(get(&ch, b"k").await, Some(old.clone()));
     // Orphans: the dead writer's chunks, unreachable, with the value's TTL (here none).
     assert!(chunk_keys(&ch).len() > 4);
@@ -255,7 +280,9 @@ async fn orphans_expire_with_the_value() {
         expiry: ch.clock().expiry(100),
         ..req(Mode::Set, b"k", &v)
     };
-    assert!(tokio::time::timeout(std::time::Duration::from_millis(20), ch.store(&r)).await.is_err());
+    assert!(tokio::time::timeout(std::time::Duration::from_millis(20), ch.store(&r))
+        .await
+        .is_err());
     assert_eq!(chunk_keys(&ch).len(), 3);
     advance(&ch, 100);
     assert!(chunk_keys(&ch).is_empty());
@@ -293,7 +320,8 @@ async fn a_missing_chunk_is_a_miss_and_frees_add() {
 
     set(&ch, b"j", &value(25, 5)).await;
     let env = envelope_of(&ch, b"j");
-    ch.raw().with_items(|items| items.remove(&ChunkKeys::new(b"j", env.token).key(0)[..]));
+    ch.raw()
+        .with_items(|items| items.remove(&ChunkKeys::new(b"j", env.token).key(0)[..]));
     assert_eq!(get(&ch, b"j").await, None);
     assert!(!ch.raw().items().contains_key(&b"j"[..]));
 }
@@ -306,7 +334,8 @@ async fn reader_racing_an_overwrite_reads_the_new_value() {
     let after = ch.raw().items();
     set(&ch, b"k", &a).await;
     // While the reader fetches A's chunks, a writer replaces A by B (and deletes A's chunks).
-    ch.raw().script(Op::Get, b"~", Scripted::Before(Box::new(move |items| *items = after)));
+    ch.raw()
+        .script(Op::Get, b"~", Scripted::Before(Box::new(move |items| *items = after)));
     assert_eq!(get(&ch, b"k").await, Some(b));
 }
 
@@ -334,12 +363,24 @@ async fn reader_gives_up_with_a_miss_when_values_keep_changing() {
 #[tokio::test]
 async fn add_and_replace() {
     let ch = setup();
-    assert_eq!(ch.store(&req(Mode::Replace, b"k", &value(25, 1))).await, Ok(StoreOutcome::NotStored));
+    assert_eq!(
+        ch.store(&req(Mode::Replace, b"k", &value(25, 1))).await,
+        Ok(StoreOutcome::NotStored)
+    );
     assert!(ch.raw().items().is_empty(), "refused replace leaves no chunks");
-    assert!(matches!(ch.store(&req(Mode::Add, b"k", &value(25, 1))).await, Ok(StoreOutcome::Stored { .. })));
-    assert_eq!(ch.store(&req(Mode::Add, b"k", &value(35, 2))).await, Ok(StoreOutcome::NotStored));
+    assert!(matches!(
+        ch.store(&req(Mode::Add, b"k", &value(25, 1))).await,
+        Ok(StoreOutcome::Stored { .. })
+    ));
+    assert_eq!(
+        ch.store(&req(Mode::Add, b"k", &value(35, 2))).await,
+        Ok(StoreOutcome::NotStored)
+    );
     assert_eq!(chunk_keys(&ch).len(), 3, "refused add deleted its chunks");
-    assert!(matches!(ch.store(&req(Mode::Replace, b"k", b"x")).await, Ok(StoreOutcome::Stored { .. })));
+    assert!(matches!(
+        ch.store(&req(Mode::Replace, b"k", b"x")).await,
+        Ok(StoreOutcome::Stored { .. })
+    ));
     assert_eq!(get(&ch, b"k").await.as_deref(), Some(&b"x"[..]));
     assert!(chunk_keys(&ch).is_empty());
 }
@@ -360,7 +401,10 @@ async fn add_replaces_what_does_not_count() {
         )
     });
     assert_eq!(get(&ch, b"k").await, None);
-    assert!(matches!(ch.store(&req(Mode::Add, b"k", b"mine")).await, Ok(StoreOutcome::Stored { .. })));
+    assert!(matches!(
+        ch.store(&req(Mode::Add, b"k", b"mine")).await,
+        Ok(StoreOutcome::Stored { .. })
+    ));
     assert_eq!(get(&ch, b"k").await.as_deref(), Some(&b"mine"[..]));
 
     // An index expired by its envelope that memcached still holds (clocks a second apart).
@@ -369,10 +413,14 @@ async fn add_replaces_what_does_not_count() {
         ..req(Mode::Set, b"e", b"old")
     };
     ch.store(&r).await.unwrap();
-    ch.raw().with_items(|items| items.get_mut(&b"e"[..]).unwrap().exptime = 0);
+    ch.raw()
+        .with_items(|items| items.get_mut(&b"e"[..]).unwrap().exptime = 0);
     ch.clock().advance(10);
     assert_eq!(get(&ch, b"e").await, None);
-    assert!(matches!(ch.store(&req(Mode::Add, b"e", b"new")).await, Ok(StoreOutcome::Stored { .. })));
+    assert!(matches!(
+        ch.store(&req(Mode::Add, b"e", b"new")).await,
+        Ok(StoreOutcome::Stored { .. })
+    ));
     assert_eq!(get(&ch, b"e").await.as_deref(), Some(&b"new"[..]));
 }
 
@@ -421,7 +469,11 @@ async fn cas_retries_when_the_index_changes_under_it() {
     let cas = stored_cas(set(&ch, b"k", b"v1").await);
     // The CAS write on the index loses once (a touch got in between): read again, same client
     // CAS, write again.
-    ch.raw().script(Op::Store(RawMode::Set), b"k", Scripted::Reply(ScriptedReply::Stored(RawStored::Exists)));
+    ch.raw().script(
+        Op::Store(RawMode::Set),
+        b"k",
+        Scripted::Reply(ScriptedReply::Stored(RawStored::Exists)),
+    );
     let r = StoreReq {
         cas: Some(cas),
         ..req(Mode::Set, b"k", b"v2")
@@ -487,7 +539,8 @@ async fn touch_of_a_lost_value_is_a_miss() {
     let ch = setup();
     set(&ch, b"k", &value(25, 1)).await;
     let env = envelope_of(&ch, b"k");
-    ch.raw().with_items(|items| items.remove(&ChunkKeys::new(b"k", env.token).key(1)[..]));
+    ch.raw()
+        .with_items(|items| items.remove(&ChunkKeys::new(b"k", env.token).key(1)[..]));
     assert_eq!(ch.touch(b"k", ch.clock().expiry(10)).await, Ok(false));
     assert!(ch.raw().items().is_empty());
 }
@@ -496,7 +549,11 @@ async fn touch_of_a_lost_value_is_a_miss() {
 async fn gat_retries_when_the_index_changes_under_it() {
     let ch = setup();
     set(&ch, b"k", b"v").await;
-    ch.raw().script(Op::Store(RawMode::Set), b"k", Scripted::Reply(ScriptedReply::Stored(RawStored::Exists)));
+    ch.raw().script(
+        Op::Store(RawMode::Set),
+        b"k",
+        Scripted::Reply(ScriptedReply::Stored(RawStored::Exists)),
+    );
     let opts = ReadOpts {
         touch: Some(ch.clock().expiry(30)),
         ..ReadOpts::default()
@@ -590,16 +647,25 @@ async fn recache_below_wins_once() {
     };
     let set2 = set(&ch, b"j", b"v").await;
     assert!(matches!(set2, StoreOutcome::Stored { .. }));
-    assert!(!read(&ch, b"j", opts).await.unwrap().win, "never-expiring items cannot win");
+    assert!(
+        !read(&ch, b"j", opts).await.unwrap().win,
+        "never-expiring items cannot win"
+    );
 }
 
 #[tokio::test]
 async fn md_invalidate() {
     let ch = setup();
     let cas = stored_cas(set(&ch, b"k", &value(25, 1)).await);
-    assert_eq!(ch.invalidate(b"k", Some(cas + 1), None).await, Ok(DeleteOutcome::Exists));
+    assert_eq!(
+        ch.invalidate(b"k", Some(cas + 1), None).await,
+        Ok(DeleteOutcome::Exists)
+    );
     assert_eq!(ch.invalidate(b"nope", None, None).await, Ok(DeleteOutcome::NotFound));
-    assert_eq!(ch.invalidate(b"k", Some(cas), Some(ch.clock().expiry(30))).await, Ok(DeleteOutcome::Deleted));
+    assert_eq!(
+        ch.invalidate(b"k", Some(cas), Some(ch.clock().expiry(30))).await,
+        Ok(DeleteOutcome::Deleted)
+    );
     let first = read(&ch, b"k", ReadOpts::default()).await.unwrap();
     assert!(first.stale && first.win);
     assert!(first.cas > cas, "md I gives a new CAS");
@@ -616,7 +682,10 @@ async fn md_invalidate() {
 #[tokio::test]
 async fn append_and_prepend() {
     let ch = setup();
-    assert_eq!(ch.store(&req(Mode::Append, b"k", b"x")).await, Ok(StoreOutcome::NotStored));
+    assert_eq!(
+        ch.store(&req(Mode::Append, b"k", b"x")).await,
+        Ok(StoreOutcome::NotStored)
+    );
     let r = StoreReq {
         flags: 5,
         expiry: ch.clock().expiry(100),
@@ -649,14 +718,21 @@ async fn append_and_prepend() {
     assert!(matches!(ch.store(&r).await, Ok(StoreOutcome::Stored { .. })));
     // The combined value must fit.
     let big = vec![0u8; (1 << 20) - 70];
-    assert_eq!(ch.store(&req(Mode::Append, b"k", &big)).await, Ok(StoreOutcome::TooLarge));
+    assert_eq!(
+        ch.store(&req(Mode::Append, b"k", &big)).await,
+        Ok(StoreOutcome::TooLarge)
+    );
 }
 
 #[tokio::test]
 async fn append_retries_when_the_value_changes_under_it() {
     let ch = setup();
     set(&ch, b"k", &value(15, 0)).await;
-    ch.raw().script(Op::Store(RawMode::Set), b"k", Scripted::Reply(ScriptedReply::Stored(RawStored::Exists)));
+    ch.raw().script(
+        Op::Store(RawMode::Set),
+        b"k",
+        Scripted::Reply(ScriptedReply::Stored(RawStored::Exists)),
+    );
     ch.store(&req(Mode::Append, b"k", b"++")).await.unwrap();
     let mut expected = value(15, 0);
     expected.extend_from_slice(b"++");
@@ -689,18 +765,26 @@ async fn incr_decr() {
     };
     ch.store(&r).await.unwrap();
     // A shorter result keeps the length, padded with spaces (memcached's in-place rule).
-    let ArithOutcome::Done { value, ttl, .. } = arith_value(&ch, arith(b"n", false, 95)).await else { panic!() };
+    let ArithOutcome::Done { value, ttl, .. } = arith_value(&ch, arith(b"n", false, 95)).await else {
+        panic!()
+    };
     assert_eq!((value, ttl), (5, -1));
     assert_eq!(get(&ch, b"n").await.as_deref(), Some(&b"5  "[..]));
-    let ArithOutcome::Done { value, .. } = arith_value(&ch, arith(b"n", true, 1000)).await else { panic!() };
+    let ArithOutcome::Done { value, .. } = arith_value(&ch, arith(b"n", true, 1000)).await else {
+        panic!()
+    };
     assert_eq!(value, 1005);
     assert_eq!(get(&ch, b"n").await.as_deref(), Some(&b"1005"[..]));
     assert_eq!(read(&ch, b"n", ReadOpts::default()).await.unwrap().flags, 4);
     // decr stops at 0, incr wraps.
-    let ArithOutcome::Done { value, .. } = arith_value(&ch, arith(b"n", false, 5000)).await else { panic!() };
+    let ArithOutcome::Done { value, .. } = arith_value(&ch, arith(b"n", false, 5000)).await else {
+        panic!()
+    };
     assert_eq!(value, 0);
     set(&ch, b"n", b"18446744073709551615").await;
-    let ArithOutcome::Done { value, .. } = arith_value(&ch, arith(b"n", true, 2)).await else { panic!() };
+    let ArithOutcome::Done { value, .. } = arith_value(&ch, arith(b"n", true, 2)).await else {
+        panic!()
+    };
     assert_eq!(value, 1);
     // Non-numeric, and chunked (never a number).
     set(&ch, b"t", b"12a").await;
@@ -718,7 +802,9 @@ async fn incr_with_cas_vivify_and_touch() {
         vivify: Some((10, ch.clock().expiry(60))),
         ..arith(b"n", true, 5)
     };
-    let ArithOutcome::Done { value, cas, ttl } = arith_value(&ch, r).await else { panic!() };
+    let ArithOutcome::Done { value, cas, ttl } = arith_value(&ch, r).await else {
+        panic!()
+    };
     assert_eq!((value, ttl), (10, 60), "created with the initial value");
     let r = ArithReq {
         cas: Some(cas + 1),
@@ -730,12 +816,20 @@ async fn incr_with_cas_vivify_and_touch() {
         touch: Some(ch.clock().expiry(5)),
         ..arith(b"n", true, 1)
     };
-    let ArithOutcome::Done { value, cas: c2, ttl } = arith_value(&ch, r).await else { panic!() };
+    let ArithOutcome::Done { value, cas: c2, ttl } = arith_value(&ch, r).await else {
+        panic!()
+    };
     assert_eq!((value, ttl), (11, 5));
     assert!(c2 > cas);
     // Losing the CAS race on the index: read again and apply the delta to the new value.
-    ch.raw().script(Op::Store(RawMode::Set), b"n", Scripted::Reply(ScriptedReply::Stored(RawStored::Exists)));
-    let ArithOutcome::Done { value, .. } = arith_value(&ch, arith(b"n", true, 1)).await else { panic!() };
+    ch.raw().script(
+        Op::Store(RawMode::Set),
+        b"n",
+        Scripted::Reply(ScriptedReply::Stored(RawStored::Exists)),
+    );
+    let ArithOutcome::Done { value, .. } = arith_value(&ch, arith(b"n", true, 1)).await else {
+        panic!()
+    };
     assert_eq!(value, 12);
 }
 
@@ -746,7 +840,13 @@ async fn delete_index_first() {
     assert_eq!(ch.delete(b"k", Some(cas + 1)).await, Ok(DeleteOutcome::Exists));
     ch.raw().clear_log();
     assert_eq!(ch.delete(b"k", Some(cas)).await, Ok(DeleteOutcome::Deleted));
-    let deletes: Vec<_> = ch.raw().log().into_iter().filter(|(op, _)| *op == Op::Delete).map(|(_, k)| k).collect();
+    let deletes: Vec<_> = ch
+        .raw()
+        .log()
+        .into_iter()
+        .filter(|(op, _)| *op == Op::Delete)
+        .map(|(_, k)| k)
+        .collect();
     assert_eq!(deletes.len(), 4);
     assert_eq!(deletes[0], b"k");
     assert!(ch.raw().items().is_empty());
@@ -769,11 +869,25 @@ async fn flush_passes_the_delay() {
 #[tokio::test]
 async fn transport_errors_pass_through() {
     let ch = setup();
-    ch.raw().script(Op::Get, b"k", Scripted::Reply(ScriptedReply::Err(BackendError::Timeout)));
-    assert_eq!(ch.read(b"k", &ReadOpts::default(), |_| ()).await, Err(BackendError::Timeout));
+    ch.raw().script(
+        Op::Get,
+        b"k",
+        Scripted::Reply(ScriptedReply::Err(BackendError::Timeout)),
+    );
+    assert_eq!(
+        ch.read(b"k", &ReadOpts::default(), |_| ()).await,
+        Err(BackendError::Timeout)
+    );
     set(&ch, b"k", &value(25, 1)).await;
-    ch.raw().script(Op::Get, b"~", Scripted::Reply(ScriptedReply::Err(BackendError::Unavailable)));
-    assert_eq!(ch.read(b"k", &ReadOpts::default(), |_| ()).await, Err(BackendError::Unavailable));
+    ch.raw().script(
+        Op::Get,
+        b"~",
+        Scripted::Reply(ScriptedReply::Err(BackendError::Unavailable)),
+    );
+    assert_eq!(
+        ch.read(b"k", &ReadOpts::default(), |_| ()).await,
+        Err(BackendError::Unavailable)
+    );
     // The value is intact once memcached answers again.
     assert_eq!(get(&ch, b"k").await, Some(value(25, 1)));
 }
@@ -827,7 +941,11 @@ fn default_chunk_item_fills_slab_class_24() {
 async fn delete_retries_when_the_index_changes_under_it() {
     let ch = setup();
     set(&ch, b"k", &value(25, 1)).await;
-    ch.raw().script(Op::Delete, b"k", Scripted::Reply(ScriptedReply::Deleted(RawDeleted::Exists)));
+    ch.raw().script(
+        Op::Delete,
+        b"k",
+        Scripted::Reply(ScriptedReply::Deleted(RawDeleted::Exists)),
+    );
     assert_eq!(ch.delete(b"k", None).await, Ok(DeleteOutcome::Deleted));
     assert!(ch.raw().items().is_empty());
     assert_eq!(ch.chunk_stats().races, 1);
@@ -837,7 +955,54 @@ async fn delete_retries_when_the_index_changes_under_it() {
 async fn touch_finding_a_chunk_gone_drops_the_value() {
     let ch = setup();
     set(&ch, b"k", &value(25, 1)).await;
-    ch.raw().script(Op::Touch, b"~", Scripted::Reply(ScriptedReply::Touched(false)));
+    ch.raw()
+        .script(Op::Touch, b"~", Scripted::Reply(ScriptedReply::Touched(false)));
     assert_eq!(ch.touch(b"k", ch.clock().expiry(10)).await, Ok(false));
     assert!(ch.raw().items().is_empty());
+}
+
+#[tokio::test]
+async fn small_sets_read_the_old_index_only_where_chunks_may_be() {
+    let ch = setup();
+    set(&ch, b"k", b"a").await;
+    ch.raw().clear_log();
+    set(&ch, b"k", b"b").await;
+    assert_eq!(
+        ch.raw().log(),
+        vec![(Op::Store(RawMode::Set), b"k".to_vec())],
+        "one request"
+    );
+    // Once chunked, the next small set looks and cleans up; after that it need not.
+    set(&ch, b"k", &value(25, 1)).await;
+    ch.raw().clear_log();
+    set(&ch, b"k", b"c").await;
+    assert!(ch.raw().log().contains(&(Op::Get, b"k".to_vec())));
+    assert!(chunk_keys(&ch).is_empty());
+    ch.raw().clear_log();
+    set(&ch, b"k", b"d").await;
+    assert_eq!(ch.raw().log().len(), 1);
+}
+
+#[tokio::test]
+async fn hints_from_before_a_restart_are_lost_and_chunks_left_to_the_lru() {
+    let clock = Clock::manual();
+    let raw = std::sync::Arc::new(FakeRaw::new(clock.unix_now()));
+    let cfg = ChunkConfig {
+        chunk_size: CS,
+        ..ChunkConfig::default()
+    };
+    let before = Chunked::new(raw.clone(), Clock::manual(), cfg.clone());
+    before.store(&req(Mode::Set, b"k", &value(25, 1))).await.unwrap();
+    let after = Chunked::new(raw.clone(), clock, cfg);
+    after.store(&req(Mode::Set, b"k", b"small")).await.unwrap();
+    // The value is right; the old chunks are unreachable garbage for memcached's LRU.
+    assert_eq!(
+        after.read(b"k", &ReadOpts::default(), |i| i.value.len()).await,
+        Ok(Some(5))
+    );
+    assert_eq!(raw.items().len(), 4);
+    // A chunked write always reads the old index, so a large value cleans up after any writer.
+    after.store(&req(Mode::Set, b"j", &value(25, 1))).await.unwrap();
+    before.store(&req(Mode::Set, b"j", &value(35, 2))).await.unwrap();
+    assert_eq!(raw.items().keys().filter(|k| k[0] == b'~').count(), 3 + 4);
 }
