@@ -234,3 +234,42 @@ fn diff_against(settings: riven_node::server::Settings) {
         failures.join("\n")
     );
 }
+
+/// Values from 0 B to 8 MiB, across the chunk boundaries of the memcached L1 (17240 data bytes
+/// per chunk by default), in every mode, against a memcached allowing 16 MiB items.
+#[test]
+fn large_values_in_every_mode() {
+    let sizes = [0usize, 1, 17_239, 17_240, 17_241, 34_480, 102_400, 1 << 20, 8 << 20];
+    let mut script = Vec::new();
+    for (i, &n) in sizes.iter().enumerate() {
+        let v: Vec<u8> = (0..n).map(|j| b'a' + ((i + j) % 26) as u8).collect();
+        script.push(send(format!("set big{i} {i} 0 {n}\r\n")));
+        script.push(send(v));
+        script.push(send("\r\n"));
+        script.push(send(format!("get big{i}\r\n")));
+    }
+    // Append to and touch a chunked value, then read it back.
+    script.push(send("append big6 0 0 3\r\nxyz\r\nprepend big6 0 0 2\r\n<<\r\ntouch big6 100\r\nget big6\r\n"));
+    script.push(send("delete big7\r\nget big7\r\n"));
+    let with_limit = |s: riven_node::server::Settings| riven_node::server::Settings {
+        item_size_max: 16 << 20,
+        memory_bytes: 64 << 20,
+        ..s
+    };
+    let mc = Memcached::start(&["-I", "16m", "-m", "256"]);
+    let want = normalize_text(&exchange(mc.addr, &script));
+    assert!(want.contains("VALUE big8 8 8388608\n"), "the reference must store 8 MiB");
+    assert_eq!(want.matches("STORED").count(), sizes.len() + 2);
+    let l1 = Memcached::start(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    let modes = [
+        ("memory", with_limit(test_settings())),
+        ("l1-l2", with_limit(tiered_settings(dir.path()))),
+        ("over memcached", with_limit(proxy_settings(&l1))),
+    ];
+    for (name, settings) in modes {
+        let node = start_node(settings);
+        let got = normalize_text(&exchange(node.addr, &script));
+        assert!(want == got, "{name}: replies differ from memcached's");
+    }
+}

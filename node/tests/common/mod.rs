@@ -27,7 +27,11 @@ fn memcached_bin() -> String {
 impl Memcached {
     /// Starts `memcached -l 127.0.0.1 -p <free> -U 0` plus `extra` arguments.
     pub fn start(extra: &[&str]) -> Memcached {
-        let port = free_port();
+        Memcached::start_on(free_port(), extra)
+    }
+
+    /// Starts memcached on a given port (to restart one where clients expect it).
+    pub fn start_on(port: u16, extra: &[&str]) -> Memcached {
         let mut cmd = Command::new(memcached_bin());
         cmd.args(["-l", "127.0.0.1", "-p", &port.to_string(), "-U", "0"])
             .args(extra);
