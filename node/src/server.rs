@@ -51,7 +51,11 @@ pub struct Settings {
     pub batch_port: Option<u16>,
     /// An external memcached as L1 (`unix:/path` or `host:port`) instead of the embedded store.
     pub l1_memcached: Option<String>,
-    /// Connections to that memcached, shared by all clients.
+    /// Connections to that memcached, shared by all clients. One by default: every client's
+    /// requests are pipelined onto it and batched into the same writes, which on a small machine
+    /// costs far fewer syscalls and wakeups than spreading them (measured: 0.85x of memcached
+    /// direct at pipeline depth 1 with one link, 0.70x with two). Add links when memcached's
+    /// worker thread for the link becomes the bottleneck.
     pub l1_connections: usize,
     /// How long a request to that memcached may take.
     pub l1_timeout: Duration,
@@ -76,7 +80,7 @@ impl Default for Settings {
             l2_max_bytes: 1 << 30,
             batch_port: None,
             l1_memcached: None,
-            l1_connections: 2,
+            l1_connections: 1,
             l1_timeout: Duration::from_millis(500),
             l1_chunk_size: 0,
         }
