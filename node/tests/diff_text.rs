@@ -249,7 +249,9 @@ fn large_values_in_every_mode() {
         script.push(send(format!("get big{i}\r\n")));
     }
     // Append to and touch a chunked value, then read it back.
-    script.push(send("append big6 0 0 3\r\nxyz\r\nprepend big6 0 0 2\r\n<<\r\ntouch big6 100\r\nget big6\r\n"));
+    script.push(send(
+        "append big6 0 0 3\r\nxyz\r\nprepend big6 0 0 2\r\n<<\r\ntouch big6 100\r\nget big6\r\n",
+    ));
     script.push(send("delete big7\r\nget big7\r\n"));
     let with_limit = |s: riven_node::server::Settings| riven_node::server::Settings {
         item_size_max: 16 << 20,
@@ -258,7 +260,10 @@ fn large_values_in_every_mode() {
     };
     let mc = Memcached::start(&["-I", "16m", "-m", "256"]);
     let want = normalize_text(&exchange(mc.addr, &script));
-    assert!(want.contains("VALUE big8 8 8388608\n"), "the reference must store 8 MiB");
+    assert!(
+        want.contains("VALUE big8 8 8388608\n"),
+        "the reference must store 8 MiB"
+    );
     assert_eq!(want.matches("STORED").count(), sizes.len() + 2);
     let l1 = Memcached::start(&[]);
     let dir = tempfile::tempdir().unwrap();

@@ -30,7 +30,8 @@ fn load(port: u16, stop: Arc<AtomicBool>, seen: Arc<Seen>) {
     while !stop.load(Ordering::Relaxed) {
         i += 1;
         let key = format!("k{}", i % 100);
-        w.write_all(format!("set {key} 0 0 5\r\nvalue\r\nget {key}\r\n").as_bytes()).unwrap();
+        w.write_all(format!("set {key} 0 0 5\r\nvalue\r\nget {key}\r\n").as_bytes())
+            .unwrap();
         for _ in 0..2 {
             line.clear();
             r.read_line(&mut line).expect("the node answers every request");
@@ -90,7 +91,9 @@ fn memcached_killed_and_restarted_under_load() {
     wait_for("traffic", || seen.ok.load(Ordering::Relaxed) > 1000);
     // memcached goes away under load.
     drop(l1.take());
-    wait_for("errors while memcached is down", || seen.server_errors.load(Ordering::Relaxed) > 100);
+    wait_for("errors while memcached is down", || {
+        seen.server_errors.load(Ordering::Relaxed) > 100
+    });
     assert!(node.try_wait().unwrap().is_none(), "the node must keep running");
     // It comes back on the same port; the node reconnects by itself.
     let ok_before = seen.ok.load(Ordering::Relaxed);
@@ -101,7 +104,11 @@ fn memcached_killed_and_restarted_under_load() {
     for c in clients {
         c.join().unwrap();
     }
-    assert_eq!(seen.other.load(Ordering::Relaxed), 0, "only memcached replies or SERVER_ERROR");
+    assert_eq!(
+        seen.other.load(Ordering::Relaxed),
+        0,
+        "only memcached replies or SERVER_ERROR"
+    );
     assert!(node.try_wait().unwrap().is_none(), "the node must keep running");
     unsafe { libc::kill(node.id() as i32, libc::SIGTERM) };
     assert!(node.wait().unwrap().success());

@@ -724,7 +724,8 @@ impl<R: RawStore> Chunked<R> {
                 env.expiry = t;
             }
             let mut win = false;
-            if env.bits & TOKEN_SENT == 0 {
+            // A peek (`me`) hands out no token.
+            if env.bits & TOKEN_SENT == 0 && !opts.peek {
                 if let Some(below) = opts.recache_below {
                     if env.expiry != 0 && self.ttl(env.expiry) < i64::from(below) {
                         win = true;

@@ -81,6 +81,7 @@ async fn get(ctx: &Ctx<'_>, req: &Request<'_>, out: &mut Vec<u8>) {
             .map(|r| expiry(ctx, r))
             .filter(|e| *e != Expiry::NEVER)
             .map(|e| e.0.saturating_sub(engine.clock().now())),
+        peek: false,
     };
     let ttl_after_touch = touch.map(|e| engine.clock().ttl(e));
     let hit = engine.read(req.key, &opts, |item| {
@@ -265,9 +266,10 @@ async fn arith(ctx: &Ctx<'_>, req: &Request<'_>, out: &mut Vec<u8>) {
 
 async fn debug(ctx: &Ctx<'_>, req: &Request<'_>, out: &mut Vec<u8>) {
     let engine = &ctx.engine;
-    // `u`: looking must not count as an access.
+    // memcached's `me` only looks: no access, no win token, no stats.
     let opts = ReadOpts {
         no_bump: true,
+        peek: true,
         ..ReadOpts::default()
     };
     let found = engine.read(req.key, &opts, |item| {

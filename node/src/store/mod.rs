@@ -111,6 +111,9 @@ pub struct ReadOpts {
     pub vivify: Option<Expiry>,
     /// `mg R`: if the remaining TTL (seconds) is below this, the caller wins the recache.
     pub recache_below: Option<u32>,
+    /// Look without any effect (`me`): no win token handed out, no access recorded, not counted
+    /// as a get.
+    pub peek: bool,
 }
 
 /// A found item, as seen under the shard lock.

@@ -439,6 +439,12 @@ impl Store {
         self.check_flush();
         let (hash, si) = self.hash(key);
         let mut sh = self.lock(si);
+        if opts.peek {
+            let id = self.lookup(&mut sh, hash, key, false)?;
+            let h = hdr!(self, id);
+            let (fetched, idle) = (h.bits & FETCHED != 0, self.clock.now().saturating_sub(h.time));
+            return Some(f(&self.view(id, fetched, idle, false)));
+        }
         sh.c.cmd_get += 1;
         if opts.touch.is_some() {
             sh.c.cmd_touch += 1;
@@ -458,7 +464,8 @@ impl Store {
                 sh.free_chain(&self.arena, new);
                 return Some(self.read_hit(&mut sh, id, opts, f));
             }
-            hdr!(self, new).bits = TOKEN_SENT;
+            // The creator has read it (memcached: a vivified item counts as fetched).
+            hdr!(self, new).bits = TOKEN_SENT | if opts.no_bump { 0 } else { FETCHED };
             self.link(&mut sh, new, None);
             return Some(f(&self.view(new, false, 0, true)));
         };
