@@ -115,7 +115,23 @@ fn unix_socket_serves_the_same_store() {
 
 #[test]
 fn garbage_does_not_hurt_other_clients_or_keys() {
-    let node = start_node(test_settings());
+    garbage_against(test_settings());
+}
+
+#[test]
+fn garbage_does_not_hurt_in_l1_l2_mode() {
+    let dir = tempfile::tempdir().unwrap();
+    garbage_against(tiered_settings(dir.path()));
+}
+
+#[test]
+fn garbage_does_not_hurt_over_a_memcached_l1() {
+    let l1 = Memcached::start(&[]);
+    garbage_against(proxy_settings(&l1));
+}
+
+fn garbage_against(settings: riven_node::server::Settings) {
+    let node = start_node(settings);
     assert_eq!(
         exchange(node.addr, &[send("set safe 0 0 4\r\nsafe\r\n")]),
         b"STORED\r\n"
