@@ -220,10 +220,16 @@ fn compare_runner_smoke_with_two_memcacheds() {
     cfg.round_duration = Duration::from_millis(200);
     cfg.connections = 4;
     cfg.keys = 1000;
+    cfg.value_sizes = vec![100];
     cfg.idle_connections = 200;
     let mut lines = Vec::new();
     let report = compare::run(&cfg, &mut |l| lines.push(l.to_string())).unwrap();
-    assert!(report.ok, "{:?}\n{}", report.errors, compare::render_markdown(&report));
+    assert!(
+        report.ok,
+        "{:?}\n{}",
+        report.errors,
+        compare::render_markdown(&report, None)
+    );
     assert_eq!(report.settings.len(), 6);
     for s in &report.settings {
         assert_eq!(s.targets.len(), 2);
@@ -238,9 +244,15 @@ fn compare_runner_smoke_with_two_memcacheds() {
         assert_eq!((r.connections, r.still_open), (200, 200));
         assert!(r.rss_after_kib.is_some());
     }
-    let md = compare::render_markdown(&report);
+    // The chart and BENCHMARKS.md of the run.
+    let png = std::env::temp_dir().join(format!("riven-compare-smoke-{}.png", std::process::id()));
+    riven_client::bench::chart::render(&report, &png).unwrap();
+    let bytes = std::fs::read(&png).unwrap();
+    let _ = std::fs::remove_file(&png);
+    assert!(bytes.starts_with(b"\x89PNG\r\n\x1a\n") && bytes.len() > 20_000);
+    let md = compare::render_markdown(&report, Some("chart.png"));
     assert!(
-        md.contains("memcached-b") && md.contains("bytes per connection"),
+        md.contains("memcached-b") && md.contains("bytes per connection") && md.contains("(chart.png)"),
         "{md}"
     );
 }

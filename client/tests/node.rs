@@ -34,3 +34,55 @@ fn every_protocol_against_the_node() {
     }
     node.stop();
 }
+
+#[test]
+fn every_tool_against_the_node() {
+    use riven_client::bench::common::Common;
+    use riven_client::bench::sizes::SizesOpts;
+    use riven_client::bench::{blast, setget, setops, sizes};
+
+    let node = RunningNode::start(Settings {
+        port: 0,
+        threads: 2,
+        ..Settings::default()
+    })
+    .expect("node starts");
+    let rt = load::runtime(1).unwrap();
+    for p in Protocol::ALL {
+        let mut c = Common::new(node.addr.to_string(), p, KeySpace::new("t:", 0, 200).unwrap());
+        c.engine.connections = 4;
+        c.engine.pipeline = 8;
+        c.engine.duration = Duration::from_millis(400);
+        c.engine.timeout = Duration::from_secs(2);
+        c.mget = 5;
+        c.values = "1..500".parse().unwrap();
+        c.get_ratio = 0.4;
+        let r = rt.block_on(blast::run(&c));
+        assert!(r.ok(), "{}", r.human());
+
+        c.values = "5..20k".parse().unwrap();
+        let r = rt.block_on(setget::run(&c));
+        assert!(r.ok() && r.run.misses == 0, "{}", r.human());
+
+        let mut so = c.clone();
+        so.engine.keys = KeySpace::new("so:", 0, 40).unwrap();
+        so.engine.duration = Duration::from_secs(20);
+        so.values = "1..300".parse().unwrap();
+        let r = rt.block_on(setops::run(&so));
+        assert!(r.ok() && r.keys_done == 40, "{}", r.human());
+
+        let mut sz = c.clone();
+        sz.engine.keys = KeySpace::new("sz:", 0, 1).unwrap();
+        sz.engine.duration = Duration::from_secs(20);
+        // The node's memory store: 256-byte chunks.
+        let opts = SizesOpts {
+            max: 20 * 1024,
+            chunk: 256,
+            offset: 0,
+            dense: 600,
+        };
+        let r = rt.block_on(sizes::run(&sz, &opts));
+        assert!(r.ok() && r.sizes_checked == r.sizes as u64, "{}", r.human());
+    }
+    node.stop();
+}

@@ -23,6 +23,12 @@ use super::wire::Protocol;
 pub struct Target {
     pub name: String,
     pub server: ServerSpec,
+    /// The index of an earlier target this one runs on top of (riven-node over memcached): its
+    /// port replaces `{dep_port}` in the arguments, and its memory counts in the idle test.
+    pub depends_on: Option<usize>,
+    /// A mode that may not exist yet: if the server does not start, the target is skipped with
+    /// the reason, instead of failing the comparison.
+    pub optional: bool,
 }
 
 /// Settings shared by the servers, given to each in its own flags.
@@ -58,6 +64,8 @@ pub fn memcached(program: impl Into<std::path::PathBuf>, s: ServerSettings) -> T
             program: program.into(),
             args,
         },
+        depends_on: None,
+        optional: false,
     }
 }
 
@@ -69,6 +77,49 @@ pub fn riven_node(program: impl Into<std::path::PathBuf>, s: ServerSettings) -> 
             program: program.into(),
             args: common_args(s),
         },
+        depends_on: None,
+        optional: false,
+    }
+}
+
+/// riven-node with target `memcached` (an index into the targets) as its L1
+/// (`--l1-memcached`). Optional: a node that does not know the flag yet is skipped.
+pub fn riven_node_over_memcached(
+    program: impl Into<std::path::PathBuf>,
+    s: ServerSettings,
+    memcached: usize,
+) -> Target {
+    let mut args = common_args(s);
+    args.extend(["--l1-memcached".to_string(), "127.0.0.1:{dep_port}".to_string()]);
+    Target {
+        name: "riven-node/memcached".into(),
+        server: ServerSpec {
+            program: program.into(),
+            args,
+        },
+        depends_on: Some(memcached),
+        optional: true,
+    }
+}
+
+/// riven-node in l1-l2 mode: its memory store over an on-disk L2 in a fresh temporary directory
+/// bounded to 1 GiB.
+pub fn riven_node_l1_l2(program: impl Into<std::path::PathBuf>, s: ServerSettings) -> Target {
+    let mut args = common_args(s);
+    args.extend([
+        "--l2-path".to_string(),
+        "{tempdir}".to_string(),
+        "--l2-max-bytes".to_string(),
+        "1g".to_string(),
+    ]);
+    Target {
+        name: "riven-node/l1-l2".into(),
+        server: ServerSpec {
+            program: program.into(),
+            args,
+        },
+        depends_on: None,
+        optional: true,
     }
 }
 
@@ -115,14 +166,15 @@ pub struct CompareConfig {
 }
 
 impl CompareConfig {
-    /// The matrix of issue 2: text, meta and binary at pipeline 1 and 16, 100-byte values, 50
-    /// connections, 90 % gets, 5 rounds of 3 seconds, then 10,000 idle connections.
+    /// The matrix of issues 2 to 4: text, meta and binary at pipeline 1 and 16, 100-byte and
+    /// 100 KiB values, 50 connections, 90 % gets, 5 rounds of 3 seconds, then 10,000 idle
+    /// connections.
     pub fn new(targets: Vec<Target>, command: String) -> CompareConfig {
         CompareConfig {
             targets,
             protocols: Protocol::ALL.to_vec(),
             pipelines: vec![1, 16],
-            value_sizes: vec![100],
+            value_sizes: vec![100, 100 * 1024],
             connections: 50,
             keys: 100_000,
             max_data_bytes: 256 << 20,
@@ -157,7 +209,15 @@ pub struct CompareReport {
     pub client_threads: usize,
     pub settings: Vec<SettingResult>,
     pub idle: Vec<IdleResult>,
+    /// Optional targets that did not start, with the reason.
+    pub skipped: Vec<Skipped>,
     pub errors: Vec<String>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Skipped {
+    pub name: String,
+    pub reason: String,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -185,6 +245,7 @@ pub struct TargetResult {
     pub ops_per_sec: Option<f64>,
     pub p50_us: Option<f64>,
     pub p99_us: Option<f64>,
+    pub p999_us: Option<f64>,
     /// (max - min) / median of the rounds' throughputs.
     pub spread: Option<f64>,
     /// Median throughput over the baseline's.
@@ -200,6 +261,7 @@ pub struct RunSample {
     pub ops_per_sec: f64,
     pub p50_us: f64,
     pub p99_us: f64,
+    pub p999_us: f64,
     pub hit_ratio: f64,
 }
 
@@ -217,6 +279,7 @@ impl TargetResult {
         self.ops_per_sec = median(&ops);
         self.p50_us = median(&self.runs.iter().map(|r| r.p50_us).collect::<Vec<_>>());
         self.p99_us = median(&self.runs.iter().map(|r| r.p99_us).collect::<Vec<_>>());
+        self.p999_us = median(&self.runs.iter().map(|r| r.p999_us).collect::<Vec<_>>());
         self.spread = self.ops_per_sec.filter(|m| *m > 0.0 && ops.len() > 1).map(|m| {
             let max = ops.iter().copied().fold(f64::MIN, f64::max);
             let min = ops.iter().copied().fold(f64::MAX, f64::min);
@@ -253,11 +316,47 @@ pub fn run(cfg: &CompareConfig, log: &mut dyn FnMut(&str)) -> Result<CompareRepo
     if let Err(e) = proc::raise_nofile_limit() {
         log(&format!("cannot raise the open-file limit: {e}"));
     }
-    let mut servers = Vec::new();
+    let mut servers: Vec<Server> = Vec::new();
+    // Per started server: the pid of the server it runs on, whose memory counts too.
+    let mut dep_pids: Vec<Option<u32>> = Vec::new();
+    // Target index to started-server index.
+    let mut started: Vec<Option<usize>> = Vec::new();
+    let mut skipped = Vec::new();
     for t in &cfg.targets {
-        let s = Server::start(&t.name, &t.server, Duration::from_secs(10))?;
-        log(&format!("started {} (pid {}): {}", s.name, s.pid(), s.command));
-        servers.push(s);
+        let dep = match t.depends_on {
+            Some(d) => match started.get(d).copied().flatten() {
+                Some(i) => Some(i),
+                None => {
+                    let reason = format!("it runs on target {d}, which did not start");
+                    log(&format!("skipping {}: {reason}", t.name));
+                    skipped.push(Skipped {
+                        name: t.name.clone(),
+                        reason,
+                    });
+                    started.push(None);
+                    continue;
+                }
+            },
+            None => None,
+        };
+        let dep_port = dep.map(|i| servers[i].port);
+        match Server::start_with(&t.name, &t.server, dep_port, Duration::from_secs(10)) {
+            Ok(s) => {
+                log(&format!("started {} (pid {}): {}", s.name, s.pid(), s.command));
+                started.push(Some(servers.len()));
+                dep_pids.push(dep.map(|i| servers[i].pid()));
+                servers.push(s);
+            }
+            Err(e) if t.optional => {
+                log(&format!("skipping {} (a mode this build may not have): {e}", t.name));
+                skipped.push(Skipped {
+                    name: t.name.clone(),
+                    reason: e,
+                });
+                started.push(None);
+            }
+            Err(e) => return Err(e),
+        }
     }
     let runtime = load::runtime(cfg.client_threads).map_err(|e| format!("tokio runtime: {e}"))?;
 
@@ -280,6 +379,7 @@ pub fn run(cfg: &CompareConfig, log: &mut dyn FnMut(&str)) -> Result<CompareRepo
         client_threads: cfg.client_threads,
         settings: Vec::new(),
         idle: Vec::new(),
+        skipped,
         errors: Vec::new(),
     };
 
@@ -293,12 +393,14 @@ pub fn run(cfg: &CompareConfig, log: &mut dyn FnMut(&str)) -> Result<CompareRepo
     }
 
     if cfg.idle_connections > 0 {
-        for s in &servers {
+        for (s, dep) in servers.iter().zip(&dep_pids) {
             log(&format!(
                 "{}: opening {} idle connections",
                 s.name, cfg.idle_connections
             ));
-            let r = match idle::measure(&s.addr(), cfg.idle_connections, Some(s.pid()), cfg.timeout) {
+            // A node over memcached costs its own memory plus whatever its memcached grows by.
+            let pids: Vec<u32> = std::iter::once(s.pid()).chain(*dep).collect();
+            let r = match idle::measure(&s.addr(), cfg.idle_connections, &pids, cfg.timeout) {
                 Ok((r, conns)) => {
                     log(r.human().trim_end());
                     drop(conns);
@@ -350,11 +452,13 @@ fn run_setting(
             })
             .collect(),
     };
-    let load_cfg = |s: &Server, warmup: bool| {
+    // Each target has keys of its own: a node over memcached stores its items (and chunks) in
+    // the memcached the baseline also uses, under the same names if nothing told them apart.
+    let load_cfg = |i: usize, s: &Server, warmup: bool| {
         let mut c = LoadConfig::new(s.addr(), protocol);
         c.connections = cfg.connections;
         c.pipeline = pipeline;
-        c.keys = KeySpace::new("rb:", 0, keys).expect("a key space of at least one key is valid");
+        c.keys = KeySpace::new(&format!("r{i}:"), 0, keys).expect("a key space of at least one key is valid");
         c.values = ValueSpec::fixed(value_size);
         c.get_ratio = cfg.get_ratio;
         c.timeout = cfg.timeout;
@@ -366,7 +470,7 @@ fn run_setting(
     let label = format!("{protocol} pipeline {pipeline} {value_size} B");
 
     for (i, s) in servers.iter().enumerate() {
-        let r = runtime.block_on(load::run(&load_cfg(s, true)));
+        let r = runtime.block_on(load::run(&load_cfg(i, s, true)));
         if !r.ok {
             setting.targets[i].error = Some(format!("warm-up: {}", r.errors.join("; ")));
         }
@@ -379,7 +483,7 @@ fn run_setting(
                 continue;
             }
             let s = &servers[i];
-            let r = runtime.block_on(load::run(&load_cfg(s, false)));
+            let r = runtime.block_on(load::run(&load_cfg(i, s, false)));
             if !r.ok {
                 log(&format!(
                     "{label} round {}: {}: FAILED: {}",
@@ -408,6 +512,7 @@ fn run_setting(
                 ops_per_sec: r.ops_per_sec,
                 p50_us: r.latency.p50_us,
                 p99_us: r.latency.p99_us,
+                p999_us: r.latency.p999_us,
                 hit_ratio,
             });
         }
@@ -445,13 +550,15 @@ fn collect_errors(report: &mut CompareReport) {
     report.ok = report.errors.is_empty();
 }
 
-/// The report as Markdown: a header with the date, machine and commands, the throughput and
-/// latency table, and the idle-connection table. Columns are padded so it also reads well in a
-/// terminal.
-pub fn render_markdown(r: &CompareReport) -> String {
+/// The report as Markdown (what `BENCHMARKS.md` holds): a header with the date, machine and
+/// exact commands, the throughput and latency table, the idle-connection table, skipped targets
+/// and errors, and the chart when one was written (`chart`: its path relative to the Markdown
+/// file). Columns are padded so it also reads well in a terminal.
+pub fn render_markdown(r: &CompareReport, chart: Option<&str>) -> String {
     let base = r.servers.first().map(|s| s.name.as_str()).unwrap_or("baseline");
     let mut out = String::new();
-    out += "## riven-bench compare\n\n";
+    out += "# Benchmarks\n\n";
+    out += "Written by `riven-bench compare` (run by `scripts/bench.sh`); every figure below comes from the run described here.\n\n";
     out += &format!("- date: {}\n", r.machine.date);
     out += &format!(
         "- machine: {} cores ({}), {} memory\n- kernel: {}\n- /proc/version: {}\n",
@@ -481,12 +588,13 @@ pub fn render_markdown(r: &CompareReport) -> String {
         &format!("ops vs {base}"),
         "p50 µs",
         "p99 µs",
+        "p99.9 µs",
         &format!("p99 vs {base}"),
     ]
     .map(String::from)];
     for s in &r.settings {
         for t in &s.targets {
-            let value = format!("{} B", s.value_size);
+            let value = super::chart::human_size(s.value_size);
             let row = match &t.error {
                 Some(_) => [
                     s.protocol.to_string(),
@@ -494,6 +602,7 @@ pub fn render_markdown(r: &CompareReport) -> String {
                     value,
                     t.name.clone(),
                     "error".into(),
+                    "-".into(),
                     "-".into(),
                     "-".into(),
                     "-".into(),
@@ -512,16 +621,23 @@ pub fn render_markdown(r: &CompareReport) -> String {
                     fmt_opt(t.ops_ratio, 2),
                     fmt_opt(t.p50_us, 1),
                     fmt_opt(t.p99_us, 1),
+                    fmt_opt(t.p999_us, 1),
                     fmt_opt(t.p99_ratio, 2),
                 ],
             };
             rows.push(row);
         }
     }
-    out += &table(&rows, &[false, true, true, false, true, true, true, true, true, true]);
+    out += &table(
+        &rows,
+        &[false, true, true, false, true, true, true, true, true, true, true],
+    );
+    if let Some(c) = chart {
+        out += &format!("\n![throughput ratios and latency percentiles]({c})\n");
+    }
 
     if !r.idle.is_empty() {
-        out += "\nIdle connections (RSS from /proc/<pid>/status):\n\n";
+        out += "\nIdle connections (RSS from /proc/<pid>/status; for a node over memcached, both processes):\n\n";
         let mut rows = vec![[
             "target",
             "connections",
@@ -552,6 +668,12 @@ pub fn render_markdown(r: &CompareReport) -> String {
             });
         }
         out += &table(&rows, &[false, true, true, true, true, true]);
+    }
+    if !r.skipped.is_empty() {
+        out += "\nSkipped targets:\n\n";
+        for k in &r.skipped {
+            out += &format!("- {}: {}\n", k.name, k.reason);
+        }
     }
     if !r.errors.is_empty() {
         out += "\nErrors:\n\n";
@@ -612,6 +734,7 @@ mod tests {
             ops_per_sec: ops,
             p50_us: p50,
             p99_us: p99,
+            p999_us: p99 * 2.0,
             hit_ratio: 1.0,
         }
     }
@@ -703,11 +826,15 @@ mod tests {
                 report: None,
                 error: Some("refused".into()),
             }],
+            skipped: vec![Skipped {
+                name: "riven-node/memcached".into(),
+                reason: "unexpected argument '--l1-memcached'".into(),
+            }],
             errors: Vec::new(),
         };
         collect_errors(&mut report);
         assert!(!report.ok);
-        let md = render_markdown(&report);
+        let md = render_markdown(&report, Some("BENCHMARKS.png"));
         let lines: Vec<&str> = md.lines().filter(|l| l.starts_with('|')).collect();
         assert!(lines[0].contains("ops vs memcached"), "{md}");
         assert!(lines[1].starts_with("| ---"), "{md}");
@@ -723,6 +850,14 @@ mod tests {
         );
         assert!(md.contains("idle: memcached: refused"), "{md}");
         assert!(md.contains("- command: `riven-bench compare`"));
+        assert!(md.starts_with("# Benchmarks"), "{md}");
+        assert!(md.contains("- date: ") && md.contains("- kernel: Linux"), "{md}");
+        assert!(
+            md.contains("![throughput ratios and latency percentiles](BENCHMARKS.png)"),
+            "{md}"
+        );
+        assert!(md.contains("- riven-node/memcached: unexpected argument"), "{md}");
+        assert!(lines[0].contains("p99.9 µs"), "{md}");
     }
 
     #[test]
@@ -730,8 +865,19 @@ mod tests {
         let cfg = CompareConfig::new(Vec::new(), String::new());
         assert_eq!(cfg.keys_for(100), 100_000);
         assert_eq!(cfg.keys_for(100 * 1024), 2621);
+        assert_eq!(cfg.value_sizes, vec![100, 100 * 1024]);
         let args = memcached("/usr/bin/memcached", ServerSettings::default()).server.args;
         assert!(args.windows(2).any(|w| w == ["-U", "0"]));
         assert!(args.windows(2).any(|w| w == ["-p", "{port}"]));
+        let over = riven_node_over_memcached("riven-node", ServerSettings::default(), 0);
+        assert!(over.optional && over.depends_on == Some(0));
+        assert!(over
+            .server
+            .args
+            .windows(2)
+            .any(|w| w == ["--l1-memcached", "127.0.0.1:{dep_port}"]));
+        let l2 = riven_node_l1_l2("riven-node", ServerSettings::default());
+        assert!(l2.server.args.windows(2).any(|w| w == ["--l2-path", "{tempdir}"]));
+        assert!(l2.server.args.windows(2).any(|w| w == ["--l2-max-bytes", "1g"]));
     }
 }

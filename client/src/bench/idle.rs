@@ -83,7 +83,8 @@ pub struct IdleReport {
     pub opened_secs: f64,
     /// Still open after the server's RSS settled.
     pub still_open: usize,
-    pub pid: Option<u32>,
+    /// The processes whose RSS is summed (a node over memcached counts both).
+    pub pids: Vec<u32>,
     pub rss_before_kib: Option<u64>,
     pub rss_after_kib: Option<u64>,
     /// RSS growth divided by the connections opened.
@@ -96,8 +97,9 @@ impl IdleReport {
             "riven-bench idle on {}: {} connections opened in {:.2} s, {} still open\n",
             self.addr, self.connections, self.opened_secs, self.still_open
         );
-        if let (Some(pid), Some(b), Some(a)) = (self.pid, self.rss_before_kib, self.rss_after_kib) {
-            s += &format!("  server pid {pid}: RSS {b} KiB before, {a} KiB after");
+        if let (false, Some(b), Some(a)) = (self.pids.is_empty(), self.rss_before_kib, self.rss_after_kib) {
+            let pids: Vec<String> = self.pids.iter().map(u32::to_string).collect();
+            s += &format!("  server pid {}: RSS {b} KiB before, {a} KiB after", pids.join(" + "));
             if let Some(per) = self.bytes_per_conn {
                 s += &format!(", {per:.0} bytes per connection");
             }
@@ -107,13 +109,20 @@ impl IdleReport {
     }
 }
 
-/// Opens `n` idle connections to `addr`, waits for `pid`'s RSS (when given) to settle, and
-/// reports; the connections are returned so the caller decides how long to hold them.
-pub fn measure(addr: &str, n: usize, pid: Option<u32>, timeout: Duration) -> Result<(IdleReport, IdleConns), String> {
-    let before = pid.and_then(proc::rss_kib);
+/// Opens `n` idle connections to `addr`, waits for the summed RSS of `pids` (when given) to
+/// settle, and reports; the connections are returned so the caller decides how long to hold
+/// them.
+pub fn measure(addr: &str, n: usize, pids: &[u32], timeout: Duration) -> Result<(IdleReport, IdleConns), String> {
+    let total = |f: &dyn Fn(u32) -> Option<u64>| -> Option<u64> {
+        if pids.is_empty() {
+            return None;
+        }
+        pids.iter().map(|&p| f(p)).sum()
+    };
+    let before = total(&proc::rss_kib);
     let conns = IdleConns::open(addr, n, timeout)?;
     // The server accepts and sets up connections after the client's connect returns.
-    let after = pid.and_then(|p| proc::settled_rss_kib(p, Duration::from_secs(5)));
+    let after = total(&|p| proc::settled_rss_kib(p, Duration::from_secs(5)));
     let still_open = conns.still_open();
     let bytes_per_conn = match (before, after) {
         (Some(b), Some(a)) if n > 0 => Some((a as f64 - b as f64) * 1024.0 / n as f64),
@@ -124,7 +133,7 @@ pub fn measure(addr: &str, n: usize, pid: Option<u32>, timeout: Duration) -> Res
         connections: conns.len(),
         opened_secs: conns.opened_in.as_secs_f64(),
         still_open,
-        pid,
+        pids: pids.to_vec(),
         rss_before_kib: before,
         rss_after_kib: after,
         bytes_per_conn,

@@ -2,17 +2,33 @@
 //!
 //! - [`value`]: keys and the values derived from them, so any read can be verified;
 //! - [`wire`]: the requests sent and the replies accepted, per protocol, through `riven-proto`;
-//! - [`load`]: closed-loop pipelined load with verification and latency histograms;
+//! - [`engine`]: connections, pipelined batches, timeouts, closed or open loop, histograms: what
+//!   every tool runs on, given a [`engine::Workload`] that says what to send and how to judge it;
+//! - [`schedule`]: open-loop send times, which correct latencies for coordinated omission;
+//! - [`model`]: the expected state of each key, against which `blast` and `setops` check replies;
+//! - the tools: [`load`] (gets and sets), [`blast`] (every command), [`setget`], [`sizes`],
+//!   [`fill`] (sets and evictions), [`setops`] (storage semantics);
 //! - [`hist`]: HDR histograms, medians, ratios;
 //! - [`idle`]: many idle connections, to measure a server's memory per connection;
 //! - [`proc`]: server processes, RSS, the machine;
-//! - [`compare`]: the benchmark runner, alternating targets round by round.
+//! - [`compare`]: the benchmark runner, alternating targets round by round;
+//! - [`chart`]: the PNG chart of a comparison.
 
+pub mod blast;
+pub mod chart;
+pub mod common;
 pub mod compare;
+pub mod engine;
+pub mod fill;
 pub mod hist;
 pub mod idle;
 pub mod load;
+pub mod model;
 pub mod proc;
+pub mod schedule;
+pub mod setget;
+pub mod setops;
+pub mod sizes;
 pub mod value;
 pub mod wire;
 

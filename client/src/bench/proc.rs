@@ -10,7 +10,9 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-/// How to start one server: a program and its arguments, where `{port}` stands for the port.
+/// How to start one server: a program and its arguments, where `{port}` stands for its port,
+/// `{dep_port}` for the port of the server it runs on, and `{tempdir}` for a fresh directory
+/// removed when the server stops.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct ServerSpec {
     pub program: PathBuf,
@@ -20,16 +22,32 @@ pub struct ServerSpec {
 impl ServerSpec {
     /// The command line, for reports.
     pub fn command_line(&self, port: u16) -> String {
+        self.command_line_with(port, None, None)
+    }
+
+    fn command_line_with(&self, port: u16, dep_port: Option<u16>, tempdir: Option<&Path>) -> String {
         let mut parts = vec![self.program.display().to_string()];
-        parts.extend(self.args(port));
+        parts.extend(self.args(port, dep_port, tempdir));
         shell_join(&parts)
     }
 
-    fn args(&self, port: u16) -> Vec<String> {
+    fn args(&self, port: u16, dep_port: Option<u16>, tempdir: Option<&Path>) -> Vec<String> {
+        let dep = dep_port.map(|p| p.to_string()).unwrap_or_else(|| "{dep_port}".into());
+        let dir = tempdir
+            .map(|d| d.display().to_string())
+            .unwrap_or_else(|| "{tempdir}".into());
         self.args
             .iter()
-            .map(|a| a.replace("{port}", &port.to_string()))
+            .map(|a| {
+                a.replace("{port}", &port.to_string())
+                    .replace("{dep_port}", &dep)
+                    .replace("{tempdir}", &dir)
+            })
             .collect()
+    }
+
+    fn needs_tempdir(&self) -> bool {
+        self.args.iter().any(|a| a.contains("{tempdir}"))
     }
 }
 
@@ -40,12 +58,23 @@ pub struct Server {
     pub command: String,
     child: Child,
     log: PathBuf,
+    tempdir: Option<PathBuf>,
 }
 
 impl Server {
     /// Starts `spec` on a free port of 127.0.0.1 and waits until it answers `version`. Its output
     /// goes to a log file in the temporary directory, shown when it fails to start.
     pub fn start(name: &str, spec: &ServerSpec, ready_timeout: Duration) -> Result<Server, String> {
+        Server::start_with(name, spec, None, ready_timeout)
+    }
+
+    /// [`Server::start`] for a server that runs on another one, listening on `dep_port`.
+    pub fn start_with(
+        name: &str,
+        spec: &ServerSpec,
+        dep_port: Option<u16>,
+        ready_timeout: Duration,
+    ) -> Result<Server, String> {
         if !spec.program.exists() && spec.program.components().count() > 1 {
             return Err(format!("{name}: {} does not exist", spec.program.display()));
         }
@@ -55,10 +84,21 @@ impl Server {
             sanitize(name),
             std::process::id()
         ));
+        let tempdir = if spec.needs_tempdir() {
+            let dir = std::env::temp_dir().join(format!(
+                "riven-bench-{}-{}-{port}.d",
+                sanitize(name),
+                std::process::id()
+            ));
+            std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+            Some(dir)
+        } else {
+            None
+        };
         let out = File::create(&log).map_err(|e| format!("{}: {e}", log.display()))?;
         let err = out.try_clone().map_err(|e| format!("{}: {e}", log.display()))?;
         let child = Command::new(&spec.program)
-            .args(spec.args(port))
+            .args(spec.args(port, dep_port, tempdir.as_deref()))
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(err)
@@ -67,9 +107,10 @@ impl Server {
         let mut server = Server {
             name: name.to_string(),
             port,
-            command: spec.command_line(port),
+            command: spec.command_line_with(port, dep_port, tempdir.as_deref()),
             child,
             log,
+            tempdir,
         };
         server.wait_ready(ready_timeout)?;
         Ok(server)
@@ -138,6 +179,9 @@ impl Server {
             }
         }
         let _ = std::fs::remove_file(&self.log);
+        if let Some(dir) = self.tempdir.take() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
     }
 
     /// Whether the process is still running (a crashed server explains failed runs).
@@ -403,6 +447,20 @@ mod tests {
             args: vec!["-p".into(), "{port}".into()],
         };
         assert_eq!(spec.command_line(4242), "/usr/bin/memcached -p 4242");
+        let spec = ServerSpec {
+            program: "riven-node".into(),
+            args: vec![
+                "--l1-memcached".into(),
+                "127.0.0.1:{dep_port}".into(),
+                "--l2-path".into(),
+                "{tempdir}".into(),
+            ],
+        };
+        assert!(spec.needs_tempdir());
+        assert_eq!(
+            spec.command_line_with(1, Some(2), Some(Path::new("/tmp/x"))),
+            "riven-node --l1-memcached 127.0.0.1:2 --l2-path /tmp/x"
+        );
     }
 
     #[test]

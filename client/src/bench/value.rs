@@ -58,6 +58,14 @@ impl KeySpace {
         self.count
     }
 
+    /// The same prefix and key length with another count (the length grows if the indexes no
+    /// longer fit).
+    pub fn with_count(&self, count: u64) -> Result<KeySpace, String> {
+        let prefix = String::from_utf8_lossy(&self.prefix).into_owned();
+        let need = self.prefix.len() + decimal_digits(count.saturating_sub(1));
+        KeySpace::new(&prefix, self.len.max(need), count)
+    }
+
     pub fn key_len(&self) -> usize {
         self.len
     }
@@ -164,16 +172,14 @@ pub struct Expected {
 }
 
 impl Expected {
+    /// The value of `len` bytes from the stream of `seed`, with `flags`.
+    pub fn new(seed: u64, flags: u32, len: usize) -> Expected {
+        Expected { seed, flags, len }
+    }
+
     /// Appends the value's bytes to `out` (which should have room: this is the hot path).
     pub fn write(&self, out: &mut Vec<u8>) {
-        let mut stream = Stream::new(self.seed);
-        let mut left = self.len;
-        while left > 0 {
-            let chunk = stream.next_chunk();
-            let n = left.min(8);
-            out.extend_from_slice(&chunk[..n]);
-            left -= n;
-        }
+        write_stream(self.seed, self.len, out);
     }
 
     /// Checks a value read back, with its flags when the protocol returned them.
@@ -192,28 +198,51 @@ impl Expected {
                 });
             }
         }
-        let mut stream = Stream::new(self.seed);
-        for (i, got) in data.chunks(8).enumerate() {
-            let want = stream.next_chunk();
-            if got != &want[..got.len()] {
-                let j = got.iter().zip(want.iter()).position(|(a, b)| a != b).unwrap_or(0);
-                return Err(Mismatch::Byte {
-                    offset: i * 8 + j,
-                    expected: want[j],
-                    got: got[j],
-                });
-            }
+        check_stream(self.seed, data, 0)
+    }
+
+    /// The value as a [`Part`].
+    pub fn part(&self) -> Part {
+        Part::Stream {
+            seed: self.seed,
+            len: self.len,
         }
-        Ok(())
     }
 }
 
 /// How a value read back differs from the one its key stands for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mismatch {
-    Length { expected: usize, got: usize },
-    Flags { expected: u32, got: u32 },
-    Byte { offset: usize, expected: u8, got: u8 },
+    Length {
+        expected: usize,
+        got: usize,
+    },
+    Flags {
+        expected: u32,
+        got: u32,
+    },
+    Byte {
+        offset: usize,
+        expected: u8,
+        got: u8,
+    },
+    /// Not the decimal number (and space padding) incr/decr left.
+    Number {
+        expected: u64,
+    },
+}
+
+impl Mismatch {
+    fn shifted(self, by: usize) -> Mismatch {
+        match self {
+            Mismatch::Byte { offset, expected, got } => Mismatch::Byte {
+                offset: offset + by,
+                expected,
+                got,
+            },
+            m => m,
+        }
+    }
 }
 
 impl fmt::Display for Mismatch {
@@ -228,8 +257,139 @@ impl fmt::Display for Mismatch {
                     expected as char
                 )
             }
+            Mismatch::Number { expected } => write!(f, "not the number {expected} (space-padded)"),
         }
     }
+}
+
+/// A piece of a value the tools can regenerate, so a value built by several commands (a set,
+/// then appends and prepends, or an incr) can still be checked byte for byte.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Part {
+    /// `len` bytes of the stream seeded with `seed` (see [`Expected`]).
+    Stream { seed: u64, len: usize },
+    /// A decimal number as incr and decr leave it: the digits, then spaces up to the stored
+    /// length. memcached rewrites a shorter result in place, padded to the old length, unless the
+    /// item is busy, so the length is only known to lie in `min_len..=max_len` until a read shows
+    /// it.
+    Number { n: u64, min_len: usize, max_len: usize },
+}
+
+impl Part {
+    /// A number stored as its digits and nothing else.
+    pub fn number(n: u64) -> Part {
+        let len = decimal_digits(n);
+        Part::Number {
+            n,
+            min_len: len,
+            max_len: len,
+        }
+    }
+
+    /// The length when it is known exactly.
+    pub fn exact_len(&self) -> Option<usize> {
+        match *self {
+            Part::Stream { len, .. } => Some(len),
+            Part::Number { min_len, max_len, .. } => (min_len == max_len).then_some(min_len),
+        }
+    }
+
+    /// The longest this part may be.
+    pub fn max_len(&self) -> usize {
+        match *self {
+            Part::Stream { len, .. } => len,
+            Part::Number { max_len, .. } => max_len,
+        }
+    }
+
+    /// Appends the bytes to send (a number is sent as its digits, padded to `min_len`).
+    pub fn write(&self, out: &mut Vec<u8>) {
+        match *self {
+            Part::Stream { seed, len } => write_stream(seed, len, out),
+            Part::Number { n, min_len, .. } => {
+                let start = out.len();
+                out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
+                let pad = min_len.saturating_sub(out.len() - start);
+                out.resize(out.len() + pad, b' ');
+            }
+        }
+    }
+}
+
+/// Checks `data` against a value made of `parts` (in order). Only a value that is a single
+/// number may have an uncertain length; the length read back is returned so the caller can
+/// record it.
+pub fn check_parts(parts: &[Part], data: &[u8]) -> Result<usize, Mismatch> {
+    if let [Part::Number { n, min_len, max_len }] = *parts {
+        return check_number(n, min_len, max_len, data);
+    }
+    let want: usize = parts.iter().map(Part::max_len).sum();
+    if want != data.len() {
+        return Err(Mismatch::Length {
+            expected: want,
+            got: data.len(),
+        });
+    }
+    let mut at = 0;
+    for p in parts {
+        let len = p.max_len();
+        let got = &data[at..at + len];
+        match *p {
+            Part::Stream { seed, .. } => check_stream(seed, got, at)?,
+            Part::Number { n, .. } => {
+                check_number(n, len, len, got).map_err(|m| m.shifted(at))?;
+            }
+        }
+        at += len;
+    }
+    Ok(data.len())
+}
+
+fn check_number(n: u64, min_len: usize, max_len: usize, data: &[u8]) -> Result<usize, Mismatch> {
+    let mut buf = itoa::Buffer::new();
+    let digits = buf.format(n).as_bytes();
+    let min = min_len.min(digits.len());
+    let max = max_len.max(digits.len());
+    if data.len() < min || data.len() > max {
+        return Err(Mismatch::Length {
+            expected: max,
+            got: data.len(),
+        });
+    }
+    let (head, pad) = data.split_at(digits.len().min(data.len()));
+    if head != digits || pad.iter().any(|&b| b != b' ') {
+        return Err(Mismatch::Number { expected: n });
+    }
+    Ok(data.len())
+}
+
+fn write_stream(seed: u64, len: usize, out: &mut Vec<u8>) {
+    let mut stream = Stream::new(seed);
+    let mut left = len;
+    while left > 0 {
+        let chunk = stream.next_chunk();
+        let n = left.min(8);
+        out.extend_from_slice(&chunk[..n]);
+        left -= n;
+    }
+}
+
+/// Compares `data` with the start of the stream of `seed`; `base` is where `data` starts in the
+/// whole value, for the error message.
+fn check_stream(seed: u64, data: &[u8], base: usize) -> Result<(), Mismatch> {
+    let mut stream = Stream::new(seed);
+    for (i, got) in data.chunks(8).enumerate() {
+        let want = stream.next_chunk();
+        if got != &want[..got.len()] {
+            let j = got.iter().zip(want.iter()).position(|(a, b)| a != b).unwrap_or(0);
+            return Err(Mismatch::Byte {
+                offset: base + i * 8 + j,
+                expected: want[j],
+                got: got[j],
+            });
+        }
+    }
+    Ok(())
 }
 
 /// The seed of a key's value: FNV-1a over the key, then mixed so close keys get unrelated seeds.
@@ -240,6 +400,12 @@ pub fn seed(key: &[u8]) -> u64 {
         h = h.wrapping_mul(0x0000_0100_0000_01b3);
     }
     splitmix(h)
+}
+
+/// A seed derived from two numbers (a key's seed and a write's nonce, say): unrelated inputs give
+/// unrelated seeds.
+pub fn derive_seed(a: u64, b: u64) -> u64 {
+    splitmix(a ^ splitmix(b.wrapping_add(0x9e37_79b9_7f4a_7c15)))
 }
 
 /// The splitmix64 finaliser: a cheap bijective mix of 64 bits.
@@ -407,5 +573,46 @@ mod tests {
         assert!((89_000..91_000).contains(&hits), "{hits}");
         assert!((0..100).all(|_| r.chance(Rng::threshold(1.0))));
         assert!((0..100).all(|_| !r.chance(Rng::threshold(0.0))));
+    }
+
+    #[test]
+    fn values_made_of_parts() {
+        let a = Part::Stream { seed: 7, len: 10 };
+        let b = Part::number(42);
+        let mut v = Vec::new();
+        b.write(&mut v);
+        a.write(&mut v);
+        assert_eq!(&v[..2], b"42");
+        assert_eq!(check_parts(&[b, a], &v), Ok(12));
+        assert_eq!(check_parts(&[a, b], &v).map_err(|_| ()), Err(()));
+        let mut bad = v.clone();
+        bad[5] ^= 1;
+        assert!(matches!(
+            check_parts(&[b, a], &bad),
+            Err(Mismatch::Byte { offset: 5, .. })
+        ));
+        assert_eq!(check_parts(&[], b""), Ok(0));
+
+        // An incr result padded in place to the old length, or not.
+        let n = Part::Number {
+            n: 9,
+            min_len: 1,
+            max_len: 3,
+        };
+        assert_eq!(check_parts(&[n], b"9"), Ok(1));
+        assert_eq!(check_parts(&[n], b"9  "), Ok(3));
+        assert!(check_parts(&[n], b"9   ").is_err());
+        assert!(check_parts(&[n], b"8  ").is_err());
+        assert!(check_parts(&[n], b"9 x").is_err());
+        let mut padded = Vec::new();
+        Part::Number {
+            n: 5,
+            min_len: 4,
+            max_len: 4,
+        }
+        .write(&mut padded);
+        assert_eq!(padded, b"5   ");
+        assert_eq!(Part::number(0).exact_len(), Some(1));
+        assert_ne!(derive_seed(1, 2), derive_seed(2, 1));
     }
 }

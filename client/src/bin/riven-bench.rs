@@ -1,26 +1,28 @@
-//! `riven-bench`: load and benchmark tools for memcached-compatible servers. This file only parses
-//! flags and calls `riven_client::bench`.
+//! `riven-bench`: load, correctness and benchmark tools for memcached-compatible servers. This
+//! file only parses flags and calls `riven_client::bench`.
 //!
 //! Output: a human summary on stdout, or with `--json` one JSON line on stdout and the summary on
 //! stderr. Exit status 0 when everything checked out, 1 on any mismatch, protocol error,
 //! unexpected reply, timeout or failure to start, 2 on bad flags.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
+use riven_client::bench::common::Common;
 use riven_client::bench::compare::{self, CompareConfig, ServerSettings};
 use riven_client::bench::load::{self, LoadConfig};
-use riven_client::bench::value::{KeySpace, ValueSpec};
+use riven_client::bench::sizes::SizesOpts;
+use riven_client::bench::value::{parse_size, KeySpace, ValueSpec};
 use riven_client::bench::wire::Protocol;
-use riven_client::bench::{idle, parse_duration, proc};
+use riven_client::bench::{blast, chart, engine, fill, idle, parse_duration, proc, setget, setops, sizes};
 
 #[derive(Parser)]
 #[command(
     name = "riven-bench",
     version,
-    about = "Load and benchmark tools for memcached-compatible servers"
+    about = "Load, correctness and benchmark tools for memcached-compatible servers"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -29,16 +31,27 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// Closed-loop load: random gets and sets over pipelined connections, every hit verified.
+    /// Random gets and sets of values derived from their keys, every hit verified.
     Load(LoadArgs),
+    /// A random mix of every command, checked against a model of each key; latency per command.
+    Blast(ToolArgs),
+    /// Set keys then read them straight back, value sizes drawn from a range (default 5 B..20 KiB).
+    Setget(ToolArgs),
+    /// Every value size from 0 to a maximum, hitting each chunk boundary: set, read back, compare.
+    Sizes(SizesArgs),
+    /// Sets only: the set rate, and evictions under the server's memory bound (from `stats`).
+    Fill(FillArgs),
+    /// Every storage command in every key state, each reply checked against memcached's semantics.
+    Setops(ToolArgs),
     /// Open many idle connections and hold them (to measure a server's memory per connection).
     Idle(IdleArgs),
-    /// Benchmark memcached against riven-node, alternating rounds, and print a table of ratios.
+    /// Benchmark memcached against riven-node in each mode, alternating rounds; table, BENCHMARKS.md, chart.
     Compare(CompareArgs),
 }
 
+/// Options every tool takes. Those left unset take the tool's own default (see each tool's help).
 #[derive(Args)]
-struct LoadArgs {
+struct CommonArgs {
     /// Server address.
     #[arg(short, long, default_value = "127.0.0.1:11211")]
     addr: String,
@@ -47,47 +60,136 @@ struct LoadArgs {
     protocol: Protocol,
     #[arg(short, long, default_value_t = 50)]
     connections: usize,
-    /// Requests sent per batch on each connection, with one write.
+    /// Requests sent per batch on each connection, with one write (in open loop: at most this
+    /// many that have fallen due).
     #[arg(short = 'd', long, default_value_t = 1)]
     pipeline: usize,
+    /// Keys per multi-get (load: 1, i.e. plain gets, unless given; the others: 10).
+    #[arg(long)]
+    mget: Option<usize>,
     /// Number of distinct keys.
-    #[arg(short, long, default_value_t = 100_000)]
-    keys: u64,
+    #[arg(short, long)]
+    keys: Option<u64>,
     /// Key length in bytes (0: just long enough for the key space).
     #[arg(long, default_value_t = 0)]
     key_len: usize,
-    #[arg(long, default_value = "rb:")]
-    key_prefix: String,
-    /// Value size in bytes, or a range MIN..MAX drawn per key (k and m suffixes allowed).
-    #[arg(short, long, default_value = "100")]
-    value_size: ValueSpec,
-    /// Fraction of requests that are gets.
-    #[arg(short, long, default_value_t = 0.9)]
-    get_ratio: f64,
-    /// Length of the measured phase (e.g. 10s, 500ms).
-    #[arg(short = 't', long, default_value = "10s", value_parser = parse_duration)]
-    duration: Duration,
+    /// Key prefix (each tool has its own by default, so tools do not read each other's keys).
+    #[arg(long)]
+    key_prefix: Option<String>,
+    /// Value size in bytes, or a range MIN..MAX (k and m suffixes allowed).
+    #[arg(short, long)]
+    value_size: Option<ValueSpec>,
+    /// Fraction of requests that read.
+    #[arg(short, long)]
+    get_ratio: Option<f64>,
+    /// Length of the measured phase (e.g. 10s, 500ms); a bound for the tools that end by
+    /// themselves (sizes, setops).
+    #[arg(short = 't', long, value_parser = parse_duration)]
+    duration: Option<Duration>,
     /// Bound on every connect, write and read.
     #[arg(long, default_value = "5s", value_parser = parse_duration)]
     timeout: Duration,
+    /// Open loop at this many requests per second (all connections together), each latency
+    /// measured from the request's intended send time; without it, closed loop.
+    #[arg(short, long)]
+    rate: Option<f64>,
+    /// Threads of the load generator (1 = a single-threaded runtime).
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
+    /// Seed of the key, command and value choices.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Print a line per second to stderr (on by default for runs of 10 s or more).
+    #[arg(long)]
+    progress: bool,
+    /// No progress lines.
+    #[arg(long, conflicts_with = "progress")]
+    quiet: bool,
+    /// One JSON line on stdout (the summary goes to stderr).
+    #[arg(long)]
+    json: bool,
+}
+
+/// A tool's defaults for the options it leaves to the user.
+struct Defaults {
+    keys: u64,
+    prefix: &'static str,
+    values: &'static str,
+    get_ratio: f64,
+    duration: Duration,
+    mget: usize,
+}
+
+impl CommonArgs {
+    fn common(&self, tool: &str, d: &Defaults) -> Result<Common, String> {
+        let prefix = self.key_prefix.as_deref().unwrap_or(d.prefix);
+        let keys =
+            KeySpace::new(prefix, self.key_len, self.keys.unwrap_or(d.keys)).map_err(|e| format!("{tool}: {e}"))?;
+        let mut c = Common::new(self.addr.clone(), self.protocol, keys);
+        c.engine.connections = self.connections;
+        c.engine.pipeline = self.pipeline;
+        c.engine.duration = self.duration.unwrap_or(d.duration);
+        c.engine.timeout = self.timeout;
+        c.engine.rate = self.rate;
+        c.engine.progress = self.progress || (!self.quiet && c.engine.duration >= Duration::from_secs(10));
+        c.values = match self.value_size {
+            Some(v) => v,
+            None => d.values.parse().map_err(|e| format!("{tool}: {e}"))?,
+        };
+        c.get_ratio = self.get_ratio.unwrap_or(d.get_ratio);
+        c.mget = self.mget.unwrap_or(d.mget);
+        c.seed = self.seed;
+        if c.engine.connections > 1000 {
+            let _ = proc::raise_nofile_limit();
+        }
+        Ok(c)
+    }
+}
+
+#[derive(Args)]
+struct LoadArgs {
+    #[command(flatten)]
+    common: CommonArgs,
     /// Do not pre-fill the key space before measuring.
     #[arg(long)]
     no_warmup: bool,
     /// Count a get miss as an error.
     #[arg(long)]
     fail_on_miss: bool,
-    /// Threads of the load generator (1 = a single-threaded runtime).
-    #[arg(long, default_value_t = 1)]
-    threads: usize,
-    /// Seed of the key and operation choices.
-    #[arg(long, default_value_t = 1)]
-    seed: u64,
-    /// Print the throughput every second.
-    #[arg(long)]
-    progress: bool,
-    /// One JSON line on stdout (the summary goes to stderr).
-    #[arg(long)]
-    json: bool,
+}
+
+#[derive(Args)]
+struct ToolArgs {
+    #[command(flatten)]
+    common: CommonArgs,
+}
+
+#[derive(Args)]
+struct SizesArgs {
+    #[command(flatten)]
+    common: CommonArgs,
+    /// The largest value (k and m suffixes allowed).
+    #[arg(long, default_value = "128k", value_parser = parse_size)]
+    max: usize,
+    /// The server's chunk size: sizes on and beside every multiple are checked.
+    #[arg(long, default_value = "256", value_parser = parse_size)]
+    chunk_size: usize,
+    /// Bytes the server keeps before the value in the first chunk (item header and key), which
+    /// moves the value sizes at which chunks fill up.
+    #[arg(long, default_value_t = 0)]
+    chunk_offset: usize,
+    /// Every size up to this one is checked.
+    #[arg(long, default_value = "512", value_parser = parse_size)]
+    dense: usize,
+}
+
+#[derive(Args)]
+struct FillArgs {
+    #[command(flatten)]
+    common: CommonArgs,
+    /// How often to read `stats`.
+    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    stats_interval: Duration,
 }
 
 #[derive(Args)]
@@ -96,9 +198,10 @@ struct IdleArgs {
     addr: String,
     #[arg(short, long, default_value_t = 10_000)]
     connections: usize,
-    /// Server pid, to report its RSS before and after.
+    /// Server pid, to report its RSS before and after; give it twice for a server and the one it
+    /// runs on (their RSS is summed).
     #[arg(long)]
-    pid: Option<u32>,
+    pid: Vec<u32>,
     /// How long to hold the connections after reporting.
     #[arg(long, default_value = "0s", value_parser = parse_duration)]
     hold: Duration,
@@ -116,6 +219,10 @@ struct CompareArgs {
     /// The riven-node program (build it with `cargo build --release -p riven-node`).
     #[arg(long, default_value = "target/release/riven-node")]
     node: PathBuf,
+    /// Node modes to run beside memcached: embedded (its memory store), memcached (over the
+    /// same memcached as L1, `--l1-memcached`), l1-l2 (memory store over an on-disk L2).
+    #[arg(long, value_delimiter = ',', default_value = "embedded,memcached,l1-l2")]
+    modes: Vec<String>,
     /// Rounds per target and setting (targets alternate within each round).
     #[arg(long, default_value_t = 5)]
     rounds: usize,
@@ -127,7 +234,7 @@ struct CompareArgs {
     #[arg(long, value_delimiter = ',', default_value = "1,16")]
     pipelines: Vec<usize>,
     /// Value sizes in bytes (k and m suffixes allowed), one setting each.
-    #[arg(long, value_delimiter = ',', default_value = "100", value_parser = riven_client::bench::value::parse_size)]
+    #[arg(long, value_delimiter = ',', default_value = "100,100k", value_parser = parse_size)]
     value_sizes: Vec<usize>,
     #[arg(long, default_value_t = 50)]
     connections: usize,
@@ -152,21 +259,32 @@ struct CompareArgs {
     client_threads: usize,
     #[arg(long, default_value = "5s", value_parser = parse_duration)]
     timeout: Duration,
-    /// One short round of everything, with 500 idle connections: checks the runner works.
+    /// A short run of the whole matrix: 1 round of 1 s per setting, 1,000 idle connections.
     #[arg(long)]
+    quick: bool,
+    /// Shorter still, to check the runner works: 1 round of 1 s, 500 idle connections.
+    #[arg(long, conflicts_with = "quick")]
     smoke: bool,
     /// One JSON line on stdout (the table goes to stderr).
     #[arg(long)]
     json: bool,
-    /// Also write the table as Markdown to this file.
+    /// Also write the report as Markdown to this file (BENCHMARKS.md).
     #[arg(long)]
     markdown: Option<PathBuf>,
+    /// Also draw the chart of throughput ratios and latency percentiles to this PNG file.
+    #[arg(long)]
+    chart: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let ok = match cli.command {
         Cmd::Load(a) => load_cmd(a),
+        Cmd::Blast(a) => tool_cmd("blast", a.common, &BLAST),
+        Cmd::Setget(a) => tool_cmd("setget", a.common, &SETGET),
+        Cmd::Setops(a) => tool_cmd("setops", a.common, &SETOPS),
+        Cmd::Sizes(a) => sizes_cmd(a),
+        Cmd::Fill(a) => fill_cmd(a),
         Cmd::Idle(a) => idle_cmd(a),
         Cmd::Compare(a) => compare_cmd(a),
     };
@@ -176,6 +294,55 @@ fn main() -> ExitCode {
         ExitCode::FAILURE
     }
 }
+
+const LOAD: Defaults = Defaults {
+    keys: 100_000,
+    prefix: "rb:",
+    values: "100",
+    get_ratio: 0.9,
+    duration: Duration::from_secs(10),
+    mget: 1,
+};
+const BLAST: Defaults = Defaults {
+    keys: 10_000,
+    prefix: "bl:",
+    values: "1..1000",
+    get_ratio: 0.4,
+    duration: Duration::from_secs(10),
+    mget: 10,
+};
+const SETGET: Defaults = Defaults {
+    keys: 100_000,
+    prefix: "sg:",
+    values: "5..20k",
+    get_ratio: 0.5,
+    duration: Duration::from_secs(10),
+    mget: 10,
+};
+const SETOPS: Defaults = Defaults {
+    keys: 1000,
+    prefix: "so:",
+    values: "1..2000",
+    get_ratio: 0.5,
+    duration: Duration::from_secs(60),
+    mget: 10,
+};
+const SIZES: Defaults = Defaults {
+    keys: 1,
+    prefix: "sz:",
+    values: "0",
+    get_ratio: 0.5,
+    duration: Duration::from_secs(120),
+    mget: 10,
+};
+const FILL: Defaults = Defaults {
+    keys: 1_000_000,
+    prefix: "fl:",
+    values: "100",
+    get_ratio: 0.0,
+    duration: Duration::from_secs(30),
+    mget: 10,
+};
 
 /// Prints the human text, or the JSON line with the text on stderr.
 fn emit(human: &str, json: Option<String>) {
@@ -192,46 +359,121 @@ fn to_json<T: serde::Serialize>(v: &T) -> String {
     serde_json::to_string(v).unwrap_or_else(|e| format!("{{\"error\":\"cannot serialize: {e}\"}}"))
 }
 
-fn load_cmd(a: LoadArgs) -> bool {
-    let keys = match KeySpace::new(&a.key_prefix, a.key_len, a.keys) {
-        Ok(k) => k,
+/// Builds the runtime, or says why not.
+fn runtime(tool: &str, threads: usize) -> Option<tokio::runtime::Runtime> {
+    match engine::runtime(threads) {
+        Ok(rt) => Some(rt),
         Err(e) => {
-            eprintln!("riven-bench load: {e}");
+            eprintln!("riven-bench {tool}: tokio runtime: {e}");
+            None
+        }
+    }
+}
+
+fn load_cmd(a: LoadArgs) -> bool {
+    let c = match a.common.common("load", &LOAD) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("riven-bench {e}");
             return false;
         }
     };
-    let mut cfg = LoadConfig::new(a.addr, a.protocol);
-    cfg.connections = a.connections;
-    cfg.pipeline = a.pipeline;
-    cfg.keys = keys;
-    cfg.values = a.value_size;
-    cfg.get_ratio = a.get_ratio;
-    cfg.duration = a.duration;
-    cfg.timeout = a.timeout;
+    let mut cfg = LoadConfig::new(c.engine.addr.clone(), c.engine.protocol);
+    cfg.connections = c.engine.connections;
+    cfg.pipeline = c.engine.pipeline;
+    cfg.keys = c.engine.keys.clone();
+    cfg.values = c.values;
+    cfg.get_ratio = c.get_ratio;
+    cfg.mget = c.mget;
+    cfg.rate = c.engine.rate;
+    cfg.duration = c.engine.duration;
+    cfg.timeout = c.engine.timeout;
     cfg.warmup = !a.no_warmup;
     cfg.fail_on_miss = a.fail_on_miss;
-    cfg.seed = a.seed;
-    cfg.progress = a.progress;
-    if cfg.connections > 1000 {
-        let _ = proc::raise_nofile_limit();
-    }
-    let rt = match load::runtime(a.threads) {
-        Ok(rt) => rt,
+    cfg.seed = c.seed;
+    cfg.progress = c.engine.progress;
+    let Some(rt) = runtime("load", a.common.threads) else {
+        return false;
+    };
+    let report = rt.block_on(load::run(&cfg));
+    emit(&report.human(), a.common.json.then(|| to_json(&report)));
+    report.ok
+}
+
+fn tool_cmd(tool: &str, a: CommonArgs, defaults: &Defaults) -> bool {
+    let c = match a.common(tool, defaults) {
+        Ok(c) => c,
         Err(e) => {
-            eprintln!("riven-bench load: tokio runtime: {e}");
+            eprintln!("riven-bench {e}");
             return false;
         }
     };
-    let report = rt.block_on(load::run(&cfg));
-    emit(&report.human(), a.json.then(|| to_json(&report)));
-    report.ok
+    let Some(rt) = runtime(tool, a.threads) else {
+        return false;
+    };
+    let json = a.json;
+    match tool {
+        "blast" => {
+            let r = rt.block_on(blast::run(&c));
+            emit(&r.human(), json.then(|| to_json(&r)));
+            r.ok()
+        }
+        "setget" => {
+            let r = rt.block_on(setget::run(&c));
+            emit(&r.human(), json.then(|| to_json(&r)));
+            r.ok()
+        }
+        _ => {
+            let r = rt.block_on(setops::run(&c));
+            emit(&r.human(), json.then(|| to_json(&r)));
+            r.ok()
+        }
+    }
+}
+
+fn sizes_cmd(a: SizesArgs) -> bool {
+    let c = match a.common.common("sizes", &SIZES) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("riven-bench {e}");
+            return false;
+        }
+    };
+    let opts = SizesOpts {
+        max: a.max,
+        chunk: a.chunk_size,
+        offset: a.chunk_offset,
+        dense: a.dense,
+    };
+    let Some(rt) = runtime("sizes", a.common.threads) else {
+        return false;
+    };
+    let r = rt.block_on(sizes::run(&c, &opts));
+    emit(&r.human(), a.common.json.then(|| to_json(&r)));
+    r.ok()
+}
+
+fn fill_cmd(a: FillArgs) -> bool {
+    let c = match a.common.common("fill", &FILL) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("riven-bench {e}");
+            return false;
+        }
+    };
+    let Some(rt) = runtime("fill", a.common.threads) else {
+        return false;
+    };
+    let r = rt.block_on(fill::run(&c, a.stats_interval));
+    emit(&r.human(), a.common.json.then(|| to_json(&r)));
+    r.ok()
 }
 
 fn idle_cmd(a: IdleArgs) -> bool {
     if let Err(e) = proc::raise_nofile_limit() {
         eprintln!("riven-bench idle: cannot raise the open-file limit: {e}");
     }
-    match idle::measure(&a.addr, a.connections, a.pid, a.timeout) {
+    match idle::measure(&a.addr, a.connections, &a.pid, a.timeout) {
         Ok((report, conns)) => {
             emit(&report.human(), a.json.then(|| to_json(&report)));
             if !a.hold.is_zero() {
@@ -255,6 +497,15 @@ fn idle_cmd(a: IdleArgs) -> bool {
     }
 }
 
+/// How the Markdown file refers to the chart: by file name when they share a directory.
+fn chart_link(markdown: Option<&Path>, chart: &Path) -> String {
+    let dir = |p: &Path| p.parent().map(Path::to_path_buf).unwrap_or_default();
+    match (markdown, chart.file_name()) {
+        (Some(md), Some(name)) if dir(md) == dir(chart) => name.to_string_lossy().into_owned(),
+        _ => chart.display().to_string(),
+    }
+}
+
 fn compare_cmd(a: CompareArgs) -> bool {
     let Some(memcached) = proc::which(&a.memcached) else {
         eprintln!(
@@ -275,10 +526,18 @@ fn compare_cmd(a: CompareArgs) -> bool {
         memory_mb: a.memory_mb,
         max_connections: a.max_connections,
     };
-    let targets = vec![
-        compare::memcached(memcached, settings),
-        compare::riven_node(&a.node, settings),
-    ];
+    let mut targets = vec![compare::memcached(memcached, settings)];
+    for mode in &a.modes {
+        targets.push(match mode.as_str() {
+            "embedded" => compare::riven_node(&a.node, settings),
+            "memcached" => compare::riven_node_over_memcached(&a.node, settings, 0),
+            "l1-l2" => compare::riven_node_l1_l2(&a.node, settings),
+            other => {
+                eprintln!("riven-bench compare: unknown mode {other:?} (embedded, memcached or l1-l2)");
+                return false;
+            }
+        });
+    }
     let command = proc::shell_join(&std::env::args().collect::<Vec<_>>());
     let mut cfg = CompareConfig::new(targets, command);
     cfg.protocols = a.protocols;
@@ -292,10 +551,10 @@ fn compare_cmd(a: CompareArgs) -> bool {
     cfg.timeout = a.timeout;
     cfg.idle_connections = a.idle_connections;
     cfg.client_threads = a.client_threads;
-    if a.smoke {
+    if a.quick || a.smoke {
         cfg.rounds = 1;
         cfg.round_duration = Duration::from_secs(1);
-        cfg.idle_connections = cfg.idle_connections.min(500);
+        cfg.idle_connections = cfg.idle_connections.min(if a.quick { 1000 } else { 500 });
     }
 
     let report = match compare::run(&cfg, &mut |line| eprintln!("{line}")) {
@@ -305,13 +564,24 @@ fn compare_cmd(a: CompareArgs) -> bool {
             return false;
         }
     };
-    let md = compare::render_markdown(&report);
+    let mut ok = report.ok;
+    let mut link = None;
+    if let Some(path) = &a.chart {
+        match chart::render(&report, path) {
+            Ok(()) => link = Some(chart_link(a.markdown.as_deref(), path)),
+            Err(e) => {
+                eprintln!("riven-bench compare: {e}");
+                ok = false;
+            }
+        }
+    }
+    let md = compare::render_markdown(&report, link.as_deref());
     if let Some(path) = &a.markdown {
         if let Err(e) = std::fs::write(path, &md) {
             eprintln!("riven-bench compare: cannot write {}: {e}", path.display());
-            return false;
+            ok = false;
         }
     }
     emit(&md, a.json.then(|| to_json(&report)));
-    report.ok
+    ok
 }
