@@ -92,7 +92,7 @@ struct Batch<'a> {
 impl Batch<'_> {
     /// Handles every complete request in `rbuf`, replies appended to `out`. Returns how many
     /// bytes were used and whether the connection must close.
-    async fn run(self, rbuf: &[u8], out: &mut Vec<u8>) -> (usize, bool) {
+    async fn run(mut self, rbuf: &[u8], out: &mut Vec<u8>) -> (usize, bool) {
         let mut pos = 0;
         if *self.swallow > 0 {
             let k = (*self.swallow).min(rbuf.len());
@@ -105,6 +105,13 @@ impl Batch<'_> {
             } else {
                 Proto::Text
             });
+            if !self.engine.answers_at_once() {
+                let run = self.concurrent_reads(p, &rbuf[pos..], out).await;
+                if run > 0 {
+                    pos += run;
+                    continue;
+                }
+            }
             let mut ctx = Ctx {
                 state: self.state,
                 engine: self.engine,
@@ -131,6 +138,83 @@ impl Batch<'_> {
             }
         }
         (pos, false)
+    }
+}
+
+impl Batch<'_> {
+    /// Pipelined reads in a row (`get`, `gets`, `mg` without touch/vivify/recache, binary
+    /// GET/GETQ/GETK/GETKQ) change nothing, so against a tier that makes requests wait they are
+    /// run together, and their replies appended in order. Answering them one after another would
+    /// cost a round trip to the tier each. Returns the bytes used (0: not a run of two or more).
+    async fn concurrent_reads(&mut self, p: Proto, buf: &[u8], out: &mut Vec<u8>) -> usize {
+        const MAX_RUN: usize = 64;
+        let mut ends = [0usize; MAX_RUN];
+        let mut n = 0;
+        let mut at = 0;
+        while n < MAX_RUN {
+            match read_only_request(p, &buf[at..]) {
+                Some(len) => {
+                    at += len;
+                    ends[n] = at;
+                    n += 1;
+                }
+                None => break,
+            }
+        }
+        if n < 2 {
+            return 0;
+        }
+        let (state, engine) = (self.state, self.engine);
+        let runs = (0..n).map(|i| {
+            let start = if i == 0 { 0 } else { ends[i - 1] };
+            let request = &buf[start..ends[i]];
+            async move {
+                // Reads use no per-connection state: each gets its own.
+                let mut conn = ConnState::default();
+                let mut ctx = Ctx {
+                    state,
+                    engine,
+                    conn: &mut conn,
+                };
+                let mut reply = Vec::new();
+                match p {
+                    Proto::Text => text::handle(&mut ctx, request, &mut reply).await,
+                    Proto::Binary => binary::handle(&mut ctx, request, &mut reply).await,
+                };
+                reply
+            }
+        });
+        for reply in futures_util::future::join_all(runs).await {
+            out.extend_from_slice(&reply);
+        }
+        at
+    }
+}
+
+/// The length of the complete request at the start of `buf` if it only reads.
+fn read_only_request(p: Proto, buf: &[u8]) -> Option<usize> {
+    use riven_proto::binary::{parse_request_header, Opcode};
+    match p {
+        Proto::Text => {
+            let (line_end, next) = riven_proto::find_line(buf)?;
+            let line = &buf[..line_end];
+            if line.starts_with(b"get ") || line.starts_with(b"gets ") {
+                return Some(next);
+            }
+            let flags = line.strip_prefix(b"mg ")?;
+            // T touches, N creates, R may hand out the recache token: those change the item.
+            let changes = flags
+                .split(|&b| b == b' ')
+                .skip(1)
+                .any(|f| matches!(f.first(), Some(b'T' | b'N' | b'R')));
+            (!changes).then_some(next)
+        }
+        Proto::Binary => {
+            let h = parse_request_header(buf).ok()?;
+            let get = matches!(h.opcode, Opcode::GET | Opcode::GETQ | Opcode::GETK | Opcode::GETKQ);
+            let plain = h.extras_len == 0 && h.body_len == u32::from(h.key_len);
+            (get && plain && buf.len() >= h.frame_len()).then_some(h.frame_len())
+        }
     }
 }
 

@@ -144,6 +144,16 @@ fn scripts() -> Vec<(&'static str, Vec<Step>)> {
                 send("t p\r\n"),
             ],
         ),
+        (
+            // Runs of pipelined reads are answered together against tiers that make requests
+            // wait; the writes between them must still be seen in order.
+            "pipelined reads around writes",
+            vec![send(
+                "set p1 0 0 1\r\n1\r\nget p1\r\nget p1\r\nmg p1 v\r\nset p1 0 0 1\r\n2\r\nget p1\r\n\
+                 get p1 p2\r\nmg p1 v\r\nappend p1 0 0 1\r\n3\r\nget p1\r\nmg p1 v T10\r\nmg p1 v\r\n\
+                 delete p1\r\nget p1\r\nmg p1 v\r\n",
+            )],
+        ),
         ("binary-looking data inside a value", vec![send("set b 0 0 4\r\n\r\n\r\n\r\nget b\r\n")]),
         (
             "stats families",
