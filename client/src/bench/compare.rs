@@ -305,17 +305,15 @@ impl SettingResult {
     }
 }
 
-/// Runs the comparison. `log` receives a line per step (the caller prints it to stderr).
-/// Fails only when a server cannot be started; everything else ends up in the report.
-pub fn run(cfg: &CompareConfig, log: &mut dyn FnMut(&str)) -> Result<CompareReport, String> {
-    if cfg.targets.is_empty() {
-        return Err("no targets".into());
-    }
-    // 10,000 idle connections need more descriptors than the usual soft limit of 1024; the
-    // servers inherit the raised limit too.
-    if let Err(e) = proc::raise_nofile_limit() {
-        log(&format!("cannot raise the open-file limit: {e}"));
-    }
+/// The servers of every target, started; the pid each one runs on (memcached under a node), and
+/// the targets that could not start.
+struct Started {
+    servers: Vec<Server>,
+    dep_pids: Vec<Option<u32>>,
+    skipped: Vec<Skipped>,
+}
+
+fn start_targets(cfg: &CompareConfig, log: &mut dyn FnMut(&str)) -> Result<Started, String> {
     let mut servers: Vec<Server> = Vec::new();
     // Per started server: the pid of the server it runs on, whose memory counts too.
     let mut dep_pids: Vec<Option<u32>> = Vec::new();
@@ -358,6 +356,29 @@ pub fn run(cfg: &CompareConfig, log: &mut dyn FnMut(&str)) -> Result<CompareRepo
             Err(e) => return Err(e),
         }
     }
+    Ok(Started {
+        servers,
+        dep_pids,
+        skipped,
+    })
+}
+
+/// Runs the comparison. `log` receives a line per step (the caller prints it to stderr).
+/// Fails only when a server cannot be started; everything else ends up in the report.
+pub fn run(cfg: &CompareConfig, log: &mut dyn FnMut(&str)) -> Result<CompareReport, String> {
+    if cfg.targets.is_empty() {
+        return Err("no targets".into());
+    }
+    // 10,000 idle connections need more descriptors than the usual soft limit of 1024; the
+    // servers inherit the raised limit too.
+    if let Err(e) = proc::raise_nofile_limit() {
+        log(&format!("cannot raise the open-file limit: {e}"));
+    }
+    let Started {
+        mut servers,
+        dep_pids: _,
+        skipped,
+    } = start_targets(cfg, log)?;
     let runtime = load::runtime(cfg.client_threads).map_err(|e| format!("tokio runtime: {e}"))?;
 
     let mut report = CompareReport {
@@ -393,6 +414,14 @@ pub fn run(cfg: &CompareConfig, log: &mut dyn FnMut(&str)) -> Result<CompareRepo
     }
 
     if cfg.idle_connections > 0 {
+        // Fresh servers: after the load, a server's allocator holds freed memory that idle
+        // connections would reuse, hiding what a connection costs.
+        for s in &mut servers {
+            s.stop(Duration::from_secs(5));
+        }
+        let fresh = start_targets(cfg, log)?;
+        servers = fresh.servers;
+        let dep_pids = fresh.dep_pids;
         for (s, dep) in servers.iter().zip(&dep_pids) {
             log(&format!(
                 "{}: opening {} idle connections",
