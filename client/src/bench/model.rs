@@ -19,7 +19,7 @@
 //! keep the flags and refuse a value that is not a decimal number; `touch`/`gat` change only the
 //! expiry.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 
 use super::value::{check_parts, Part};
 use super::wire::{Args, MultiHit, Op, Reply};
@@ -291,6 +291,21 @@ impl Model {
     fn forget(&mut self, key: u64) -> Option<Expect> {
         self.slots.remove(&key);
         None
+    }
+
+    /// Checks a reply against the oldest expectation still waiting for one (requests are answered
+    /// in order), which it removes.
+    pub fn check_next(
+        &mut self,
+        expects: &mut VecDeque<Expect>,
+        reply: &Reply<'_>,
+        hits: &[MultiHit],
+        buf: &[u8],
+    ) -> Result<(), String> {
+        let expect = expects
+            .pop_front()
+            .ok_or_else(|| "a reply the model has no request for".to_string())?;
+        self.check(&expect, reply, hits, buf)
     }
 
     /// Checks `reply` against `expect`, and learns what it tells (CAS uniques, padded lengths).

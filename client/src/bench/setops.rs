@@ -268,11 +268,7 @@ impl Workload for Setops {
         hits: &[MultiHit],
         buf: &[u8],
     ) -> Result<(), String> {
-        let expect = self
-            .expects
-            .pop_front()
-            .ok_or_else(|| "a reply the model has no request for".to_string())?;
-        self.model.check(&expect, reply, hits, buf)
+        self.model.check_next(&mut self.expects, reply, hits, buf)
     }
 }
 
