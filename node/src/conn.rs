@@ -106,7 +106,7 @@ impl Batch<'_> {
                 Proto::Text
             });
             if !self.engine.answers_at_once() {
-                let run = self.concurrent_reads(p, &rbuf[pos..], out).await;
+                let run = self.concurrent_run(p, &rbuf[pos..], out).await;
                 if run > 0 {
                     pos += run;
                     continue;
@@ -142,18 +142,29 @@ impl Batch<'_> {
 }
 
 impl Batch<'_> {
-    /// Pipelined reads in a row (`get`, `gets`, `mg` without touch/vivify/recache, binary
-    /// GET/GETQ/GETK/GETKQ) change nothing, so against a tier that makes requests wait they are
-    /// run together, and their replies appended in order. Answering them one after another would
-    /// cost a round trip to the tier each. Returns the bytes used (0: not a run of two or more).
-    async fn concurrent_reads(&mut self, p: Proto, buf: &[u8], out: &mut Vec<u8>) -> usize {
+    /// Pipelined requests that each finish in one round trip to the tier (reads: `get`, `gets`,
+    /// `mg` without touch/vivify/recache, binary GET/GETQ/GETK/GETKQ; and where the engine
+    /// allows, plain sets of small values) are run together, and their replies appended in
+    /// order. Answering them one after another would cost a round trip each. Their first (and
+    /// for a write, only visible) request to the tier is made on their first poll, in request
+    /// order, over one link (see `pool::Group`), so the tier sees them in the order the client
+    /// sent them: a `get` after a `set` reads what the `set` wrote. Returns the bytes used (0:
+    /// not a run of two or more).
+    async fn concurrent_run(&mut self, p: Proto, buf: &[u8], out: &mut Vec<u8>) -> usize {
         const MAX_RUN: usize = 64;
+        let write_max = self.engine.one_round_write_max();
+        let item_size_max = self.state.settings.item_size_max;
         let mut ends = [0usize; MAX_RUN];
         let mut n = 0;
         let mut at = 0;
+        // A multi-key get reads its keys one after another, so its later keys would be read
+        // after the writes that follow it in the run: no write may follow one.
+        let mut multi_read = false;
         while n < MAX_RUN {
-            match read_only_request(p, &buf[at..]) {
-                Some(len) => {
+            match one_round_request(p, &buf[at..], write_max, item_size_max) {
+                Some((_, Kind::Write)) if multi_read => break,
+                Some((len, kind)) => {
+                    multi_read |= kind == Kind::MultiRead;
                     at += len;
                     ends[n] = at;
                     n += 1;
@@ -169,7 +180,7 @@ impl Batch<'_> {
             let start = if i == 0 { 0 } else { ends[i - 1] };
             let request = &buf[start..ends[i]];
             async move {
-                // Reads use no per-connection state: each gets its own.
+                // These requests use no per-connection state: each gets its own.
                 let mut conn = ConnState::default();
                 let mut ctx = Ctx {
                     state,
@@ -177,10 +188,11 @@ impl Batch<'_> {
                     conn: &mut conn,
                 };
                 let mut reply = Vec::new();
-                match p {
+                let step = match p {
                     Proto::Text => text::handle(&mut ctx, request, &mut reply).await,
                     Proto::Binary => binary::handle(&mut ctx, request, &mut reply).await,
                 };
+                debug_assert_eq!(step, Step::Done(request.len()), "a request of a run used other bytes");
                 reply
             }
         });
@@ -191,15 +203,35 @@ impl Batch<'_> {
     }
 }
 
-/// The length of the complete request at the start of `buf` if it only reads.
-fn read_only_request(p: Proto, buf: &[u8]) -> Option<usize> {
+/// What a request of a run does.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// Reads one key.
+    Read,
+    /// Reads several keys, one after another.
+    MultiRead,
+    Write,
+}
+
+/// The length of the complete request at the start of `buf` if it may join a run: reads, and
+/// sets of at most `write_max` bytes (`None`: no writes) whose only visible request to the tier
+/// is made on their first poll, well formed, so they are answered and use exactly the bytes
+/// measured here.
+fn one_round_request(p: Proto, buf: &[u8], write_max: Option<usize>, item_size_max: usize) -> Option<(usize, Kind)> {
     use riven_proto::binary::{parse_request_header, Opcode};
     match p {
         Proto::Text => {
             let (line_end, next) = riven_proto::find_line(buf)?;
             let line = &buf[..line_end];
-            if line.starts_with(b"get ") || line.starts_with(b"gets ") {
-                return Some(next);
+            if let Some(keys) = line.strip_prefix(b"get ").or_else(|| line.strip_prefix(b"gets ")) {
+                let many = keys.split(|&b| b == b' ').filter(|k| !k.is_empty()).nth(1).is_some();
+                return Some((next, if many { Kind::MultiRead } else { Kind::Read }));
+            }
+            if line.starts_with(b"set ") {
+                return text_set_len(buf, write_max?, item_size_max).map(|len| (len, Kind::Write));
+            }
+            if line.starts_with(b"ms ") {
+                return meta_set_len(buf, line_end, next, write_max?, item_size_max).map(|len| (len, Kind::Write));
             }
             let flags = line.strip_prefix(b"mg ")?;
             // T touches, N creates, R may hand out the recache token: those change the item.
@@ -207,14 +239,65 @@ fn read_only_request(p: Proto, buf: &[u8]) -> Option<usize> {
                 .split(|&b| b == b' ')
                 .skip(1)
                 .any(|f| matches!(f.first(), Some(b'T' | b'N' | b'R')));
-            (!changes).then_some(next)
+            (!changes).then_some((next, Kind::Read))
         }
         Proto::Binary => {
             let h = parse_request_header(buf).ok()?;
+            if buf.len() < h.frame_len() || h.data_type != 0 {
+                return None;
+            }
             let get = matches!(h.opcode, Opcode::GET | Opcode::GETQ | Opcode::GETK | Opcode::GETKQ);
-            let plain = h.extras_len == 0 && h.body_len == u32::from(h.key_len);
-            (get && plain && buf.len() >= h.frame_len()).then_some(h.frame_len())
+            if get {
+                let plain = h.extras_len == 0 && h.body_len == u32::from(h.key_len);
+                return plain.then_some((h.frame_len(), Kind::Read));
+            }
+            let set = matches!(h.opcode, Opcode::SET | Opcode::SETQ);
+            let head = usize::from(h.extras_len) + usize::from(h.key_len);
+            let value_len = (h.body_len as usize).checked_sub(head)?;
+            let ok = set
+                && h.cas == 0
+                && h.extras_len == 8
+                && (1..=riven_proto::MAX_KEY_LEN).contains(&usize::from(h.key_len))
+                && value_len <= write_max?
+                && crate::store::item_size_ok(item_size_max, usize::from(h.key_len), u32::MAX, value_len);
+            ok.then_some((h.frame_len(), Kind::Write))
         }
+    }
+}
+
+/// A whole, well-formed text `set` of a small value: its length.
+fn text_set_len(buf: &[u8], write_max: usize, item_size_max: usize) -> Option<usize> {
+    let limits = riven_proto::text::Limits { max_get_line: 0 };
+    let size_ok = |key: &[u8], flags: u32, len: usize| crate::store::item_size_ok(item_size_max, key.len(), flags, len);
+    match riven_proto::text::parse_request(buf, &limits, size_ok) {
+        Ok((riven_proto::text::Request::Store { cmd, data, .. }, used))
+            if cmd == riven_proto::text::StoreCmd::Set && data.len() <= write_max =>
+        {
+            Some(used)
+        }
+        _ => None,
+    }
+}
+
+/// A whole, well-formed meta `ms` in set mode, without CAS, of a small value: its length.
+fn meta_set_len(buf: &[u8], line_end: usize, next: usize, write_max: usize, item_size_max: usize) -> Option<usize> {
+    use riven_proto::meta::{self, Command, DataBlock, SetMode};
+    let mut key_buf: meta::KeyBuf = [0; riven_proto::MAX_KEY_LEN];
+    let req = meta::parse_request(&buf[..line_end], &mut key_buf).ok()?;
+    let f = &req.flags;
+    let plain = req.command == Command::Set
+        && f.set_mode() == Some(SetMode::Set)
+        && f.cas.is_none()
+        && !f.invalidate
+        && req.late_error.is_none()
+        && req.datalen <= write_max
+        && crate::store::item_size_ok(item_size_max, req.key.len(), f.client_flags.unwrap_or(0), req.datalen);
+    if !plain {
+        return None;
+    }
+    match meta::data_block(&buf[next..], req.datalen) {
+        DataBlock::Ok(_) => Some(next + req.datalen + 2),
+        _ => None,
     }
 }
 
@@ -296,7 +379,9 @@ pub async fn serve<S: Socket>(
         let (pos, close) = if engine.answers_at_once() {
             run_now(batch.run(&rbuf, &mut out))
         } else {
-            Box::pin(batch.run(&rbuf, &mut out)).await
+            // The batch's requests to memcached share one link and one wake-up per reply pass.
+            let group = crate::backend::pool::Group::new();
+            Box::pin(group.scope(batch.run(&rbuf, &mut out))).await
         };
         if !out.is_empty() {
             sock.write_all(&out).await?;

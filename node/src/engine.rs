@@ -117,6 +117,16 @@ impl Engine {
         matches!(self, Engine::Memory(_))
     }
 
+    /// The largest value a plain `set` may have to be written in one request to the tier, made
+    /// as soon as the call starts (see `conn`'s runs of pipelined requests); `None` when writes
+    /// take more (an L2 is written first).
+    pub fn one_round_write_max(&self) -> Option<usize> {
+        match self {
+            Engine::Proxy(o) if o.tiers().l2.is_none() => Some(o.tiers().l1.inline_max()),
+            _ => None,
+        }
+    }
+
     /// The embedded memory tier, if this engine has one.
     pub fn memory(&self) -> Option<&Store> {
         match self {

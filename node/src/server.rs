@@ -213,7 +213,13 @@ impl ServerState {
             if settings.l1_chunk_size > 0 {
                 chunks.chunk_size = settings.l1_chunk_size;
             }
-            let l1 = Chunked::new(Memcached::start(pool), clock.clone(), chunks);
+            let memcached = Memcached::start(pool);
+            // Clients accepted before the first link is up would get SERVER_ERROR: give memcached
+            // a moment. The node starts anyway when it is down, and connects once it is up.
+            if !memcached.pool().wait_up(Duration::from_secs(1)).await {
+                tracing::warn!(endpoint = %endpoint, "memcached is not reachable yet; serving SERVER_ERROR until it is");
+            }
+            let l1 = Chunked::new(memcached, clock.clone(), chunks);
             let orchestrator = Orchestrator::new(l1, l2, clock);
             let batch = Engine::Proxy(orchestrator.batch_view());
             return Ok(Self::with_engine(settings, Engine::Proxy(orchestrator), Some(batch)));

@@ -328,6 +328,11 @@ impl<R: RawStore> Chunked<R> {
         &self.clock
     }
 
+    /// The largest value stored inline in its index item: one request to write, one to read.
+    pub fn inline_max(&self) -> usize {
+        self.cfg.chunk_size
+    }
+
     pub fn config(&self) -> &ChunkConfig {
         &self.cfg
     }

@@ -6,13 +6,22 @@
 //! everything buffered in one write, so requests from many clients are batched; the reader task
 //! matches replies to waiters in order, checking the opaque the request carried.
 //!
+//! The requests a client connection makes while answering one batch of its requests form a
+//! [`Group`] (set for the task with [`Group::scope`]): they all go over one link, so memcached
+//! runs them in the order they were made, and their replies are dropped into the group's slots,
+//! with one wake-up of the connection per pass of the link's reader instead of a channel and a
+//! wake-up per request.
+//!
 //! While memcached is unreachable, calls fail at once with [`LinkError::Down`] (the node answers
 //! `SERVER_ERROR`), and each link reconnects on its own with exponential backoff.
 
 use std::collections::VecDeque;
+use std::future::Future;
 use std::path::PathBuf;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
@@ -86,7 +95,156 @@ pub struct Reply {
     pub value: Bytes,
 }
 
-type Waiter = oneshot::Sender<Result<Reply, LinkError>>;
+/// Who waits for a reply.
+enum Waiter {
+    /// A call outside any group.
+    One(oneshot::Sender<Result<Reply, LinkError>>),
+    /// A slot of a group (its generation, then its index).
+    Slot(Arc<Group>, u32, u32),
+}
+
+impl Waiter {
+    /// Hands over the reply. A group call's waker is returned instead of woken, so the reader
+    /// wakes a connection once per pass, not once per reply.
+    fn deliver(self, r: Result<Reply, LinkError>) -> Option<Waker> {
+        match self {
+            Waiter::One(tx) => {
+                let _ = tx.send(r);
+                None
+            }
+            Waiter::Slot(group, generation, idx) => group.fill(generation, idx, r),
+        }
+    }
+}
+
+tokio::task_local! {
+    static GROUP: Arc<Group>;
+}
+
+/// The requests of one client connection's batch (see the module's documentation).
+pub struct Group {
+    state: Mutex<GroupState>,
+}
+
+struct GroupState {
+    /// Bumped whenever the slots are reused, so a late reply for a call that was dropped lands
+    /// nowhere instead of in another call's slot.
+    generation: u32,
+    slots: Vec<Slot>,
+    /// Slots not yet taken by their call.
+    live: usize,
+    /// The link this group's requests go over (an index into the pool's links).
+    link: Option<usize>,
+}
+
+enum Slot {
+    /// With the waker of the call's last poll.
+    Waiting(Option<Waker>),
+    Ready(Result<Reply, LinkError>),
+    Taken,
+}
+
+impl Group {
+    pub fn new() -> Arc<Group> {
+        Arc::new(Group {
+            state: Mutex::new(GroupState {
+                generation: 0,
+                slots: Vec::new(),
+                live: 0,
+                link: None,
+            }),
+        })
+    }
+
+    /// Runs `fut` with every pool call it makes in this group.
+    pub async fn scope<F: Future>(self: &Arc<Group>, fut: F) -> F::Output {
+        GROUP.scope(self.clone(), fut).await
+    }
+
+    /// A new waiting slot: (generation, index).
+    fn open(&self) -> (u32, u32) {
+        let mut st = self.state.lock();
+        st.slots.push(Slot::Waiting(None));
+        st.live += 1;
+        (st.generation, (st.slots.len() - 1) as u32)
+    }
+
+    /// Puts the reply in its slot; returns the waker to wake.
+    fn fill(&self, generation: u32, idx: u32, r: Result<Reply, LinkError>) -> Option<Waker> {
+        let mut st = self.state.lock();
+        if st.generation != generation {
+            return None;
+        }
+        let slot = st.slots.get_mut(idx as usize)?;
+        match std::mem::replace(slot, Slot::Ready(r)) {
+            Slot::Waiting(waker) => waker,
+            // Given up by its call: keep it given up.
+            other => {
+                *slot = other;
+                None
+            }
+        }
+    }
+
+    /// Takes the reply of slot `idx` if it is in, else leaves `waker` to be woken when it is;
+    /// `None` for the waker gives the slot up.
+    fn take(&self, generation: u32, idx: u32, waker: Option<&Waker>) -> Option<Result<Reply, LinkError>> {
+        let mut st = self.state.lock();
+        if st.generation != generation {
+            return None;
+        }
+        let slot = &mut st.slots[idx as usize];
+        let out = match std::mem::replace(slot, Slot::Taken) {
+            Slot::Ready(r) => Some(r),
+            Slot::Waiting(old) if waker.is_some() => {
+                let waker = waker.expect("checked");
+                let keep = match old {
+                    Some(old) if old.will_wake(waker) => old,
+                    _ => waker.clone(),
+                };
+                *slot = Slot::Waiting(Some(keep));
+                return None;
+            }
+            _ => None,
+        };
+        st.live -= 1;
+        if st.live == 0 {
+            st.slots.clear();
+            st.generation = st.generation.wrapping_add(1);
+        }
+        out
+    }
+}
+
+/// A call waiting in a group's slot.
+struct SlotWait {
+    group: Arc<Group>,
+    generation: u32,
+    idx: u32,
+    done: bool,
+}
+
+impl Future for SlotWait {
+    type Output = Result<Reply, LinkError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.group.take(self.generation, self.idx, Some(cx.waker())) {
+            Some(r) => {
+                self.done = true;
+                Poll::Ready(r)
+            }
+            None => Poll::Pending,
+        }
+    }
+}
+
+impl Drop for SlotWait {
+    fn drop(&mut self) {
+        if !self.done {
+            self.group.take(self.generation, self.idx, None);
+        }
+    }
+}
 
 struct LinkState {
     up: bool,
@@ -107,8 +265,12 @@ impl Link {
         let mut st = self.state.lock();
         st.up = false;
         st.wbuf.clear();
-        for (_, _, w) in st.pending.drain(..) {
-            let _ = w.send(Err(why.clone()));
+        let pending = std::mem::take(&mut st.pending);
+        drop(st);
+        for (_, _, w) in pending {
+            if let Some(waker) = w.deliver(Err(why.clone())) {
+                waker.wake();
+            }
         }
     }
 }
@@ -158,6 +320,18 @@ impl Pool {
         self.links.iter().any(|l| l.state.lock().up)
     }
 
+    /// Waits until a connection is up, at most `limit`; whether one is.
+    pub async fn wait_up(&self, limit: Duration) -> bool {
+        let deadline = Instant::now() + limit;
+        while !self.is_up() {
+            if Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        true
+    }
+
     /// Sends one request; `req.opaque` is set by the pool.
     pub async fn call(&self, req: binary::Request<'_>) -> Result<Reply, LinkError> {
         self.call_parts(req, &[]).await
@@ -167,13 +341,24 @@ impl Pool {
     /// value held in pieces (an envelope and a slice of the user's data) is copied once, into the
     /// link's write buffer, instead of being gathered into one buffer first.
     pub async fn call_parts(&self, req: binary::Request<'_>, tail: &[&[u8]]) -> Result<Reply, LinkError> {
-        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.links.len();
-        // Prefer a link that is up: a single broken connection must not fail requests.
-        let link = (0..self.links.len())
-            .map(|k| &self.links[(i + k) % self.links.len()])
-            .find(|l| l.state.lock().up)
+        let group = GROUP.try_with(Arc::clone).ok();
+        let n = self.links.len();
+        // A group keeps to its link, so memcached sees its requests in order; otherwise (or when
+        // that link is down) the next link that is up: one broken connection must not fail
+        // requests.
+        let preferred = group.as_ref().and_then(|g| g.state.lock().link);
+        let i = preferred.unwrap_or_else(|| self.next.fetch_add(1, Ordering::Relaxed) % n);
+        let k = (0..n)
+            .map(|k| (i + k) % n)
+            .find(|&k| self.links[k].state.lock().up)
             .ok_or(LinkError::Down)?;
-        let rx = {
+        if let Some(g) = &group {
+            if preferred != Some(k) {
+                g.state.lock().link = Some(k);
+            }
+        }
+        let link = &self.links[k];
+        let wait = {
             let mut st = link.state.lock();
             if !st.up {
                 return Err(LinkError::Down);
@@ -189,15 +374,33 @@ impl Pool {
                 st.wbuf.truncate(start);
                 return Err(LinkError::Protocol);
             }
-            let (tx, rx) = oneshot::channel();
-            st.pending.push_back((opaque, Instant::now(), tx));
-            rx
+            match group {
+                Some(group) => {
+                    let (generation, idx) = group.open();
+                    st.pending
+                        .push_back((opaque, Instant::now(), Waiter::Slot(group.clone(), generation, idx)));
+                    Ok(SlotWait {
+                        group,
+                        generation,
+                        idx,
+                        done: false,
+                    })
+                }
+                None => {
+                    let (tx, rx) = oneshot::channel();
+                    st.pending.push_back((opaque, Instant::now(), Waiter::One(tx)));
+                    Err(rx)
+                }
+            }
         };
         link.wake_writer.notify_one();
         // No timer per request: the link's reader fails every waiter at once when the oldest
         // request has waited longer than the timeout (see `read_loop`), which costs one clock
         // read per batch of replies instead of a timer wheel entry per request.
-        rx.await.unwrap_or(Err(LinkError::Lost))
+        match wait {
+            Ok(slot) => slot.await,
+            Err(rx) => rx.await.unwrap_or(Err(LinkError::Lost)),
+        }
     }
 }
 
@@ -313,43 +516,15 @@ async fn write_loop<W: AsyncWrite + Unpin>(link: &Link, mut w: W) -> Result<(), 
 
 async fn read_loop<R: AsyncRead + Unpin>(link: &Link, mut r: R, timeout: Duration) -> Result<(), LinkError> {
     let mut buf = BytesMut::with_capacity(64 * 1024);
+    // Group calls that got a reply in this pass, woken once per task when it ends.
+    let mut to_wake: Vec<Waker> = Vec::new();
     loop {
-        // Parse every whole reply in the buffer.
-        loop {
-            let header = match binary::parse_response_header(&buf) {
-                Ok(h) => h,
-                Err(binary::ParseError::Incomplete) => break,
-                Err(_) => return Err(LinkError::Protocol),
-            };
-            let frame_len = header.frame_len();
-            if buf.len() < frame_len {
-                buf.reserve(frame_len - buf.len());
-                break;
-            }
-            let frame = buf.split_to(frame_len).freeze();
-            let extras_end = HEADER_LEN + header.extras_len as usize;
-            let key_end = extras_end + header.key_len as usize;
-            if key_end > frame_len {
-                return Err(LinkError::Protocol);
-            }
-            let reply = Reply {
-                opcode: header.opcode,
-                status: header.status,
-                cas: header.cas,
-                extras: frame.slice(HEADER_LEN..extras_end),
-                key: frame.slice(extras_end..key_end),
-                value: frame.slice(key_end..),
-            };
-            let waiter = {
-                let mut st = link.state.lock();
-                match st.pending.pop_front() {
-                    Some((opaque, _, w)) if opaque == header.opaque => w,
-                    // A reply nobody asked for: the stream is out of step; start over.
-                    _ => return Err(LinkError::Protocol),
-                }
-            };
-            let _ = waiter.send(Ok(reply));
+        let parsed = deliver_replies(link, &mut buf, &mut to_wake);
+        // Woken even when the stream broke: their replies are in.
+        for waker in to_wake.drain(..) {
+            waker.wake();
         }
+        parsed?;
         // A request unanswered for longer than the timeout means memcached is hung (or too slow
         // to be useful): drop the link so every waiter fails now and it reconnects.
         let oldest = link.state.lock().pending.front().map(|p| p.1.elapsed());
@@ -365,6 +540,52 @@ async fn read_loop<R: AsyncRead + Unpin>(link: &Link, mut r: R, timeout: Duratio
             Ok(Err(_)) => return Err(LinkError::Lost),
             // Silence: fine while nothing is asked; checked above on the next turn otherwise.
             Err(_) => {}
+        }
+    }
+}
+
+/// Parses every whole reply in `buf` and hands each to its waiter; groups to wake are pushed on
+/// `to_wake`.
+fn deliver_replies(link: &Link, buf: &mut BytesMut, to_wake: &mut Vec<Waker>) -> Result<(), LinkError> {
+    loop {
+        let header = match binary::parse_response_header(buf) {
+            Ok(h) => h,
+            Err(binary::ParseError::Incomplete) => return Ok(()),
+            Err(_) => return Err(LinkError::Protocol),
+        };
+        let frame_len = header.frame_len();
+        if buf.len() < frame_len {
+            buf.reserve(frame_len - buf.len());
+            return Ok(());
+        }
+        let frame = buf.split_to(frame_len).freeze();
+        let extras_end = HEADER_LEN + header.extras_len as usize;
+        let key_end = extras_end + header.key_len as usize;
+        if key_end > frame_len {
+            return Err(LinkError::Protocol);
+        }
+        let reply = Reply {
+            opcode: header.opcode,
+            status: header.status,
+            cas: header.cas,
+            extras: frame.slice(HEADER_LEN..extras_end),
+            key: frame.slice(extras_end..key_end),
+            value: frame.slice(key_end..),
+        };
+        let waiter = {
+            let mut st = link.state.lock();
+            match st.pending.pop_front() {
+                Some((opaque, _, w)) if opaque == header.opaque => w,
+                // A reply nobody asked for: the stream is out of step; start over.
+                _ => return Err(LinkError::Protocol),
+            }
+        };
+        if let Some(waker) = waiter.deliver(Ok(reply)) {
+            // A batch's requests are sent, and so answered, together: comparing with the last
+            // waker is enough to wake each connection about once per pass.
+            if !to_wake.last().is_some_and(|w| w.will_wake(&waker)) {
+                to_wake.push(waker);
+            }
         }
     }
 }
