@@ -9,7 +9,7 @@ use std::cell::RefCell;
 use std::io;
 use std::sync::atomic::Ordering;
 
-use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncWrite, AsyncWriteExt, Interest};
 use tokio::net::{TcpStream, UnixStream};
 use tokio_util::sync::CancellationToken;
 
@@ -28,7 +28,11 @@ impl Socket for TcpStream {
         TcpStream::readable(self)
     }
     fn try_read_buf(&self, buf: &mut Vec<u8>) -> io::Result<usize> {
-        TcpStream::try_read_buf(self, buf)
+        read_draining(
+            buf,
+            |b| TcpStream::try_read_buf(self, b),
+            |f| self.try_io(Interest::READABLE, f),
+        )
     }
 }
 
@@ -37,7 +41,41 @@ impl Socket for UnixStream {
         UnixStream::readable(self)
     }
     fn try_read_buf(&self, buf: &mut Vec<u8>) -> io::Result<usize> {
-        UnixStream::try_read_buf(self, buf)
+        read_draining(
+            buf,
+            |b| UnixStream::try_read_buf(self, b),
+            |f| self.try_io(Interest::READABLE, f),
+        )
+    }
+}
+
+/// Reads what the socket has. A read that does not fill the buffer emptied the socket, so its
+/// readiness is cleared as a `WouldBlock` would: the next wait goes straight to the reactor
+/// instead of costing one more `recv` that finds nothing (one per request at pipeline depth 1).
+/// Data that arrives meanwhile is a new readiness event, which the reactor keeps.
+fn read_draining(
+    buf: &mut Vec<u8>,
+    read: impl Fn(&mut Vec<u8>) -> io::Result<usize>,
+    try_io: impl FnOnce(&mut dyn FnMut() -> io::Result<()>) -> io::Result<()>,
+) -> io::Result<usize> {
+    let spare = buf.capacity() - buf.len();
+    let mut got = None;
+    let mut step = || match read(buf) {
+        Ok(n) if n > 0 && n < spare => {
+            got = Some(n);
+            Err(io::ErrorKind::WouldBlock.into())
+        }
+        Ok(n) => {
+            got = Some(n);
+            Ok(())
+        }
+        Err(e) => Err(e),
+    };
+    let r = try_io(&mut step);
+    match (got, r) {
+        (Some(n), _) => Ok(n),
+        (None, Err(e)) => Err(e),
+        (None, Ok(())) => unreachable!("a successful read records its length"),
     }
 }
 

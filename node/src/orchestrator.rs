@@ -173,6 +173,111 @@ impl<L1: Backend + 'static, L2: ColdTier + 'static> Orchestrator<L1, L2> {
         }
     }
 
+    /// A write with an L2 (see `store`).
+    async fn store_tiered(&self, req: &StoreReq<'_>) -> Result<StoreOutcome> {
+        let t = &self.tiers;
+        let Some(l2) = &t.l2 else { return t.l1.store(req).await };
+
+        if req.mode == Mode::Set && req.cas.is_none() {
+            // A plain set: L2 first. If L2 fails nothing changed anywhere and the client is told.
+            l2.set(req.key, self.entry(req.value, req.flags, req.expiry))
+                .await
+                .map_err(l2_failed)?;
+            let l1_req = StoreReq {
+                // Batch: refresh L1 only where the key is already cached.
+                mode: if self.batch { Mode::Replace } else { Mode::Set },
+                ..*req
+            };
+            return match t.l1.store(&l1_req).await {
+                Ok(StoreOutcome::Stored { cas }) => Ok(StoreOutcome::Stored { cas }),
+                Ok(StoreOutcome::NotStored) if self.batch => Ok(StoreOutcome::Stored { cas: 0 }),
+                // L1 did not take the new value: drop its copy, which is now older than L2's.
+                // If even that fails L1 may serve the old value, so the client must hear of it.
+                _ => match t.l1.delete(req.key, None).await {
+                    Ok(_) => Ok(StoreOutcome::Stored { cas: 0 }),
+                    Err(e) => {
+                        TierStats::inc(&t.stats.l1_errors);
+                        Err(e)
+                    }
+                },
+            };
+        }
+        // add, replace, append, prepend and cas are decided by L1 on the newest value (promoted
+        // from L2 if only L2 has it); L2 then follows L1.
+        self.promote(req.key).await?;
+        let outcome = t.l1.store(req).await?;
+        if let StoreOutcome::Stored { .. } = outcome {
+            match req.mode {
+                Mode::Append | Mode::Prepend => self.write_back(req.key).await,
+                _ => {
+                    if l2
+                        .set(req.key, self.entry(req.value, req.flags, req.expiry))
+                        .await
+                        .is_err()
+                    {
+                        let _ = l2.delete(req.key).await;
+                    }
+                }
+            }
+        }
+        Ok(outcome)
+    }
+
+    /// An L1 miss (or an L1 that is down) reads through to L2.
+    async fn read_through<R, F>(
+        &self,
+        key: &[u8],
+        opts: &ReadOpts,
+        mut f: Option<F>,
+        l1_error: Option<BackendError>,
+    ) -> Result<Option<R>>
+    where
+        R: Send,
+        F: FnOnce(&ItemView<'_>) -> R + Send,
+    {
+        let t = &self.tiers;
+        let Some(l2) = &t.l2 else {
+            return l1_error.map_or(Ok(None), Err);
+        };
+        let entry = match l2.get(key).await {
+            Ok(Some(e)) => e,
+            Ok(None) => {
+                TierStats::inc(&t.stats.l2_misses);
+                return l1_error.map_or(Ok(None), Err);
+            }
+            Err(e) => {
+                TierStats::inc(&t.stats.l2_errors);
+                return Err(l1_error.unwrap_or_else(|| l2_failed(e)));
+            }
+        };
+        TierStats::inc(&t.stats.l2_hits);
+        let mut entry = entry;
+        if let Some(e) = opts.touch {
+            entry.expiry = t.clock.expiry_to_unix(e);
+            let _ = l2.touch(key, entry.expiry).await;
+        }
+        if !self.batch && l1_error.is_none() && self.backfill(key, &entry).await.is_ok() {
+            // Served through L1 once it holds the value, so CAS, touch and the meta flags have
+            // L1's semantics whichever tier the value came from.
+            if let Ok(Some(r)) = t.l1.read(key, opts, |item| f.take().map(|f| f(item))).await {
+                return Ok(r);
+            }
+        }
+        let Some(f) = f.take() else { return Ok(None) };
+        let view = ItemView {
+            flags: entry.flags,
+            cas: entry.cas,
+            ttl: t.clock.ttl(t.clock.expiry_from_unix(entry.expiry)),
+            fetched_before: false,
+            idle_secs: 0,
+            stale: false,
+            win: false,
+            win_taken: false,
+            value: Value::slice(&entry.value),
+        };
+        Ok(Some(f(&view)))
+    }
+
     /// Makes sure L1 holds the key if L2 does, so a conditional command (add, replace, cas,
     /// append, incr...) is decided on the newest value wherever it lives.
     async fn promote(&self, key: &[u8]) -> Result<()> {
@@ -221,7 +326,7 @@ impl<L1: Backend + 'static, L2: ColdTier + 'static> Backend for Orchestrator<L1,
                 TierStats::inc(&t.stats.l1_hits);
                 // gat/touch apply to both tiers.
                 if let (Some(l2), Some(e)) = (&t.l2, opts.touch) {
-                    let _ = l2.touch(key, t.clock.expiry_to_unix(e)).await;
+                    let _ = Box::pin(l2.touch(key, t.clock.expiry_to_unix(e))).await;
                 }
                 return Ok(r);
             }
@@ -234,95 +339,20 @@ impl<L1: Backend + 'static, L2: ColdTier + 'static> Backend for Orchestrator<L1,
                 Some(e)
             }
         };
-        let Some(l2) = &t.l2 else {
+        if t.l2.is_none() {
             return l1_error.map_or(Ok(None), Err);
-        };
-        // An L1 miss (or an L1 that is down) reads through to L2.
-        let entry = match l2.get(key).await {
-            Ok(Some(e)) => e,
-            Ok(None) => {
-                TierStats::inc(&t.stats.l2_misses);
-                return l1_error.map_or(Ok(None), Err);
-            }
-            Err(e) => {
-                TierStats::inc(&t.stats.l2_errors);
-                return Err(l1_error.unwrap_or_else(|| l2_failed(e)));
-            }
-        };
-        TierStats::inc(&t.stats.l2_hits);
-        let mut entry = entry;
-        if let Some(e) = opts.touch {
-            entry.expiry = t.clock.expiry_to_unix(e);
-            let _ = l2.touch(key, entry.expiry).await;
         }
-        if !self.batch && l1_error.is_none() && self.backfill(key, &entry).await.is_ok() {
-            // Served through L1 once it holds the value, so CAS, touch and the meta flags have
-            // L1's semantics whichever tier the value came from.
-            if let Ok(Some(r)) = t.l1.read(key, opts, |item| f.take().map(|f| f(item))).await {
-                return Ok(r);
-            }
-        }
-        let Some(f) = f.take() else { return Ok(None) };
-        let view = ItemView {
-            flags: entry.flags,
-            cas: entry.cas,
-            ttl: t.clock.ttl(t.clock.expiry_from_unix(entry.expiry)),
-            fetched_before: false,
-            idle_secs: 0,
-            stale: false,
-            win: false,
-            win_taken: false,
-            value: Value::slice(&entry.value),
-        };
-        Ok(Some(f(&view)))
+        // Boxed: an L1 hit (and every read without an L2) then carries no L2 state.
+        Box::pin(self.read_through(key, opts, f, l1_error)).await
     }
 
     async fn store(&self, req: &StoreReq<'_>) -> Result<StoreOutcome> {
         let t = &self.tiers;
-        let Some(l2) = &t.l2 else { return t.l1.store(req).await };
-        if req.mode == Mode::Set && req.cas.is_none() {
-            // A plain set: L2 first. If L2 fails nothing changed anywhere and the client is told.
-            l2.set(req.key, self.entry(req.value, req.flags, req.expiry))
-                .await
-                .map_err(l2_failed)?;
-            let l1_req = StoreReq {
-                // Batch: refresh L1 only where the key is already cached.
-                mode: if self.batch { Mode::Replace } else { Mode::Set },
-                ..*req
-            };
-            return match t.l1.store(&l1_req).await {
-                Ok(StoreOutcome::Stored { cas }) => Ok(StoreOutcome::Stored { cas }),
-                Ok(StoreOutcome::NotStored) if self.batch => Ok(StoreOutcome::Stored { cas: 0 }),
-                // L1 did not take the new value: drop its copy, which is now older than L2's.
-                // If even that fails L1 may serve the old value, so the client must hear of it.
-                _ => match t.l1.delete(req.key, None).await {
-                    Ok(_) => Ok(StoreOutcome::Stored { cas: 0 }),
-                    Err(e) => {
-                        TierStats::inc(&t.stats.l1_errors);
-                        Err(e)
-                    }
-                },
-            };
+        if t.l2.is_none() {
+            return t.l1.store(req).await;
         }
-        // add, replace, append, prepend and cas are decided by L1 on the newest value (promoted
-        // from L2 if only L2 has it); L2 then follows L1.
-        self.promote(req.key).await?;
-        let outcome = t.l1.store(req).await?;
-        if let StoreOutcome::Stored { .. } = outcome {
-            match req.mode {
-                Mode::Append | Mode::Prepend => self.write_back(req.key).await,
-                _ => {
-                    if l2
-                        .set(req.key, self.entry(req.value, req.flags, req.expiry))
-                        .await
-                        .is_err()
-                    {
-                        let _ = l2.delete(req.key).await;
-                    }
-                }
-            }
-        }
-        Ok(outcome)
+        // Boxed: a write without an L2 carries no L2 state.
+        Box::pin(self.store_tiered(req)).await
     }
 
     async fn delete(&self, key: &[u8], cas: Option<u64>) -> Result<DeleteOutcome> {

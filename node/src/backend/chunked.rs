@@ -468,10 +468,16 @@ impl<R: RawStore> Chunked<R> {
     /// Writes the chunks of a new value. `Some` is a refusal to report (memcached out of memory,
     /// say); the chunks already written are deleted before returning.
     async fn write_chunks(&self, key: &[u8], env: &Envelope, value: &[u8]) -> Result<Option<StoreOutcome>> {
-        let n = env.chunk_count as usize;
-        if n == 0 {
+        if env.chunk_count == 0 {
             return Ok(None);
         }
+        // Boxed, like every chunk loop: the futures of the common case (a small value, one
+        // request) stay small, instead of carrying the state of loops they never run.
+        Box::pin(self.write_chunks_boxed(key, env, value)).await
+    }
+
+    async fn write_chunks_boxed(&self, key: &[u8], env: &Envelope, value: &[u8]) -> Result<Option<StoreOutcome>> {
+        let n = env.chunk_count as usize;
         bump(&self.c.chunked_writes);
         let keys = ChunkKeys::new(key, env.token);
         let cs = env.chunk_size as usize;
@@ -546,7 +552,9 @@ impl<R: RawStore> Chunked<R> {
     }
 
     async fn delete_chunks(&self, key: &[u8], env: &Envelope) {
-        self.delete_chunks_where(key, env, |_| true).await;
+        if env.chunk_count > 0 {
+            Box::pin(self.delete_chunks_where(key, env, |_| true)).await;
+        }
     }
 
     /// Reads every chunk of a value (GAT with `touch`) and checks each against the envelope.
@@ -643,7 +651,9 @@ impl<R: RawStore> Chunked<R> {
         if !idx.env.is_chunked() {
             return Ok(Some(ValueBuf::Inline(idx.inline())));
         }
-        Ok(self.fetch_chunks(key, &idx.env, touch).await?.map(ValueBuf::Owned))
+        Ok(Box::pin(self.fetch_chunks(key, &idx.env, touch))
+            .await?
+            .map(ValueBuf::Owned))
     }
 
     /// Writes an index with memcached's CAS of the one read (`Set` with CAS `mcas`), or with
