@@ -193,6 +193,7 @@ impl Batch<'_> {
         let write_max = self.engine.one_round_write_max();
         let item_size_max = self.state.settings.item_size_max;
         let mut ends = [0usize; MAX_RUN];
+        let mut kinds = [Kind::Read; MAX_RUN];
         let mut n = 0;
         let mut at = 0;
         // A multi-key get reads its keys one after another, so its later keys would be read
@@ -205,6 +206,7 @@ impl Batch<'_> {
                     multi_read |= kind == Kind::MultiRead;
                     at += len;
                     ends[n] = at;
+                    kinds[n] = kind;
                     n += 1;
                 }
                 None => break,
@@ -212,6 +214,11 @@ impl Batch<'_> {
         }
         if n < 2 {
             return 0;
+        }
+        if let (Some(memcached), Some(group)) = (self.engine.memcached(), crate::backend::pool::Pool::group()) {
+            self.prefetched_run(p, buf, &ends[..n], &kinds[..n], memcached, &group, out)
+                .await;
+            return at;
         }
         let (state, engine) = (self.state, self.engine);
         let runs = (0..n).map(|i| {
@@ -239,6 +246,128 @@ impl Batch<'_> {
         }
         at
     }
+}
+
+impl Batch<'_> {
+    /// A run over an external memcached, in two passes. First, in request order, every read's
+    /// GETs are sent (and kept, see `Pool::prefetch`) and every write is started, which sends its
+    /// one request: memcached gets the whole run in the client's order, in one write. Then each
+    /// request runs in order through the ordinary front end and engine, whose GET finds its reply
+    /// already asked for: a read is answered straight into `out` (no future kept per request, no
+    /// buffer per reply), and anything unusual (a chunked value, a stale item) simply carries on
+    /// with more round trips.
+    #[allow(clippy::too_many_arguments)]
+    async fn prefetched_run(
+        &mut self,
+        p: Proto,
+        buf: &[u8],
+        ends: &[usize],
+        kinds: &[Kind],
+        memcached: &crate::backend::memcached::Memcached,
+        group: &crate::backend::pool::Group,
+        out: &mut Vec<u8>,
+    ) {
+        type Started<'f> = std::pin::Pin<Box<dyn std::future::Future<Output = Vec<u8>> + Send + 'f>>;
+        let (state, engine) = (self.state, self.engine);
+        let request = |i: usize| &buf[if i == 0 { 0 } else { ends[i - 1] }..ends[i]];
+        // Pass 1. `stashed[i]`: GETs kept for request i; writes keep their started future.
+        let mut stashed = [0u8; 64];
+        let mut writes: Vec<(usize, Started<'_>)> = Vec::new();
+        let mut done: Vec<(usize, Vec<u8>)> = Vec::new();
+        group.open_stash(0);
+        for (i, kind) in kinds.iter().enumerate() {
+            let req = request(i);
+            if *kind != Kind::Write {
+                stashed[i] = for_each_read_key(p, req, |key| memcached.prefetch_get(key));
+                continue;
+            }
+            let mut fut: Started<'_> = Box::pin(async move {
+                let mut conn = ConnState::default();
+                let mut ctx = Ctx {
+                    state,
+                    engine,
+                    conn: &mut conn,
+                };
+                let mut reply = Vec::new();
+                match p {
+                    Proto::Text => text::handle(&mut ctx, req, &mut reply).await,
+                    Proto::Binary => binary::handle(&mut ctx, req, &mut reply).await,
+                };
+                reply
+            });
+            // Its first poll sends its write (see `one_round_request`).
+            match futures_util::poll!(fut.as_mut()) {
+                std::task::Poll::Ready(reply) => done.push((i, reply)),
+                std::task::Poll::Pending => writes.push((i, fut)),
+            }
+        }
+        // Pass 2, in order.
+        let mut left: usize = stashed.iter().map(|&k| usize::from(k)).sum();
+        let (mut writes, mut done) = (writes.into_iter().peekable(), done.into_iter().peekable());
+        for (i, kind) in kinds.iter().enumerate() {
+            if *kind == Kind::Write {
+                if let Some((_, reply)) = done.next_if(|(j, _)| *j == i) {
+                    out.extend_from_slice(&reply);
+                } else if let Some((_, fut)) = writes.next_if(|(j, _)| *j == i) {
+                    out.extend_from_slice(&fut.await);
+                }
+                continue;
+            }
+            // What earlier requests did not take is dropped, so this one's GETs come first.
+            group.trim_stash(left);
+            left -= usize::from(stashed[i]);
+            let mut ctx = Ctx {
+                state,
+                engine,
+                conn: self.conn,
+            };
+            group.open_stash(usize::from(stashed[i]));
+            match p {
+                Proto::Text => text::handle(&mut ctx, request(i), out).await,
+                Proto::Binary => binary::handle(&mut ctx, request(i), out).await,
+            };
+            group.open_stash(0);
+        }
+        group.clear_stash();
+    }
+}
+
+/// Calls `f` with each key a read request (of a run) will GET, in order; how many `f` accepted.
+fn for_each_read_key(p: Proto, req: &[u8], mut f: impl FnMut(&[u8]) -> bool) -> u8 {
+    let mut n = 0u8;
+    let mut take = |key: &[u8]| {
+        if riven_proto::key_is_valid(key) && f(key) {
+            n += 1;
+        }
+    };
+    match p {
+        Proto::Text => {
+            let Some((line_end, _)) = riven_proto::find_line(req) else {
+                return 0;
+            };
+            let line = &req[..line_end];
+            if line.starts_with(b"mg ") {
+                let mut key_buf: riven_proto::meta::KeyBuf = [0; riven_proto::MAX_KEY_LEN];
+                if let Ok(r) = riven_proto::meta::parse_request(line, &mut key_buf) {
+                    take(r.key);
+                }
+            } else {
+                // get/gets: the keys after the command, at most a run's worth.
+                for key in line.split(|&b| b == b' ').filter(|k| !k.is_empty()).skip(1).take(32) {
+                    take(key);
+                }
+            }
+        }
+        Proto::Binary => {
+            if let Ok(h) = riven_proto::binary::parse_request_header(req) {
+                let start = riven_proto::binary::HEADER_LEN + usize::from(h.extras_len);
+                if let Some(key) = req.get(start..start + usize::from(h.key_len)) {
+                    take(key);
+                }
+            }
+        }
+    }
+    n
 }
 
 /// What a request of a run does.

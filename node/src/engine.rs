@@ -127,6 +127,14 @@ impl Engine {
         }
     }
 
+    /// The external memcached L1, if this engine has one.
+    pub fn memcached(&self) -> Option<&Memcached> {
+        match self {
+            Engine::Proxy(o) => Some(o.tiers().l1.raw()),
+            _ => None,
+        }
+    }
+
     /// The embedded memory tier, if this engine has one.
     pub fn memory(&self) -> Option<&Store> {
         match self {

@@ -104,10 +104,25 @@ fn pipelined_writes_and_reads_keep_their_order() {
         }
         text.push_str(&format!("get {k} k{}\r\n", (i + 3) % 7));
         meta.push_str(&format!("mg k{} v f O{i}\r\n", (i + 3) % 7));
+        if i % 23 == 0 {
+            // A read the node cannot send ahead (a bad key), and repeated keys.
+            text.push_str(&format!("get {} k1\r\nget k1 k2 k1\r\n", "x".repeat(300)));
+            meta.push_str(&format!("mg {} v\r\nmg k1 v k\r\nmg k1 s v\r\n", "x".repeat(300)));
+        }
     }
-    for script in [text, meta] {
+    // Two links as well as one: a connection's requests keep to one link.
+    let node2 = start_node(riven_node::server::Settings {
+        l1_connections: 2,
+        ..proxy_settings(&l1)
+    });
+    for (script, node_addr) in [
+        (text.clone(), node.addr),
+        (meta.clone(), node.addr),
+        (text, node2.addr),
+        (meta, node2.addr),
+    ] {
         let want = exchange(direct.addr, &[send(&script)]);
-        let got = exchange(node.addr, &[send(&script)]);
+        let got = exchange(node_addr, &[send(&script)]);
         let (got, want) = (normalize_text(&got), normalize_text(&want));
         // Values are long: report the first line that differs, not both streams.
         let first = got.lines().zip(want.lines()).position(|(g, w)| g != w);

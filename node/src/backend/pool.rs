@@ -124,6 +124,21 @@ tokio::task_local! {
 /// The requests of one client connection's batch (see the module's documentation).
 pub struct Group {
     state: Mutex<GroupState>,
+    /// Replies asked for ahead of their caller, by key (see [`Pool::prefetch`]). Only the
+    /// connection's own task uses it.
+    stash: Mutex<Stash>,
+}
+
+#[derive(Default)]
+struct Stash {
+    /// How many stashed replies calls may still take (the current request's own).
+    open: usize,
+    /// The keys of `waits`, back to back.
+    keys: Vec<u8>,
+    /// (end of its key in `keys`, the wait), oldest first.
+    waits: VecDeque<(usize, Pending)>,
+    /// Where the oldest wait's key starts.
+    taken: usize,
 }
 
 struct GroupState {
@@ -153,7 +168,61 @@ impl Group {
                 live: 0,
                 link: None,
             }),
+            stash: Mutex::new(Stash::default()),
         })
+    }
+
+    /// Lets calls take the next `n` stashed replies (the request about to run stashed that
+    /// many); 0 closes the stash. A call made while it is closed (a write's own lookup, a
+    /// read's second look after a backfill) goes to memcached even if a reply for its key is
+    /// stashed.
+    pub fn open_stash(&self, n: usize) {
+        self.stash.lock().open = n;
+    }
+
+    /// Drops every stashed wait (their replies, when they come, land nowhere).
+    pub fn clear_stash(&self) {
+        let mut st = self.stash.lock();
+        st.waits.clear();
+        st.keys.clear();
+        st.taken = 0;
+    }
+
+    /// Drops the oldest stashed waits until `keep` are left.
+    pub fn trim_stash(&self, keep: usize) {
+        let mut st = self.stash.lock();
+        while st.waits.len() > keep {
+            let (end, _) = st.waits.pop_front().expect("longer than keep");
+            st.taken = end;
+        }
+        if st.waits.is_empty() {
+            st.keys.clear();
+            st.taken = 0;
+        }
+    }
+
+    fn stash(&self, key: &[u8], wait: Pending) {
+        let mut st = self.stash.lock();
+        st.keys.extend_from_slice(key);
+        let end = st.keys.len();
+        st.waits.push_back((end, wait));
+    }
+
+    /// The oldest stashed wait, if the stash is open and it was for `key`.
+    fn take_stashed(&self, key: &[u8]) -> Option<Pending> {
+        let mut st = self.stash.lock();
+        let &(end, _) = st.waits.front()?;
+        if st.open == 0 || &st.keys[st.taken..end] != key {
+            return None;
+        }
+        st.open -= 1;
+        st.taken = end;
+        let (_, wait) = st.waits.pop_front().expect("checked");
+        if st.waits.is_empty() {
+            st.keys.clear();
+            st.taken = 0;
+        }
+        Some(wait)
     }
 
     /// Runs `fut` with every pool call it makes in this group.
@@ -217,7 +286,7 @@ impl Group {
 }
 
 /// A call waiting in a group's slot.
-struct SlotWait {
+pub struct SlotWait {
     group: Arc<Group>,
     generation: u32,
     idx: u32,
@@ -341,6 +410,40 @@ impl Pool {
     /// value held in pieces (an envelope and a slice of the user's data) is copied once, into the
     /// link's write buffer, instead of being gathered into one buffer first.
     pub async fn call_parts(&self, req: binary::Request<'_>, tail: &[&[u8]]) -> Result<Reply, LinkError> {
+        self.send(req, tail)?.await
+    }
+
+    /// Within a group (see [`Group::scope`]): sends `req` now and keeps its wait for the first
+    /// call to [`Pool::stashed`] with this `key` while the stash is open. This is how a batch
+    /// sends the reads of many requests at once and then runs each request's own logic, which
+    /// finds its reply waiting. False outside a group, or if the request could not be sent.
+    pub fn prefetch(&self, key: &[u8], req: binary::Request<'_>) -> bool {
+        let Ok(group) = GROUP.try_with(Arc::clone) else {
+            return false;
+        };
+        match self.send(req, &[]) {
+            Ok(wait) => {
+                group.stash(key, wait);
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    /// The wait [`Pool::prefetch`] kept for `key`, if it is the oldest one kept and the stash is
+    /// open.
+    pub fn stashed(&self, key: &[u8]) -> Option<Pending> {
+        GROUP.try_with(|g| g.take_stashed(key)).ok().flatten()
+    }
+
+    /// The current task's group, if any.
+    pub fn group() -> Option<Arc<Group>> {
+        GROUP.try_with(Arc::clone).ok()
+    }
+
+    /// Sends a request now (into the link's write buffer, in call order) and returns the wait
+    /// for its reply: callers that make several requests start them all, then wait.
+    pub fn send(&self, req: binary::Request<'_>, tail: &[&[u8]]) -> Result<Pending, LinkError> {
         let group = GROUP.try_with(Arc::clone).ok();
         let n = self.links.len();
         // A group keeps to its link, so memcached sees its requests in order; otherwise (or when
@@ -379,7 +482,7 @@ impl Pool {
                     let (generation, idx) = group.open();
                     st.pending
                         .push_back((opaque, Instant::now(), Waiter::Slot(group.clone(), generation, idx)));
-                    Ok(SlotWait {
+                    Pending::Slot(SlotWait {
                         group,
                         generation,
                         idx,
@@ -389,17 +492,32 @@ impl Pool {
                 None => {
                     let (tx, rx) = oneshot::channel();
                     st.pending.push_back((opaque, Instant::now(), Waiter::One(tx)));
-                    Err(rx)
+                    Pending::One(rx)
                 }
             }
         };
         link.wake_writer.notify_one();
-        // No timer per request: the link's reader fails every waiter at once when the oldest
-        // request has waited longer than the timeout (see `read_loop`), which costs one clock
-        // read per batch of replies instead of a timer wheel entry per request.
-        match wait {
-            Ok(slot) => slot.await,
-            Err(rx) => rx.await.unwrap_or(Err(LinkError::Lost)),
+        Ok(wait)
+    }
+}
+
+/// The wait for one reply (see [`Pool::send`]).
+///
+/// No timer per request: the link's reader fails every waiter at once when the oldest request
+/// has waited longer than the timeout (see `read_loop`), which costs one clock read per batch of
+/// replies instead of a timer wheel entry per request.
+pub enum Pending {
+    Slot(SlotWait),
+    One(oneshot::Receiver<Result<Reply, LinkError>>),
+}
+
+impl Future for Pending {
+    type Output = Result<Reply, LinkError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.get_mut() {
+            Pending::Slot(slot) => Pin::new(slot).poll(cx),
+            Pending::One(rx) => Pin::new(rx).poll(cx).map(|r| r.unwrap_or(Err(LinkError::Lost))),
         }
     }
 }
