@@ -24,8 +24,16 @@ fn main() {
         .init();
     tracing::info!(?settings, "starting riven-node");
 
+    let workers = riven_node::server::worker_threads(settings.threads);
+    if workers < settings.threads {
+        tracing::info!(
+            requested = settings.threads,
+            workers,
+            "one worker thread per CPU core at most"
+        );
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(settings.threads)
+        .worker_threads(workers)
         .enable_all()
         .build()
         .expect("tokio runtime");

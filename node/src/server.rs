@@ -474,11 +474,19 @@ pub struct RunningNode {
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
+/// Runtime worker threads for `-t n`: at most one per CPU core. A worker never blocks (disk
+/// and memcached waits are async), so threads beyond the cores only take turns on them, and
+/// every turn is a context switch and a cross-thread wake-up on the request path.
+pub fn worker_threads(requested: usize) -> usize {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    requested.clamp(1, cores)
+}
+
 impl RunningNode {
     /// Starts a node with `settings` (port 0 picks a free port).
     pub fn start(settings: Settings) -> io::Result<RunningNode> {
         let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(settings.threads.max(1))
+            .worker_threads(worker_threads(settings.threads))
             .enable_all()
             .build()?;
         let state = rt.block_on(ServerState::build(settings))?;

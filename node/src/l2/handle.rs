@@ -1,35 +1,130 @@
 //! [`AsyncL2`]: the L2 as the orchestrator calls it, from async code.
 
-use std::sync::Arc;
+use std::collections::VecDeque;
+use std::sync::{Arc, Condvar, Mutex};
 
 use bytes::Bytes;
-use tokio::sync::Semaphore;
+use tokio::sync::{oneshot, Semaphore};
 
 use super::{L2Config, L2Entry, L2Error, L2Stats, L2Store};
 
 /// Async front of an [`L2Store`]. Clones share the store.
 ///
-/// Every operation runs on tokio's blocking pool (`spawn_blocking`), never on a runtime worker:
-/// a disk read, an fsync or a fjall write stall (fjall sleeps the writing thread when flushes
-/// fall behind) then holds a blocking thread, not the event loop that serves other connections.
-/// A semaphore caps the operations in flight, so a slow disk makes callers *wait* (an async wait,
-/// queued fairly) instead of piling up blocking threads; the cap also bounds the L2's share of
-/// the blocking pool.
+/// Operations run on the L2's own threads, never on a runtime worker: a disk read, an fsync or
+/// a fjall write stall (fjall sleeps the writing thread when flushes fall behind) then holds an
+/// L2 thread, not the event loop that serves other connections. Callers queue operations; an
+/// L2 thread takes everything queued at once and runs it, so under load many operations cost
+/// one wake-up of that thread instead of a thread hand-off each (tokio's `spawn_blocking` per
+/// operation spent most of the node's time in futex calls). A semaphore caps the operations in
+/// flight, so a slow disk makes callers *wait* (an async wait, queued fairly) instead of piling
+/// up work.
 #[derive(Clone)]
 pub struct AsyncL2 {
     store: Arc<L2Store>,
     permits: Arc<Semaphore>,
+    workers: Arc<Workers>,
+}
+
+type Job = Box<dyn FnOnce(&L2Store) + Send>;
+
+/// The L2 threads and their queue. Dropping the last handle stops them once the queue is empty.
+struct Workers {
+    shared: Arc<Shared>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+struct Shared {
+    queue: Mutex<Queue>,
+    wake: Condvar,
+}
+
+#[derive(Default)]
+struct Queue {
+    jobs: VecDeque<Job>,
+    /// Threads waiting for work.
+    idle: usize,
+    stop: bool,
+}
+
+impl Workers {
+    fn start(store: &Arc<L2Store>, threads: usize) -> Workers {
+        let shared = Arc::new(Shared {
+            queue: Mutex::new(Queue::default()),
+            wake: Condvar::new(),
+        });
+        let mut handles = Vec::new();
+        for i in 0..threads.max(1) {
+            let (shared, store) = (shared.clone(), store.clone());
+            match std::thread::Builder::new()
+                .name(format!("riven-l2-{i}"))
+                .spawn(move || work(&shared, &store))
+            {
+                Ok(h) => handles.push(h),
+                Err(e) => tracing::error!(error = %e, "cannot start an L2 thread"),
+            }
+        }
+        Workers {
+            shared,
+            threads: handles,
+        }
+    }
+
+    fn submit(&self, job: Job) {
+        let mut q = self.shared.queue.lock().unwrap_or_else(|p| p.into_inner());
+        q.jobs.push_back(job);
+        // A busy thread takes this job with the rest when it comes back for more.
+        if q.idle > 0 {
+            self.shared.wake.notify_one();
+        }
+    }
+}
+
+impl Drop for Workers {
+    fn drop(&mut self) {
+        self.shared.queue.lock().unwrap_or_else(|p| p.into_inner()).stop = true;
+        self.shared.wake.notify_all();
+        // Joined, so the store is closed (and may be opened again) once the last handle is gone.
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+/// An L2 thread: takes every queued job at once and runs them, until stopped.
+fn work(shared: &Shared, store: &L2Store) {
+    let mut batch = VecDeque::new();
+    loop {
+        {
+            let mut q = shared.queue.lock().unwrap_or_else(|p| p.into_inner());
+            while q.jobs.is_empty() {
+                if q.stop {
+                    return;
+                }
+                q.idle += 1;
+                q = shared.wake.wait(q).unwrap_or_else(|p| p.into_inner());
+                q.idle -= 1;
+            }
+            std::mem::swap(&mut q.jobs, &mut batch);
+        }
+        for job in batch.drain(..) {
+            job(store);
+        }
+    }
 }
 
 impl AsyncL2 {
     /// Default cap on operations in flight.
-    pub const DEFAULT_MAX_IN_FLIGHT: usize = 16;
+    pub const DEFAULT_MAX_IN_FLIGHT: usize = 64;
+    /// L2 threads: two, so one slow disk read does not hold up every other operation.
+    pub const THREADS: usize = 2;
 
     /// Wraps an open store, allowing `max_in_flight` operations at once (at least 1).
     pub fn new(store: Arc<L2Store>, max_in_flight: usize) -> AsyncL2 {
+        let workers = Arc::new(Workers::start(&store, Self::THREADS));
         AsyncL2 {
             store,
             permits: Arc::new(Semaphore::new(max_in_flight.max(1))),
+            workers,
         }
     }
 
@@ -88,14 +183,13 @@ impl AsyncL2 {
             .acquire_owned()
             .await
             .map_err(|e| L2Error::Task(e.to_string()))?;
-        let store = self.store.clone();
-        // Once spawned the operation runs to completion even if the caller stops waiting, so a
+        let (tx, rx) = oneshot::channel();
+        // Once queued the operation runs to completion even if the caller stops waiting, so a
         // cancelled request never leaves a write half done; the permit is held until it ends.
-        tokio::task::spawn_blocking(move || {
+        self.workers.submit(Box::new(move |store| {
             let _permit = permit;
-            op(&store)
-        })
-        .await
-        .map_err(|e| L2Error::Task(e.to_string()))?
+            let _ = tx.send(op(store));
+        }));
+        rx.await.map_err(|_| L2Error::Task("the L2 thread stopped".into()))?
     }
 }
