@@ -144,9 +144,13 @@ impl Batch<'_> {
                 Proto::Text
             });
             if !self.engine.answers_at_once() {
-                let run = self.concurrent_run(p, &rbuf[pos..], out).await;
-                if run > 0 {
-                    pos += run;
+                let write_max = self.engine.one_round_write_max();
+                if let Some(run) = Run::plan(p, &rbuf[pos..], write_max, self.state.settings.item_size_max) {
+                    // Boxed apart: a batch of one request (pipeline depth 1) then boxes a small
+                    // future, not one with room for a run's.
+                    let at = run.at;
+                    Box::pin(self.concurrent_run(p, &rbuf[pos..], run, out)).await;
+                    pos += at;
                     continue;
                 }
             }
@@ -186,39 +190,14 @@ impl Batch<'_> {
     /// order. Answering them one after another would cost a round trip each. Their first (and
     /// for a write, only visible) request to the tier is made on their first poll, in request
     /// order, over one link (see `pool::Group`), so the tier sees them in the order the client
-    /// sent them: a `get` after a `set` reads what the `set` wrote. Returns the bytes used (0:
-    /// not a run of two or more).
-    async fn concurrent_run(&mut self, p: Proto, buf: &[u8], out: &mut Vec<u8>) -> usize {
-        const MAX_RUN: usize = 64;
-        let write_max = self.engine.one_round_write_max();
-        let item_size_max = self.state.settings.item_size_max;
-        let mut ends = [0usize; MAX_RUN];
-        let mut kinds = [Kind::Read; MAX_RUN];
-        let mut n = 0;
-        let mut at = 0;
-        // A multi-key get reads its keys one after another, so its later keys would be read
-        // after the writes that follow it in the run: no write may follow one.
-        let mut multi_read = false;
-        while n < MAX_RUN {
-            match one_round_request(p, &buf[at..], write_max, item_size_max) {
-                Some((_, Kind::Write)) if multi_read => break,
-                Some((len, kind)) => {
-                    multi_read |= kind == Kind::MultiRead;
-                    at += len;
-                    ends[n] = at;
-                    kinds[n] = kind;
-                    n += 1;
-                }
-                None => break,
-            }
-        }
-        if n < 2 {
-            return 0;
-        }
+    /// sent them: a `get` after a `set` reads what the `set` wrote. `run` is what
+    /// [`Run::plan`] found.
+    async fn concurrent_run(&mut self, p: Proto, buf: &[u8], run: Run, out: &mut Vec<u8>) {
+        let Run { ends, kinds, n, at: _ } = run;
         if let (Some(memcached), Some(group)) = (self.engine.memcached(), crate::backend::pool::Pool::group()) {
             self.prefetched_run(p, buf, &ends[..n], &kinds[..n], memcached, &group, out)
                 .await;
-            return at;
+            return;
         }
         let (state, engine) = (self.state, self.engine);
         let runs = (0..n).map(|i| {
@@ -244,7 +223,6 @@ impl Batch<'_> {
         for reply in futures_util::future::join_all(runs).await {
             out.extend_from_slice(&reply);
         }
-        at
     }
 }
 
@@ -368,6 +346,48 @@ fn for_each_read_key(p: Proto, req: &[u8], mut f: impl FnMut(&[u8]) -> bool) -> 
         }
     }
     n
+}
+
+/// The most requests one run takes.
+const MAX_RUN: usize = 64;
+
+/// Pipelined requests to run together (see `Batch::concurrent_run`).
+struct Run {
+    /// Where each request ends, from the start of the run.
+    ends: [usize; MAX_RUN],
+    kinds: [Kind; MAX_RUN],
+    n: usize,
+    /// Bytes the run takes.
+    at: usize,
+}
+
+impl Run {
+    /// The run at the start of `buf`, if it has two requests or more.
+    fn plan(p: Proto, buf: &[u8], write_max: Option<usize>, item_size_max: usize) -> Option<Run> {
+        let mut run = Run {
+            ends: [0; MAX_RUN],
+            kinds: [Kind::Read; MAX_RUN],
+            n: 0,
+            at: 0,
+        };
+        // A multi-key get reads its keys one after another, so its later keys would be read
+        // after the writes that follow it in the run: no write may follow one.
+        let mut multi_read = false;
+        while run.n < MAX_RUN {
+            match one_round_request(p, &buf[run.at..], write_max, item_size_max) {
+                Some((_, Kind::Write)) if multi_read => break,
+                Some((len, kind)) => {
+                    multi_read |= kind == Kind::MultiRead;
+                    run.at += len;
+                    run.ends[run.n] = run.at;
+                    run.kinds[run.n] = kind;
+                    run.n += 1;
+                }
+                None => break,
+            }
+        }
+        (run.n >= 2).then_some(run)
+    }
 }
 
 /// What a request of a run does.
