@@ -68,6 +68,10 @@ pub struct Args {
     /// Data bytes per chunk in the L1 memcached (default: one slab class, 17240).
     #[arg(long = "l1-chunk-size")]
     pub l1_chunk_size: Option<usize>,
+    /// Bytes each link to the L1 memcached may hold unsent (k/m/g suffixes); past it requests
+    /// fail with SERVER_ERROR instead of queueing.
+    #[arg(long = "l1-max-buffered")]
+    pub l1_max_buffered: Option<String>,
     /// Config file (TOML) with the same settings as the flags, by their long names with `_`.
     #[arg(long = "config")]
     pub config: Option<String>,
@@ -95,6 +99,7 @@ struct Layer {
     l1_connections: Option<usize>,
     l1_timeout_ms: Option<u64>,
     l1_chunk_size: Option<usize>,
+    l1_max_buffered: Option<String>,
 }
 
 /// The largest `-I` memcached allows.
@@ -156,6 +161,9 @@ pub fn load(args: &Args) -> Result<(Settings, u8), String> {
         s.l1_timeout = Duration::from_millis(ms);
     }
     s.l1_chunk_size = pick(args.l1_chunk_size, layer.l1_chunk_size, s.l1_chunk_size);
+    if let Some(b) = args.l1_max_buffered.clone().or(layer.l1_max_buffered) {
+        s.l1_max_buffered = parse_size(&b)?;
+    }
     let verbose = if args.verbose > 0 {
         args.verbose
     } else {
@@ -215,6 +223,9 @@ mod tests {
         assert_eq!(s.memory_bytes, 128 << 20);
         assert_eq!(s.item_size_max, 2 << 20);
         assert_eq!(s.threads, 2);
+        let args = Args::parse_from(["riven-node", "--l1-memcached", "unix:/tmp/m", "--l1-max-buffered", "8m"]);
+        let (s, _) = load(&args).unwrap();
+        assert_eq!(s.l1_max_buffered, 8 << 20);
         let too_big = Args::parse_from(["riven-node", "-I", "129m", "-m", "1024"]);
         assert!(load(&too_big).is_err());
     }

@@ -57,6 +57,8 @@ pub struct Settings {
     /// direct at pipeline depth 1 with one link, 0.70x with two). Add links when memcached's
     /// worker thread for the link becomes the bottleneck.
     pub l1_connections: usize,
+    /// Bytes each L1 link may hold unsent before requests fail.
+    pub l1_max_buffered: usize,
     /// How long a request to that memcached may take.
     pub l1_timeout: Duration,
     /// Data bytes per chunk in that memcached (0: the default, one slab class).
@@ -81,6 +83,7 @@ impl Default for Settings {
             batch_port: None,
             l1_memcached: None,
             l1_connections: 1,
+            l1_max_buffered: 64 << 20,
             l1_timeout: Duration::from_millis(500),
             l1_chunk_size: 0,
         }
@@ -205,6 +208,7 @@ impl ServerState {
         if let Some(endpoint) = &settings.l1_memcached {
             let mut pool = PoolConfig::new(Endpoint::parse(endpoint));
             pool.connections = settings.l1_connections;
+            pool.max_buffered = settings.l1_max_buffered;
             pool.timeout = settings.l1_timeout;
             let mut chunks = ChunkConfig {
                 item_size_max: settings.item_size_max,

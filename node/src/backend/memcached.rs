@@ -21,7 +21,7 @@ pub struct Memcached {
 fn link_error(e: LinkError) -> BackendError {
     match e {
         LinkError::Down | LinkError::Lost => BackendError::Unavailable,
-        LinkError::Timeout => BackendError::Timeout,
+        LinkError::Timeout | LinkError::Overloaded => BackendError::Timeout,
         LinkError::Protocol => BackendError::Failed("bad reply from memcached"),
     }
 }

@@ -57,6 +57,9 @@ pub struct PoolConfig {
     pub timeout: Duration,
     pub backoff_min: Duration,
     pub backoff_max: Duration,
+    /// Bytes a link may hold unsent. Past this memcached is not keeping up: calls fail at once
+    /// (`SERVER_ERROR`) instead of queueing without bound.
+    pub max_buffered: usize,
 }
 
 impl PoolConfig {
@@ -67,6 +70,7 @@ impl PoolConfig {
             timeout: Duration::from_millis(500),
             backoff_min: Duration::from_millis(20),
             backoff_max: Duration::from_secs(2),
+            max_buffered: 64 << 20,
         }
     }
 }
@@ -82,6 +86,8 @@ pub enum LinkError {
     Lost,
     #[error("bad reply from memcached")]
     Protocol,
+    #[error("memcached is not keeping up")]
+    Overloaded,
 }
 
 /// One reply, its parts sharing the buffer it was read into (no copies).
@@ -347,6 +353,7 @@ impl Link {
 /// The pool. Cheap to share (`Arc`); dropping the last handle stops its tasks.
 pub struct Pool {
     links: Vec<Arc<Link>>,
+    max_buffered: usize,
     next: AtomicUsize,
     stop: CancellationToken,
 }
@@ -379,6 +386,7 @@ impl Pool {
         }
         Pool {
             links,
+            max_buffered: cfg.max_buffered,
             next: AtomicUsize::new(0),
             stop,
         }
@@ -465,6 +473,9 @@ impl Pool {
             let mut st = link.state.lock();
             if !st.up {
                 return Err(LinkError::Down);
+            }
+            if st.wbuf.len() > self.max_buffered {
+                return Err(LinkError::Overloaded);
             }
             let opaque = st.next_opaque;
             st.next_opaque = st.next_opaque.wrapping_add(1);
@@ -878,6 +889,47 @@ mod tests {
         let r = pool.call(binary::Request::new(Opcode::NOOP)).await;
         assert_eq!(r.unwrap_err(), LinkError::Timeout);
         assert!(started.elapsed() < Duration::from_secs(1));
+    }
+
+    #[tokio::test]
+    async fn a_memcached_that_does_not_read_fails_calls_instead_of_queueing_forever() {
+        // A server that accepts and never reads (alive, but not keeping up).
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let held = Arc::new(Mutex::new(Vec::new()));
+        let keep = held.clone();
+        tokio::spawn(async move {
+            while let Ok((s, _)) = listener.accept().await {
+                keep.lock().push(s);
+            }
+        });
+        let mut cfg = PoolConfig::new(Endpoint::Tcp(addr.to_string()));
+        cfg.connections = 1;
+        cfg.timeout = Duration::from_secs(30);
+        cfg.max_buffered = 256 << 10;
+        let pool = Pool::start(cfg);
+        up(&pool).await;
+        let extras = StoreExtras { flags: 0, exptime: 0 }.to_bytes();
+        let value = vec![b'v'; 16 << 10];
+        let mut waits = Vec::new();
+        let mut refused = None;
+        // Socket buffers take some megabytes; past them the link's buffer fills to its bound.
+        for i in 0..100_000 {
+            let key = format!("k{i}");
+            match pool.send(set_req(key.as_bytes(), &value, &extras), &[]) {
+                Ok(w) => waits.push(w),
+                Err(e) => {
+                    refused = Some(e);
+                    break;
+                }
+            }
+            if i % 64 == 0 {
+                tokio::task::yield_now().await;
+            }
+        }
+        assert_eq!(refused, Some(LinkError::Overloaded));
+        let buffered = pool.links[0].state.lock().wbuf.len();
+        assert!(buffered <= (256 << 10) + (17 << 10), "{buffered} bytes buffered");
     }
 
     #[tokio::test]
