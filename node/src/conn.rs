@@ -325,9 +325,16 @@ fn for_each_read_key(p: Proto, req: &[u8], mut f: impl FnMut(&[u8]) -> bool) -> 
             };
             let line = &req[..line_end];
             if line.starts_with(b"mg ") {
-                let mut key_buf: riven_proto::meta::KeyBuf = [0; riven_proto::MAX_KEY_LEN];
-                if let Ok(r) = riven_proto::meta::parse_request(line, &mut key_buf) {
-                    take(r.key);
+                let mut tokens = line.split(|&b| b == b' ').filter(|t| !t.is_empty()).skip(1);
+                let key = tokens.next().unwrap_or_default();
+                if tokens.any(|t| t == b"b") {
+                    // A base64 key: GET what it decodes to.
+                    let mut key_buf: riven_proto::meta::KeyBuf = [0; riven_proto::MAX_KEY_LEN];
+                    if let Ok(r) = riven_proto::meta::parse_request(line, &mut key_buf) {
+                        take(r.key);
+                    }
+                } else {
+                    take(key);
                 }
             } else {
                 // get/gets: the keys after the command, at most a run's worth.

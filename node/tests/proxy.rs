@@ -108,6 +108,8 @@ fn pipelined_writes_and_reads_keep_their_order() {
             // A read the node cannot send ahead (a bad key), and repeated keys.
             text.push_str(&format!("get {} k1\r\nget k1 k2 k1\r\n", "x".repeat(300)));
             meta.push_str(&format!("mg {} v\r\nmg k1 v k\r\nmg k1 s v\r\n", "x".repeat(300)));
+            // A base64 key ("azE=" is k1).
+            meta.push_str("mg azE= b v f\r\n");
         }
     }
     // Two links as well as one: a connection's requests keep to one link.
