@@ -159,11 +159,7 @@ impl Batch<'_> {
                 engine: self.engine,
                 conn: self.conn,
             };
-            let step = match p {
-                Proto::Text => text::handle(&mut ctx, &rbuf[pos..], out).await,
-                Proto::Binary => binary::handle(&mut ctx, &rbuf[pos..], out).await,
-            };
-            match step {
+            match handle(p, &mut ctx, &rbuf[pos..], out).await {
                 Step::Done(n) => pos += n,
                 Step::Swallow { consumed, swallow } => {
                     pos += consumed;
@@ -203,22 +199,7 @@ impl Batch<'_> {
         let runs = (0..n).map(|i| {
             let start = if i == 0 { 0 } else { ends[i - 1] };
             let request = &buf[start..ends[i]];
-            async move {
-                // These requests use no per-connection state: each gets its own.
-                let mut conn = ConnState::default();
-                let mut ctx = Ctx {
-                    state,
-                    engine,
-                    conn: &mut conn,
-                };
-                let mut reply = Vec::new();
-                let step = match p {
-                    Proto::Text => text::handle(&mut ctx, request, &mut reply).await,
-                    Proto::Binary => binary::handle(&mut ctx, request, &mut reply).await,
-                };
-                debug_assert_eq!(step, Step::Done(request.len()), "a request of a run used other bytes");
-                reply
-            }
+            answer_alone(state, engine, p, request)
         });
         for reply in futures_util::future::join_all(runs).await {
             out.extend_from_slice(&reply);
@@ -259,20 +240,7 @@ impl Batch<'_> {
                 stashed[i] = for_each_read_key(p, req, |key| memcached.prefetch_get(key));
                 continue;
             }
-            let mut fut: Started<'_> = Box::pin(async move {
-                let mut conn = ConnState::default();
-                let mut ctx = Ctx {
-                    state,
-                    engine,
-                    conn: &mut conn,
-                };
-                let mut reply = Vec::new();
-                match p {
-                    Proto::Text => text::handle(&mut ctx, req, &mut reply).await,
-                    Proto::Binary => binary::handle(&mut ctx, req, &mut reply).await,
-                };
-                reply
-            });
+            let mut fut: Started<'_> = Box::pin(answer_alone(state, engine, p, req));
             // Its first poll sends its write (see `one_round_request`).
             match futures_util::poll!(fut.as_mut()) {
                 std::task::Poll::Ready(reply) => done.push((i, reply)),
@@ -300,14 +268,34 @@ impl Batch<'_> {
                 conn: self.conn,
             };
             group.open_stash(usize::from(stashed[i]));
-            match p {
-                Proto::Text => text::handle(&mut ctx, request(i), out).await,
-                Proto::Binary => binary::handle(&mut ctx, request(i), out).await,
-            };
+            handle(p, &mut ctx, request(i), out).await;
             group.open_stash(0);
         }
         group.clear_stash();
     }
+}
+
+/// Hands the request at the start of `buf` to the front end of its protocol.
+async fn handle(p: Proto, ctx: &mut Ctx<'_>, buf: &[u8], out: &mut Vec<u8>) -> Step {
+    match p {
+        Proto::Text => text::handle(ctx, buf, out).await,
+        Proto::Binary => binary::handle(ctx, buf, out).await,
+    }
+}
+
+/// Answers one whole request of a run into a buffer of its own, so it can run beside the
+/// others. These requests use no per-connection state: each gets its own.
+async fn answer_alone(state: &ServerState, engine: &Engine, p: Proto, request: &[u8]) -> Vec<u8> {
+    let mut conn = ConnState::default();
+    let mut ctx = Ctx {
+        state,
+        engine,
+        conn: &mut conn,
+    };
+    let mut reply = Vec::new();
+    let step = handle(p, &mut ctx, request, &mut reply).await;
+    debug_assert_eq!(step, Step::Done(request.len()), "a request of a run used other bytes");
+    reply
 }
 
 /// Calls `f` with each key a read request (of a run) will GET, in order; how many `f` accepted.
@@ -572,10 +560,12 @@ pub async fn serve<S: Socket>(
         // may wait (a disk, a remote memcached) get the batch boxed, once per read.
         let (pos, close) = if engine.answers_at_once() {
             run_now(batch.run(&rbuf, &mut out))
-        } else {
+        } else if engine.memcached().is_some() {
             // The batch's requests to memcached share one link and one wake-up per reply pass.
             let group = crate::backend::pool::Group::new();
             Box::pin(group.scope(batch.run(&rbuf, &mut out))).await
+        } else {
+            Box::pin(batch.run(&rbuf, &mut out)).await
         };
         if !out.is_empty() {
             sock.write_all(&out).await?;

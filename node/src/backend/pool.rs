@@ -147,6 +147,19 @@ struct Stash {
     taken: usize,
 }
 
+impl Stash {
+    /// Removes the oldest wait, and its key.
+    fn pop(&mut self) -> Option<Pending> {
+        let (end, wait) = self.waits.pop_front()?;
+        self.taken = end;
+        if self.waits.is_empty() {
+            self.keys.clear();
+            self.taken = 0;
+        }
+        Some(wait)
+    }
+}
+
 struct GroupState {
     /// Bumped whenever the slots are reused, so a late reply for a call that was dropped lands
     /// nowhere instead of in another call's slot.
@@ -188,22 +201,14 @@ impl Group {
 
     /// Drops every stashed wait (their replies, when they come, land nowhere).
     pub fn clear_stash(&self) {
-        let mut st = self.stash.lock();
-        st.waits.clear();
-        st.keys.clear();
-        st.taken = 0;
+        self.trim_stash(0);
     }
 
     /// Drops the oldest stashed waits until `keep` are left.
     pub fn trim_stash(&self, keep: usize) {
         let mut st = self.stash.lock();
         while st.waits.len() > keep {
-            let (end, _) = st.waits.pop_front().expect("longer than keep");
-            st.taken = end;
-        }
-        if st.waits.is_empty() {
-            st.keys.clear();
-            st.taken = 0;
+            st.pop();
         }
     }
 
@@ -222,13 +227,7 @@ impl Group {
             return None;
         }
         st.open -= 1;
-        st.taken = end;
-        let (_, wait) = st.waits.pop_front().expect("checked");
-        if st.waits.is_empty() {
-            st.keys.clear();
-            st.taken = 0;
-        }
-        Some(wait)
+        st.pop()
     }
 
     /// Runs `fut` with every pool call it makes in this group.
@@ -868,20 +867,25 @@ mod tests {
         assert_eq!(r.unwrap_err(), LinkError::Lost);
     }
 
-    #[tokio::test]
-    async fn unanswered_request_times_out() {
-        // A server that accepts and never answers (memcached hung).
+    /// A one-connection pool config for a server that accepts and then never reads nor answers.
+    async fn silent_memcached() -> PoolConfig {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let held = Arc::new(Mutex::new(Vec::new()));
-        let keep = held.clone();
         tokio::spawn(async move {
+            let mut held = Vec::new();
             while let Ok((s, _)) = listener.accept().await {
-                keep.lock().push(s);
+                held.push(s);
             }
         });
         let mut cfg = PoolConfig::new(Endpoint::Tcp(addr.to_string()));
         cfg.connections = 1;
+        cfg
+    }
+
+    #[tokio::test]
+    async fn unanswered_request_times_out() {
+        // memcached hung.
+        let mut cfg = silent_memcached().await;
         cfg.timeout = Duration::from_millis(100);
         let pool = Pool::start(cfg);
         up(&pool).await;
@@ -893,18 +897,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_memcached_that_does_not_read_fails_calls_instead_of_queueing_forever() {
-        // A server that accepts and never reads (alive, but not keeping up).
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let held = Arc::new(Mutex::new(Vec::new()));
-        let keep = held.clone();
-        tokio::spawn(async move {
-            while let Ok((s, _)) = listener.accept().await {
-                keep.lock().push(s);
-            }
-        });
-        let mut cfg = PoolConfig::new(Endpoint::Tcp(addr.to_string()));
-        cfg.connections = 1;
+        // Alive, but not keeping up.
+        let mut cfg = silent_memcached().await;
         cfg.timeout = Duration::from_secs(30);
         cfg.max_buffered = 256 << 10;
         let pool = Pool::start(cfg);
