@@ -11,5 +11,6 @@ pub mod l2;
 pub mod orchestrator;
 pub mod protocol;
 pub mod server;
+pub mod shard;
 pub mod stats;
 pub mod store;

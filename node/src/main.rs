@@ -32,8 +32,16 @@ fn main() {
             "one worker thread per CPU core at most"
         );
     }
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(workers)
+    let workers = match riven_node::shard::Shards::start(workers) {
+        Ok(w) => w,
+        Err(e) => {
+            eprintln!("riven-node: cannot start worker threads: {e}");
+            std::process::exit(71);
+        }
+    };
+    // This thread accepts connections and hands them to the workers; it also runs signals and
+    // housekeeping.
+    let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("tokio runtime");
@@ -45,7 +53,7 @@ fn main() {
                 return 71;
             }
         };
-        let state = match ServerState::build(settings).await {
+        let state = match ServerState::build(settings, workers.handles()).await {
             Ok(s) => s,
             Err(e) => {
                 tracing::error!(error = %e, "cannot start");

@@ -7,13 +7,14 @@ use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use parking_lot::Mutex;
 use tokio::io::AsyncWriteExt;
-use tokio::net::{TcpListener, UnixListener};
+use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
+use tokio::runtime::Handle;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -185,17 +186,24 @@ pub struct ServerState {
     pub verbosity: AtomicU8,
     pub started: SystemTime,
     pub conns: ConnRegistry,
+    /// The worker runtimes connections are handed to, round robin (see `crate::shard`); none:
+    /// connections run on the runtime that accepted them.
+    workers: Vec<Handle>,
+    next_worker: AtomicUsize,
 }
 
 impl ServerState {
     /// A node on the embedded memory store only (no runtime needed).
     pub fn new(settings: Settings) -> Arc<ServerState> {
         let engine = Engine::Memory(Store::new(settings.store_config()));
-        Self::with_engine(settings, engine, None)
+        Self::with_engine(settings, engine, None, Vec::new())
     }
 
     /// Builds the engine the settings describe: opens the L2 when configured. Needs a runtime.
-    pub async fn build(settings: Settings) -> io::Result<Arc<ServerState>> {
+    /// Connections, and the memcached links they use, go to `workers` (see `crate::shard`);
+    /// with none, everything runs on the calling runtime.
+    pub async fn build(settings: Settings, workers: &[Handle]) -> io::Result<Arc<ServerState>> {
+        let workers = workers.to_vec();
         let clock = Clock::start();
         let l2 = match &settings.l2_path {
             Some(path) => Some(
@@ -217,7 +225,11 @@ impl ServerState {
             if settings.l1_chunk_size > 0 {
                 chunks.chunk_size = settings.l1_chunk_size;
             }
-            let memcached = Memcached::start(pool);
+            let memcached = if workers.is_empty() {
+                Memcached::start(pool)
+            } else {
+                Memcached::start_on(pool, &workers)
+            };
             // Clients accepted before the first link is up would get SERVER_ERROR: give memcached
             // a moment. The node starts anyway when it is down, and connects once it is up.
             if !memcached.pool().wait_up(Duration::from_secs(1)).await {
@@ -226,18 +238,33 @@ impl ServerState {
             let l1 = Chunked::new(memcached, clock.clone(), chunks);
             let orchestrator = Orchestrator::new(l1, l2, clock);
             let batch = Engine::Proxy(orchestrator.batch_view());
-            return Ok(Self::with_engine(settings, Engine::Proxy(orchestrator), Some(batch)));
+            return Ok(Self::with_engine(
+                settings,
+                Engine::Proxy(orchestrator),
+                Some(batch),
+                workers,
+            ));
         }
         let store = Store::with_clock(settings.store_config(), clock.clone());
         if l2.is_none() {
-            return Ok(Self::with_engine(settings, Engine::Memory(store), None));
+            return Ok(Self::with_engine(settings, Engine::Memory(store), None, workers));
         }
         let orchestrator = Orchestrator::new(store, l2, clock);
         let batch = Engine::Tiered(orchestrator.batch_view());
-        Ok(Self::with_engine(settings, Engine::Tiered(orchestrator), Some(batch)))
+        Ok(Self::with_engine(
+            settings,
+            Engine::Tiered(orchestrator),
+            Some(batch),
+            workers,
+        ))
     }
 
-    fn with_engine(settings: Settings, engine: Engine, batch_engine: Option<Engine>) -> Arc<ServerState> {
+    fn with_engine(
+        settings: Settings,
+        engine: Engine,
+        batch_engine: Option<Engine>,
+        workers: Vec<Handle>,
+    ) -> Arc<ServerState> {
         Arc::new(ServerState {
             engine,
             batch_engine,
@@ -246,7 +273,18 @@ impl ServerState {
             verbosity: AtomicU8::new(0),
             started: SystemTime::now(),
             conns: ConnRegistry::default(),
+            workers,
+            next_worker: AtomicUsize::new(0),
         })
+    }
+
+    /// The runtime the next connection runs on: the workers in turn, as memcached hands out
+    /// connections to its threads.
+    fn next_worker(&self) -> Handle {
+        match self.workers.len() {
+            0 => Handle::current(),
+            n => self.workers[self.next_worker.fetch_add(1, Ordering::Relaxed) % n].clone(),
+        }
     }
 }
 
@@ -431,7 +469,34 @@ async fn accept_error(e: io::Error) {
     tokio::time::sleep(Duration::from_millis(10)).await;
 }
 
-fn admit<S: Socket + 'static>(
+/// A socket that can move to another runtime: out of this one's reactor, into the worker's.
+trait Movable: Socket + Sized + 'static {
+    type Std: Send + 'static;
+    fn into_std(self) -> io::Result<Self::Std>;
+    fn from_std(s: Self::Std) -> io::Result<Self>;
+}
+
+impl Movable for TcpStream {
+    type Std = std::net::TcpStream;
+    fn into_std(self) -> io::Result<Self::Std> {
+        TcpStream::into_std(self)
+    }
+    fn from_std(s: Self::Std) -> io::Result<Self> {
+        TcpStream::from_std(s)
+    }
+}
+
+impl Movable for UnixStream {
+    type Std = std::os::unix::net::UnixStream;
+    fn into_std(self) -> io::Result<Self::Std> {
+        UnixStream::into_std(self)
+    }
+    fn from_std(s: Self::Std) -> io::Result<Self> {
+        UnixStream::from_std(s)
+    }
+}
+
+fn admit<S: Movable>(
     mut stream: S,
     info: ConnInfo,
     batch: bool,
@@ -449,24 +514,38 @@ fn admit<S: Socket + 'static>(
         });
         return;
     };
+    // The connection lives on a worker from here on (the socket was registered with the
+    // accepting runtime's reactor, so it moves over as a plain socket).
+    let moved = match stream.into_std() {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::debug!(error = %e, "cannot hand the connection to a worker");
+            return;
+        }
+    };
     stats.total_connections.fetch_add(1, Ordering::Relaxed);
     stats.curr_connections.fetch_add(1, Ordering::Relaxed);
     let state = state.clone();
     let shutdown = shutdown.clone();
-    tracker.spawn(async move {
+    let worker = state.next_worker();
+    worker.spawn(tracker.track_future(async move {
         let info = Arc::new(info);
         let id = state.conns.add(info.clone());
         let engine = match (&state.batch_engine, batch) {
             (Some(b), true) => b,
             _ => &state.engine,
         };
-        if let Err(e) = serve(stream, &state, engine, &info, &shutdown).await {
+        let served = match S::from_std(moved) {
+            Ok(stream) => serve(stream, &state, engine, &info, &shutdown).await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = served {
             tracing::debug!(error = %e, "connection ended");
         }
         state.conns.remove(id);
         state.stats.curr_connections.fetch_sub(1, Ordering::Relaxed);
         drop(permit);
-    });
+    }));
 }
 
 /// A node running on its own runtime thread, for tests and tools.
@@ -489,17 +568,18 @@ pub fn worker_threads(requested: usize) -> usize {
 impl RunningNode {
     /// Starts a node with `settings` (port 0 picks a free port).
     pub fn start(settings: Settings) -> io::Result<RunningNode> {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(worker_threads(settings.threads))
-            .enable_all()
-            .build()?;
-        let state = rt.block_on(ServerState::build(settings))?;
+        let workers = crate::shard::Shards::start(worker_threads(settings.threads))?;
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        let state = rt.block_on(ServerState::build(settings, workers.handles()))?;
         let listeners = rt.block_on(Listeners::bind(&state.settings))?;
         let addr = listeners.tcp.as_ref().expect("tcp listener").local_addr()?;
         let batch_addr = listeners.batch.as_ref().map(|b| b.local_addr()).transpose()?;
         let shutdown = CancellationToken::new();
         let (st, sd) = (state.clone(), shutdown.clone());
-        let thread = std::thread::spawn(move || rt.block_on(run(st, listeners, sd)));
+        let thread = std::thread::spawn(move || {
+            rt.block_on(run(st, listeners, sd));
+            drop(workers);
+        });
         Ok(RunningNode {
             addr,
             batch_addr,

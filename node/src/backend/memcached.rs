@@ -42,6 +42,11 @@ impl Memcached {
         Memcached::new(Pool::start(cfg))
     }
 
+    /// Starts a pool with links on each of `workers` (see [`Pool::start_on`]).
+    pub fn start_on(cfg: PoolConfig, workers: &[tokio::runtime::Handle]) -> Memcached {
+        Memcached::new(Pool::start_on(cfg, workers))
+    }
+
     pub fn pool(&self) -> &Pool {
         &self.pool
     }

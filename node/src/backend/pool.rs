@@ -351,7 +351,9 @@ impl Link {
 
 /// The pool. Cheap to share (`Arc`); dropping the last handle stops its tasks.
 pub struct Pool {
+    /// `per_shard` links for each worker thread, worker 0's first.
     links: Vec<Arc<Link>>,
+    per_shard: usize,
     max_buffered: usize,
     next: AtomicUsize,
     stop: CancellationToken,
@@ -366,10 +368,19 @@ impl Drop for Pool {
 impl Pool {
     /// Creates the pool and starts connecting in the background (on the current tokio runtime).
     pub fn start(cfg: PoolConfig) -> Pool {
+        Pool::start_on(cfg, &[tokio::runtime::Handle::current()])
+    }
+
+    /// Creates `cfg.connections` links for each worker (see `crate::shard`), each link's tasks
+    /// on its worker's runtime: a worker's connections use its own links, so a request and its
+    /// reply never cross threads.
+    pub fn start_on(cfg: PoolConfig, workers: &[tokio::runtime::Handle]) -> Pool {
         let stop = CancellationToken::new();
-        let links: Vec<_> = (0..cfg.connections.max(1))
-            .map(|_| {
-                Arc::new(Link {
+        let per_shard = cfg.connections.max(1);
+        let mut links = Vec::new();
+        for handle in workers {
+            for _ in 0..per_shard {
+                let link = Arc::new(Link {
                     state: Mutex::new(LinkState {
                         up: false,
                         wbuf: Vec::with_capacity(16 * 1024),
@@ -377,17 +388,25 @@ impl Pool {
                         next_opaque: 0,
                     }),
                     wake_writer: Notify::new(),
-                })
-            })
-            .collect();
-        for link in &links {
-            tokio::spawn(supervise(link.clone(), cfg.clone(), stop.clone()));
+                });
+                handle.spawn(supervise(link.clone(), cfg.clone(), stop.clone()));
+                links.push(link);
+            }
         }
         Pool {
             links,
+            per_shard,
             max_buffered: cfg.max_buffered,
             next: AtomicUsize::new(0),
             stop,
+        }
+    }
+
+    /// The links the calling thread should use first: its worker's, or all of them elsewhere.
+    fn home(&self) -> (usize, usize) {
+        match crate::shard::current() {
+            Some(s) if (s + 1) * self.per_shard <= self.links.len() => (s * self.per_shard, self.per_shard),
+            _ => (0, self.links.len()),
         }
     }
 
@@ -452,14 +471,16 @@ impl Pool {
     /// for its reply: callers that make several requests start them all, then wait.
     pub fn send(&self, req: binary::Request<'_>, tail: &[&[u8]]) -> Result<Pending, LinkError> {
         let group = GROUP.try_with(Arc::clone).ok();
-        let n = self.links.len();
+        let total = self.links.len();
+        let (base, n) = self.home();
         // A group keeps to its link, so memcached sees its requests in order; otherwise (or when
-        // that link is down) the next link that is up: one broken connection must not fail
-        // requests.
+        // that link is down) the next of this worker's links that is up, then any other: one
+        // broken connection must not fail requests.
         let preferred = group.as_ref().and_then(|g| g.state.lock().link);
-        let i = preferred.unwrap_or_else(|| self.next.fetch_add(1, Ordering::Relaxed) % n);
-        let k = (0..n)
-            .map(|k| (i + k) % n)
+        let i = preferred.unwrap_or_else(|| base + self.next.fetch_add(1, Ordering::Relaxed) % n);
+        let k = std::iter::once(i)
+            .chain((0..n).map(|k| base + (i + k) % n))
+            .chain((0..total).map(|k| (base + n + k) % total))
             .find(|&k| self.links[k].state.lock().up)
             .ok_or(LinkError::Down)?;
         if let Some(g) = &group {
