@@ -24,12 +24,12 @@ fn main() {
         .init();
     tracing::info!(?settings, "starting riven-node");
 
-    let workers = riven_node::server::worker_threads(settings.threads);
+    let workers = riven_node::server::worker_threads(&settings);
     if workers < settings.threads {
         tracing::info!(
             requested = settings.threads,
             workers,
-            "one worker thread per CPU core at most"
+            "one worker thread per CPU core at most (half the cores over a memcached on this host)"
         );
     }
     let workers = match riven_node::shard::Shards::start(workers) {

@@ -75,7 +75,7 @@ fn general(state: &ServerState, put: &mut Put<'_>) {
     put("bytes_read", &load(&st.bytes_read));
     put("bytes_written", &load(&st.bytes_written));
     put("limit_maxbytes", &state.settings.memory_bytes);
-    put("threads", &crate::server::worker_threads(state.settings.threads));
+    put("threads", &crate::server::worker_threads(&state.settings));
     put("bytes", &s.bytes);
     put("curr_items", &s.curr_items);
     put("total_items", &s.total_items);
