@@ -391,14 +391,15 @@ pub fn parse_request<'a>(line: &'a [u8], key_buf: &'a mut KeyBuf) -> Result<Requ
     // From here on memcached knows the data length, so `ms` errors skip the data block.
     let swallow = if cmd == Command::Set { req.datalen + 2 } else { 0 };
     let mut key_buf = Some(key_buf);
-    let mut seen = [false; 128];
+    // One bit per flag byte seen.
+    let mut seen = 0u128;
     for &t in &toks[first_flag..n] {
         let c = t[0];
         // memcached indexes a 127-entry table with the flag byte: 0x7f and above read as seen.
-        if c >= 0x7f || seen[c as usize] {
+        if c >= 0x7f || seen & (1 << c) != 0 {
             return Err(err(ErrorKind::DuplicateFlag, swallow));
         }
-        seen[c as usize] = true;
+        seen |= 1 << c;
         let arg = &t[1..];
         let f = &mut req.flags;
         match c {
