@@ -562,8 +562,10 @@ pub async fn serve<S: Socket>(
             run_now(batch.run(&rbuf, &mut out))
         } else if engine.memcached().is_some() {
             // The batch's requests to memcached share one link and one wake-up per reply pass.
-            let group = crate::backend::pool::Group::new();
-            Box::pin(group.scope(batch.run(&rbuf, &mut out))).await
+            let group = crate::backend::pool::Group::for_batch();
+            let done = Box::pin(group.scope(batch.run(&rbuf, &mut out))).await;
+            crate::backend::pool::Group::give_back(group);
+            done
         } else {
             Box::pin(batch.run(&rbuf, &mut out)).await
         };

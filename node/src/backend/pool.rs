@@ -143,6 +143,14 @@ tokio::task_local! {
     static GROUP: Arc<Group>;
 }
 
+/// Most groups a thread keeps for reuse.
+const SPARE_GROUPS: usize = 64;
+
+thread_local! {
+    /// Groups of finished batches, with the room their slots and stash grew to.
+    static SPARE: std::cell::RefCell<Vec<Arc<Group>>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
 /// The requests of one client connection's batch (see the module's documentation).
 pub struct Group {
     state: Mutex<GroupState>,
@@ -205,6 +213,35 @@ impl Group {
             }),
             stash: Mutex::new(Stash::default()),
         })
+    }
+
+    /// A group for one batch: one this thread used before if there is one, so a batch does not
+    /// allocate its group, nor grow its slots and stash again (about 1.3 allocations per
+    /// request at pipeline depth 16). Give it back with [`Group::give_back`].
+    pub fn for_batch() -> Arc<Group> {
+        SPARE.with(|s| s.borrow_mut().pop()).unwrap_or_else(Group::new)
+    }
+
+    /// Keeps a finished batch's group for the next batch on this thread, unless something still
+    /// holds it (a reply still due: the link's queue keeps a handle until it comes).
+    pub fn give_back(mut group: Arc<Group>) {
+        group.clear_stash();
+        let Some(g) = Arc::get_mut(&mut group) else {
+            return;
+        };
+        let st = g.state.get_mut();
+        st.slots.clear();
+        st.live = 0;
+        st.generation = st.generation.wrapping_add(1);
+        // The next batch picks its link afresh (this one may have moved off a broken one).
+        st.link = None;
+        g.stash.get_mut().open = 0;
+        SPARE.with(|s| {
+            let mut s = s.borrow_mut();
+            if s.len() < SPARE_GROUPS {
+                s.push(group);
+            }
+        });
     }
 
     /// Lets calls take the next `n` stashed replies (the request about to run stashed that
@@ -985,6 +1022,22 @@ mod tests {
             pool.call(binary::Request::new(Opcode::NOOP)).await.unwrap_err(),
             LinkError::Down
         );
+    }
+
+    #[test]
+    fn a_finished_group_is_reused_but_not_one_a_reply_is_still_due_to() {
+        let g = Group::for_batch();
+        let ptr = Arc::as_ptr(&g);
+        g.open();
+        Group::give_back(g);
+        let again = Group::for_batch();
+        assert_eq!(Arc::as_ptr(&again), ptr, "given back, taken again");
+        assert!(again.state.lock().slots.is_empty(), "its slots start empty");
+        let held = again.clone();
+        Group::give_back(again);
+        let other = Group::for_batch();
+        assert_ne!(Arc::as_ptr(&other), Arc::as_ptr(&held), "still held, so not handed out");
+        drop(held);
     }
 
     #[test]
