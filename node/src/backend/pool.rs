@@ -46,22 +46,6 @@ impl Endpoint {
             None => Endpoint::Tcp(s.to_string()),
         }
     }
-
-    /// Whether memcached runs on this host: a unix socket, or a loopback address.
-    pub fn is_local(&self) -> bool {
-        match self {
-            Endpoint::Unix(_) => true,
-            Endpoint::Tcp(addr) => {
-                let host = match addr.rsplit_once(':') {
-                    Some((host, _)) => host,
-                    None => addr,
-                };
-                let host = host.trim_start_matches('[').trim_end_matches(']');
-                host.eq_ignore_ascii_case("localhost")
-                    || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
-            }
-        }
-    }
 }
 
 #[derive(Clone, Debug)]
@@ -1038,22 +1022,6 @@ mod tests {
         let other = Group::for_batch();
         assert_ne!(Arc::as_ptr(&other), Arc::as_ptr(&held), "still held, so not handed out");
         drop(held);
-    }
-
-    #[test]
-    fn local_endpoints() {
-        for local in [
-            "unix:/tmp/mc.sock",
-            "127.0.0.1:11211",
-            "127.0.0.2:11211",
-            "localhost:11211",
-            "[::1]:11211",
-        ] {
-            assert!(Endpoint::parse(local).is_local(), "{local}");
-        }
-        for remote in ["10.0.0.5:11211", "cache-a.example:11211", "[2001:db8::1]:11211"] {
-            assert!(!Endpoint::parse(remote).is_local(), "{remote}");
-        }
     }
 
     #[test]
