@@ -533,7 +533,7 @@ pub async fn serve<S: Socket>(
         match sock.try_read_buf(&mut rbuf) {
             Ok(0) => break Ok(()),
             Ok(n) => {
-                state.stats.bytes_read.fetch_add(n as u64, Ordering::Relaxed);
+                state.stats.bytes_read.add(n as u64);
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                 if rbuf.is_empty() {
@@ -571,7 +571,7 @@ pub async fn serve<S: Socket>(
         };
         if !out.is_empty() {
             sock.write_all(&out).await?;
-            state.stats.bytes_written.fetch_add(out.len() as u64, Ordering::Relaxed);
+            state.stats.bytes_written.add(out.len() as u64);
             out.clear();
         }
         if close {

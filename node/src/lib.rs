@@ -6,6 +6,7 @@
 pub mod backend;
 pub mod config;
 pub mod conn;
+pub mod counter;
 pub mod engine;
 pub mod l2;
 pub mod orchestrator;

@@ -7,11 +7,11 @@
 //! the reverse would make readers see a value that was already overwritten.
 
 use std::future::Future;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
 
+use crate::counter::Counter;
 use crate::engine::{Backend, BackendError, Result};
 use crate::l2::{AsyncL2, L2Entry, L2Error, Version};
 use crate::store::{
@@ -48,22 +48,22 @@ impl ColdTier for AsyncL2 {
 /// Counters per tier, for `stats`.
 #[derive(Debug, Default)]
 pub struct TierStats {
-    pub l1_hits: AtomicU64,
-    pub l1_misses: AtomicU64,
-    pub l1_errors: AtomicU64,
-    pub l2_hits: AtomicU64,
-    pub l2_misses: AtomicU64,
-    pub l2_errors: AtomicU64,
-    pub backfills: AtomicU64,
+    pub l1_hits: Counter,
+    pub l1_misses: Counter,
+    pub l1_errors: Counter,
+    pub l2_hits: Counter,
+    pub l2_misses: Counter,
+    pub l2_errors: Counter,
+    pub backfills: Counter,
 }
 
 impl TierStats {
-    fn inc(c: &AtomicU64) {
-        c.fetch_add(1, Ordering::Relaxed);
+    fn inc(c: &Counter) {
+        c.inc();
     }
 
     pub fn for_each(&self, f: &mut dyn FnMut(&str, u64)) {
-        let l = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        let l = |c: &Counter| c.get();
         f("l1_hits", l(&self.l1_hits));
         f("l1_misses", l(&self.l1_misses));
         f("l1_errors", l(&self.l1_errors));
@@ -686,7 +686,7 @@ mod tests {
         // The value keeps the 100 s it had left, not a fresh TTL.
         let expiry = o.tiers().l1.last_expiry.lock().unwrap();
         assert_eq!(o.tiers().clock.ttl(expiry), 100);
-        assert_eq!(o.tiers().stats.backfills.load(Ordering::Relaxed), 1);
+        assert_eq!(o.tiers().stats.backfills.get(), 1);
     }
 
     #[test]

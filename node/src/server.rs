@@ -117,8 +117,8 @@ pub struct ServerStats {
     pub curr_connections: AtomicU64,
     pub total_connections: AtomicU64,
     pub rejected_connections: AtomicU64,
-    pub bytes_read: AtomicU64,
-    pub bytes_written: AtomicU64,
+    pub bytes_read: crate::counter::Counter,
+    pub bytes_written: crate::counter::Counter,
     pub cmd_flush: AtomicU64,
     pub auth_errors: AtomicU64,
 }

@@ -72,8 +72,8 @@ fn general(state: &ServerState, put: &mut Put<'_>) {
     put("touch_misses", &s.touch_misses);
     put("auth_cmds", &0);
     put("auth_errors", &load(&st.auth_errors));
-    put("bytes_read", &load(&st.bytes_read));
-    put("bytes_written", &load(&st.bytes_written));
+    put("bytes_read", &st.bytes_read.get());
+    put("bytes_written", &st.bytes_written.get());
     put("limit_maxbytes", &state.settings.memory_bytes);
     put("threads", &crate::server::worker_threads(&state.settings));
     put("bytes", &s.bytes);

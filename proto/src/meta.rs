@@ -339,12 +339,18 @@ impl RequestError {
 pub fn parse_request<'a>(line: &'a [u8], key_buf: &'a mut KeyBuf) -> Result<Request<'a>, RequestError> {
     let mut toks: [&[u8]; TOO_MANY_TOKENS] = [&[]; TOO_MANY_TOKENS];
     let mut n = 0;
-    for t in line.split(|&b| b == b' ').filter(|t| !t.is_empty()) {
-        if n == TOO_MANY_TOKENS {
-            break;
+    // Tokens are found with a vectorised search for spaces: scanning byte by byte was a quarter
+    // of this function's time on `mg` lines.
+    let mut start = 0;
+    for end in memchr::memchr_iter(b' ', line).chain(std::iter::once(line.len())) {
+        if end > start {
+            if n == TOO_MANY_TOKENS {
+                break;
+            }
+            toks[n] = &line[start..end];
+            n += 1;
         }
-        toks[n] = t;
-        n += 1;
+        start = end + 1;
     }
     let too_many = n >= TOO_MANY_TOKENS;
     let Some(cmd) = Command::from_name(toks[0]) else {

@@ -59,6 +59,7 @@ use bytes::Bytes;
 
 use self::envelope::{check_chunk, chunk_header, key_hash, ChunkKeys, Envelope, ENV_LEN, STALE, TOKEN_SENT};
 use super::raw::{run_windowed, unix_exptime, RawDeleted, RawMode, RawStore, RawStored, RawWrite};
+use crate::counter::Counter;
 use crate::engine::{Backend, BackendError, Result};
 use crate::store::{
     item_size_ok, ArithOutcome, ArithReq, Clock, DeleteOutcome, Expiry, ItemView, Mode, ReadOpts, StoreOutcome,
@@ -129,31 +130,31 @@ impl ChunkConfig {
 /// Counters of the chunking layer (and memcached-style command counters for `stats`).
 #[derive(Default)]
 struct Counters {
-    cmd_get: AtomicU64,
-    get_hits: AtomicU64,
-    get_misses: AtomicU64,
-    cmd_set: AtomicU64,
-    cmd_touch: AtomicU64,
-    touch_hits: AtomicU64,
-    touch_misses: AtomicU64,
-    delete_hits: AtomicU64,
-    delete_misses: AtomicU64,
-    incr_hits: AtomicU64,
-    incr_misses: AtomicU64,
-    decr_hits: AtomicU64,
-    decr_misses: AtomicU64,
-    cas_hits: AtomicU64,
-    cas_misses: AtomicU64,
-    cas_badval: AtomicU64,
-    chunked_writes: AtomicU64,
-    chunked_reads: AtomicU64,
-    broken_reads: AtomicU64,
-    chunks_deleted: AtomicU64,
-    races: AtomicU64,
+    cmd_get: Counter,
+    get_hits: Counter,
+    get_misses: Counter,
+    cmd_set: Counter,
+    cmd_touch: Counter,
+    touch_hits: Counter,
+    touch_misses: Counter,
+    delete_hits: Counter,
+    delete_misses: Counter,
+    incr_hits: Counter,
+    incr_misses: Counter,
+    decr_hits: Counter,
+    decr_misses: Counter,
+    cas_hits: Counter,
+    cas_misses: Counter,
+    cas_badval: Counter,
+    chunked_writes: Counter,
+    chunked_reads: Counter,
+    broken_reads: Counter,
+    chunks_deleted: Counter,
+    races: Counter,
 }
 
-fn bump(c: &AtomicU64) {
-    c.fetch_add(1, Ordering::Relaxed);
+fn bump(c: &Counter) {
+    c.inc();
 }
 
 /// Keys (by hash) whose current value this node wrote in chunks.
@@ -340,7 +341,7 @@ impl<R: RawStore> Chunked<R> {
     /// Command counters in the embedded store's shape (fields memcached keeps and this layer
     /// cannot see, such as item counts and evictions, are 0: read them from memcached).
     pub fn stats(&self) -> StoreStats {
-        let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        let g = |c: &Counter| c.get();
         let c = &self.c;
         StoreStats {
             cmd_get: g(&c.cmd_get),
@@ -365,7 +366,7 @@ impl<R: RawStore> Chunked<R> {
     }
 
     pub fn chunk_stats(&self) -> ChunkStats {
-        let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        let g = |c: &Counter| c.get();
         ChunkStats {
             chunked_writes: g(&self.c.chunked_writes),
             chunked_reads: g(&self.c.chunked_reads),
