@@ -32,19 +32,13 @@ fn main() {
             "one worker thread per CPU core at most"
         );
     }
-    let workers = match riven_node::shard::Shards::start(workers) {
-        Ok(w) => w,
+    let (runtime, workers) = match riven_node::server::runtime_for(&settings) {
+        Ok(r) => r,
         Err(e) => {
             eprintln!("riven-node: cannot start worker threads: {e}");
             std::process::exit(71);
         }
     };
-    // This thread accepts connections and hands them to the workers; it also runs signals and
-    // housekeeping.
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
     let code = runtime.block_on(async move {
         let listeners = match Listeners::bind(&settings).await {
             Ok(l) => l,
@@ -53,7 +47,7 @@ fn main() {
                 return 71;
             }
         };
-        let state = match ServerState::build(settings, workers.handles()).await {
+        let state = match ServerState::build(settings, workers.as_ref().map_or(&[][..], |w| w.handles())).await {
             Ok(s) => s,
             Err(e) => {
                 tracing::error!(error = %e, "cannot start");
