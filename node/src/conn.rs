@@ -196,11 +196,7 @@ impl Batch<'_> {
             return;
         }
         let (state, engine) = (self.state, self.engine);
-        let runs = (0..n).map(|i| {
-            let start = if i == 0 { 0 } else { ends[i - 1] };
-            let request = &buf[start..ends[i]];
-            answer_alone(state, engine, p, request)
-        });
+        let runs = (0..n).map(|i| answer_alone(state, engine, p, nth_request(buf, &ends[..n], i)));
         for reply in futures_util::future::join_all(runs).await {
             out.extend_from_slice(&reply);
         }
@@ -228,9 +224,9 @@ impl Batch<'_> {
     ) {
         type Started<'f> = std::pin::Pin<Box<dyn std::future::Future<Output = Vec<u8>> + Send + 'f>>;
         let (state, engine) = (self.state, self.engine);
-        let request = |i: usize| &buf[if i == 0 { 0 } else { ends[i - 1] }..ends[i]];
+        let request = |i: usize| nth_request(buf, ends, i);
         // Pass 1. `stashed[i]`: GETs kept for request i; writes keep their started future.
-        let mut stashed = [0u8; 64];
+        let mut stashed = [0u8; MAX_RUN];
         let mut writes: Vec<(usize, Started<'_>)> = Vec::new();
         let mut done: Vec<(usize, Vec<u8>)> = Vec::new();
         group.open_stash(0);
@@ -341,6 +337,12 @@ fn for_each_read_key(p: Proto, req: &[u8], mut f: impl FnMut(&[u8]) -> bool) -> 
         }
     }
     n
+}
+
+/// Request `i` of a run in `buf`, whose requests end at `ends`.
+fn nth_request<'b>(buf: &'b [u8], ends: &[usize], i: usize) -> &'b [u8] {
+    let start = if i == 0 { 0 } else { ends[i - 1] };
+    &buf[start..ends[i]]
 }
 
 /// The most requests one run takes.

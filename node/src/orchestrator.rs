@@ -174,10 +174,8 @@ impl<L1: Backend + 'static, L2: ColdTier + 'static> Orchestrator<L1, L2> {
     }
 
     /// A write with an L2 (see `store`).
-    async fn store_tiered(&self, req: &StoreReq<'_>) -> Result<StoreOutcome> {
+    async fn store_tiered(&self, l2: &L2, req: &StoreReq<'_>) -> Result<StoreOutcome> {
         let t = &self.tiers;
-        let Some(l2) = &t.l2 else { return t.l1.store(req).await };
-
         if req.mode == Mode::Set && req.cas.is_none() {
             // A plain set: L2 first. If L2 fails nothing changed anywhere and the client is told.
             l2.set(req.key, self.entry(req.value, req.flags, req.expiry))
@@ -226,6 +224,7 @@ impl<L1: Backend + 'static, L2: ColdTier + 'static> Orchestrator<L1, L2> {
     /// An L1 miss (or an L1 that is down) reads through to L2.
     async fn read_through<R, F>(
         &self,
+        l2: &L2,
         key: &[u8],
         opts: &ReadOpts,
         mut f: Option<F>,
@@ -236,9 +235,6 @@ impl<L1: Backend + 'static, L2: ColdTier + 'static> Orchestrator<L1, L2> {
         F: FnOnce(&ItemView<'_>) -> R + Send,
     {
         let t = &self.tiers;
-        let Some(l2) = &t.l2 else {
-            return l1_error.map_or(Ok(None), Err);
-        };
         let entry = match l2.get(key).await {
             Ok(Some(e)) => e,
             Ok(None) => {
@@ -339,20 +335,20 @@ impl<L1: Backend + 'static, L2: ColdTier + 'static> Backend for Orchestrator<L1,
                 Some(e)
             }
         };
-        if t.l2.is_none() {
+        let Some(l2) = &t.l2 else {
             return l1_error.map_or(Ok(None), Err);
-        }
+        };
         // Boxed: an L1 hit (and every read without an L2) then carries no L2 state.
-        Box::pin(self.read_through(key, opts, f, l1_error)).await
+        Box::pin(self.read_through(l2, key, opts, f, l1_error)).await
     }
 
     async fn store(&self, req: &StoreReq<'_>) -> Result<StoreOutcome> {
         let t = &self.tiers;
-        if t.l2.is_none() {
+        let Some(l2) = &t.l2 else {
             return t.l1.store(req).await;
-        }
+        };
         // Boxed: a write without an L2 carries no L2 state.
-        Box::pin(self.store_tiered(req)).await
+        Box::pin(self.store_tiered(l2, req)).await
     }
 
     async fn delete(&self, key: &[u8], cas: Option<u64>) -> Result<DeleteOutcome> {

@@ -9,7 +9,7 @@ use std::ops::ControlFlow;
 
 use riven_proto::binary::{self, Opcode, Request, Status, StoreExtras};
 
-use super::pool::{LinkError, Pending, Pool, PoolConfig, Reply};
+use super::pool::{LinkError, Pool, PoolConfig, Reply};
 use super::raw::{run_windowed, RawDeleted, RawItem, RawMode, RawStore, RawStored, RawWrite};
 use crate::engine::{BackendError, Result};
 
@@ -83,29 +83,40 @@ impl Memcached {
     }
 }
 
+/// A plain GET of `key`.
+fn plain_get(key: &[u8]) -> Request<'_> {
+    Request {
+        key,
+        ..Request::new(Opcode::GET)
+    }
+}
+
 impl Memcached {
-    /// Sends a GET (GAT with `touch`) now; [`Memcached::get_reply`] reads its reply.
-    pub fn send_get(&self, key: &[u8], touch: Option<u32>) -> Result<Pending> {
-        let extras;
-        let req = match touch {
-            None => Request {
-                key,
-                ..Request::new(Opcode::GET)
+    /// Sends a plain GET of `key` now, for the next `get` of that key in this task's group to
+    /// find (see [`Pool::prefetch`]). False if it was not sent.
+    pub fn prefetch_get(&self, key: &[u8]) -> bool {
+        self.pool.prefetch(key, plain_get(key))
+    }
+}
+
+impl RawStore for Memcached {
+    async fn get(&self, key: &[u8], touch: Option<u32>) -> Result<Option<RawItem>> {
+        let reply = match touch {
+            // A plain GET of this key may already be on its way (see `Pool::prefetch`).
+            None => match self.pool.stashed(key) {
+                Some(wait) => wait.await.map_err(link_error)?,
+                None => self.call(plain_get(key), &[]).await?,
             },
             Some(exptime) => {
-                extras = binary::u32_extras(exptime);
-                Request {
+                let extras = binary::u32_extras(exptime);
+                let req = Request {
                     key,
                     extras: &extras,
                     ..Request::new(Opcode::GAT)
-                }
+                };
+                self.call(req, &[]).await?
             }
         };
-        self.pool.send(req, &[]).map_err(link_error)
-    }
-
-    pub fn get_reply(reply: std::result::Result<Reply, LinkError>) -> Result<Option<RawItem>> {
-        let reply = reply.map_err(link_error)?;
         match reply.status {
             Status::SUCCESS => {
                 let flags =
@@ -121,18 +132,7 @@ impl Memcached {
         }
     }
 
-    /// Sends a plain GET of `key` now, for the next `get` of that key in this task's group to
-    /// find (see [`Pool::prefetch`]). False if it was not sent.
-    pub fn prefetch_get(&self, key: &[u8]) -> bool {
-        let req = Request {
-            key,
-            ..Request::new(Opcode::GET)
-        };
-        self.pool.prefetch(key, req)
-    }
-
-    /// Sends a write now; [`Memcached::store_reply`] reads its reply.
-    pub fn send_store(&self, w: &RawWrite<'_>) -> Result<Pending> {
+    async fn store(&self, w: RawWrite<'_>) -> Result<RawStored> {
         let opcode = match w.mode {
             RawMode::Set => Opcode::SET,
             RawMode::Add => Opcode::ADD,
@@ -155,41 +155,19 @@ impl Memcached {
             (false, true) => &w.value[1..2],
             _ => &w.value[1..],
         };
-        self.pool.send(req, tail).map_err(link_error)
-    }
-
-    /// The outcome of a write of `mode`, with memcached's CAS `cas` (0: none).
-    pub fn store_reply(mode: RawMode, cas: u64, reply: std::result::Result<Reply, LinkError>) -> Result<RawStored> {
-        let reply = reply.map_err(link_error)?;
+        let reply = self.call(req, tail).await?;
         // memcached's binary protocol folds "not stored" into the key statuses: an ADD of an
         // existing key answers KEY_EEXISTS, a REPLACE (or a CAS write) of a missing one KEY_ENOENT.
         Ok(match reply.status {
             Status::SUCCESS => RawStored::Stored { cas: reply.cas },
-            Status::KEY_EEXISTS if mode == RawMode::Add => RawStored::NotStored,
+            Status::KEY_EEXISTS if w.mode == RawMode::Add => RawStored::NotStored,
             Status::KEY_EEXISTS => RawStored::Exists,
-            Status::KEY_ENOENT if cas != 0 => RawStored::NotFound,
+            Status::KEY_ENOENT if w.cas != 0 => RawStored::NotFound,
             Status::KEY_ENOENT | Status::NOT_STORED => RawStored::NotStored,
             Status::E2BIG => RawStored::TooLarge,
             Status::ENOMEM => RawStored::OutOfMemory,
             s => return Err(unexpected(s)),
         })
-    }
-}
-
-impl RawStore for Memcached {
-    async fn get(&self, key: &[u8], touch: Option<u32>) -> Result<Option<RawItem>> {
-        // A plain GET of this key may already be on its way (see `Pool::prefetch`).
-        let stashed = if touch.is_none() { self.pool.stashed(key) } else { None };
-        let reply = match stashed {
-            Some(wait) => wait.await,
-            None => self.send_get(key, touch)?.await,
-        };
-        Memcached::get_reply(reply)
-    }
-
-    async fn store(&self, w: RawWrite<'_>) -> Result<RawStored> {
-        let reply = self.send_store(&w)?.await;
-        Memcached::store_reply(w.mode, w.cas, reply)
     }
 
     async fn delete(&self, key: &[u8], cas: u64) -> Result<RawDeleted> {

@@ -481,10 +481,10 @@ impl Pool {
     /// sends the reads of many requests at once and then runs each request's own logic, which
     /// finds its reply waiting. False outside a group, or if the request could not be sent.
     pub fn prefetch(&self, key: &[u8], req: binary::Request<'_>) -> bool {
-        let Ok(group) = GROUP.try_with(Arc::clone) else {
+        let Some(group) = Pool::group() else {
             return false;
         };
-        match self.send(req, &[]) {
+        match self.send_in(Some(group.clone()), req, &[]) {
             Ok(wait) => {
                 group.stash(key, wait);
                 true
@@ -507,7 +507,16 @@ impl Pool {
     /// Sends a request now (into the link's write buffer, in call order) and returns the wait
     /// for its reply: callers that make several requests start them all, then wait.
     pub fn send(&self, req: binary::Request<'_>, tail: &[&[u8]]) -> Result<Pending, LinkError> {
-        let group = GROUP.try_with(Arc::clone).ok();
+        self.send_in(Pool::group(), req, tail)
+    }
+
+    /// [`Pool::send`] within `group` (the task's, looked up once by the caller).
+    fn send_in(
+        &self,
+        group: Option<Arc<Group>>,
+        req: binary::Request<'_>,
+        tail: &[&[u8]],
+    ) -> Result<Pending, LinkError> {
         let total = self.links.len();
         let (base, n) = self.home();
         // A group keeps to its link, so memcached sees its requests in order; otherwise (or when
