@@ -83,7 +83,7 @@ impl Default for Settings {
             l2_max_bytes: 1 << 30,
             batch_port: None,
             l1_memcached: None,
-            l1_connections: 1,
+            l1_connections: 2,
             l1_max_buffered: 64 << 20,
             l1_timeout: Duration::from_millis(500),
             l1_chunk_size: 0,
@@ -569,13 +569,22 @@ pub struct RunningNode {
 /// (disk and memcached waits are async), so threads beyond the cores only take turns on them,
 /// and every turn is a context switch on the request path.
 ///
-/// Over a memcached on the same host the node keeps this many too, though memcached needs
-/// cores as well: the kernel shares the cores among runnable threads, so fewer workers means a
-/// smaller share for the node. Measured on 2 cores (alternating runs): one worker gave 0.94 of
-/// memcached-direct throughput at pipeline depth 1 but 0.62 at depth 16; two gave 0.82 and 0.72.
+/// Over a memcached on the same host (a unix socket or a loopback address), at most half the
+/// cores: memcached needs the others. Both processes wake once per batch, not per request, and
+/// batches are larger when fewer threads split the same clients. Measured on 2 cores at 50
+/// connections, alternating runs against the same memcached (2 links per worker in both):
+/// one worker reached 0.95-1.04 of memcached-direct throughput at pipeline depth 1, two
+/// workers 0.73-0.82; the node's wake-ups per request went from 0.49 to 0.10, its context
+/// switches from 0.25 to 0.04. At depth 16 the two were within noise of each other
+/// (0.64-0.78 and 0.69-0.77). A memcached elsewhere leaves the node every core.
 pub fn worker_threads(settings: &Settings) -> usize {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    settings.threads.clamp(1, cores)
+    let local_memcached = settings
+        .l1_memcached
+        .as_deref()
+        .is_some_and(|e| crate::backend::pool::Endpoint::parse(e).is_local());
+    let cap = if local_memcached { (cores / 2).max(1) } else { cores };
+    settings.threads.clamp(1, cap)
 }
 
 /// The runtime a node's accept loops run on, and the workers its connections go to.

@@ -46,6 +46,19 @@ impl Endpoint {
             None => Endpoint::Tcp(s.to_string()),
         }
     }
+
+    /// Whether memcached runs on this host: a unix socket, `localhost` or a loopback address.
+    pub fn is_local(&self) -> bool {
+        match self {
+            Endpoint::Unix(_) => true,
+            Endpoint::Tcp(addr) => {
+                let host = addr.rsplit_once(':').map_or(addr.as_str(), |(h, _)| h);
+                let host = host.trim_start_matches('[').trim_end_matches(']');
+                host.eq_ignore_ascii_case("localhost")
+                    || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+            }
+        }
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -1043,5 +1056,15 @@ mod tests {
             Endpoint::parse("127.0.0.1:11211"),
             Endpoint::Tcp("127.0.0.1:11211".into())
         );
+    }
+
+    #[test]
+    fn local_endpoints() {
+        for local in ["unix:/tmp/mc.sock", "127.0.0.1:11211", "127.1.2.3:1", "localhost:11211", "[::1]:11211"] {
+            assert!(Endpoint::parse(local).is_local(), "{local}");
+        }
+        for remote in ["10.0.0.5:11211", "cache-1.example:11211", "[2001:db8::1]:11211"] {
+            assert!(!Endpoint::parse(remote).is_local(), "{remote}");
+        }
     }
 }
