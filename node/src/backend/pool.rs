@@ -1060,7 +1060,13 @@ mod tests {
 
     #[test]
     fn local_endpoints() {
-        for local in ["unix:/tmp/mc.sock", "127.0.0.1:11211", "127.1.2.3:1", "localhost:11211", "[::1]:11211"] {
+        for local in [
+            "unix:/tmp/mc.sock",
+            "127.0.0.1:11211",
+            "127.1.2.3:1",
+            "localhost:11211",
+            "[::1]:11211",
+        ] {
             assert!(Endpoint::parse(local).is_local(), "{local}");
         }
         for remote in ["10.0.0.5:11211", "cache-1.example:11211", "[2001:db8::1]:11211"] {
