@@ -258,6 +258,10 @@ pub struct TargetResult {
     pub spread: Option<f64>,
     /// Median throughput over the baseline's.
     pub ops_ratio: Option<f64>,
+    /// Median over the rounds of this target's throughput over the baseline's in the same
+    /// round. A setting's targets run one after another within seconds, so this cancels the
+    /// drift of the whole machine's speed between rounds, which the ratio of medians keeps.
+    pub round_ratio: Option<f64>,
     /// Median p99 over the baseline's.
     pub p99_ratio: Option<f64>,
     pub error: Option<String>,
@@ -306,9 +310,18 @@ impl SettingResult {
             Some(b) => (b.ops_per_sec, b.p99_us),
             None => return,
         };
+        let base_runs: Vec<f64> = self.targets[0].runs.iter().map(|r| r.ops_per_sec).collect();
         for t in &mut self.targets {
             t.ops_ratio = ratio(t.ops_per_sec, base_ops);
             t.p99_ratio = ratio(t.p99_us, base_p99);
+            // A target that fails runs no further rounds, so runs are rounds from the first.
+            let paired: Vec<f64> = t
+                .runs
+                .iter()
+                .zip(&base_runs)
+                .filter_map(|(r, b)| ratio(Some(r.ops_per_sec), Some(*b)))
+                .collect();
+            t.round_ratio = median(&paired);
         }
     }
 }
@@ -623,6 +636,7 @@ pub fn render_markdown(r: &CompareReport, chart: Option<&str>) -> String {
         "ops/s (median)",
         "spread",
         &format!("ops vs {base}"),
+        "same round (median)",
         "p50 µs",
         "p99 µs",
         "p99.9 µs",
@@ -645,6 +659,7 @@ pub fn render_markdown(r: &CompareReport, chart: Option<&str>) -> String {
                     "-".into(),
                     "-".into(),
                     "-".into(),
+                    "-".into(),
                 ],
                 None => [
                     s.protocol.to_string(),
@@ -656,6 +671,7 @@ pub fn render_markdown(r: &CompareReport, chart: Option<&str>) -> String {
                         .map(|x| format!("{:.1} %", x * 100.0))
                         .unwrap_or_else(|| "-".into()),
                     fmt_opt(t.ops_ratio, 2),
+                    fmt_opt(t.round_ratio, 2),
                     fmt_opt(t.p50_us, 1),
                     fmt_opt(t.p99_us, 1),
                     fmt_opt(t.p999_us, 1),
@@ -667,7 +683,7 @@ pub fn render_markdown(r: &CompareReport, chart: Option<&str>) -> String {
     }
     out += &table(
         &rows,
-        &[false, true, true, false, true, true, true, true, true, true, true],
+        &[false, true, true, false, true, true, true, true, true, true, true, true],
     );
     if let Some(c) = chart {
         out += &format!("\n![throughput ratios and latency percentiles]({c})\n");
@@ -819,6 +835,9 @@ mod tests {
         // The outlier round (500) does not move the median.
         assert_eq!(n.ops_per_sec, Some(99.0));
         assert_eq!(n.ops_ratio, Some(0.9));
+        // Round by round: 99/100, 88/120, 500/110; the median is the first.
+        assert_eq!(n.round_ratio, Some(0.99));
+        assert_eq!(m.round_ratio, Some(1.0));
         assert_eq!(n.p99_ratio, Some(55.0 / 50.0));
         assert!((m.spread.unwrap() - 20.0 / 110.0).abs() < 1e-9);
     }
@@ -830,6 +849,7 @@ mod tests {
         s.targets[0].error = Some("closed".into());
         s.finish();
         assert_eq!(s.targets[1].ops_ratio, None);
+        assert_eq!(s.targets[1].round_ratio, None);
         assert_eq!(s.targets[1].ops_per_sec, Some(99.0));
     }
 
