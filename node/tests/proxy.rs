@@ -111,6 +111,12 @@ fn pipelined_writes_and_reads_keep_their_order() {
             // A base64 key ("azE=" is k1).
             meta.push_str("mg azE= b v f\r\n");
         }
+        if i % 29 == 0 {
+            // A stale value read twice in one run: the first read wins the recache (W), the
+            // second sees it taken (Z); not an answer from the GET alone.
+            let j = (i + 5) % 7;
+            meta.push_str(&format!("md k{j} I\r\nmg k{j} v f\r\nmg k{j} v\r\n"));
+        }
     }
     // Two links as well as one: a connection's requests keep to one link.
     let node2 = start_node(riven_node::server::Settings {

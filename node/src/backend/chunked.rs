@@ -739,9 +739,14 @@ impl<R: RawStore> Chunked<R> {
             if let Some(t) = touch {
                 env.expiry = t;
             }
+            // A win handed out by a request before this one in its pipelined batch: this one's
+            // GET was sent before that win was recorded (see `RawStore::batch_mark`).
+            let may_win = env.bits & STALE != 0 || opts.recache_below.is_some();
+            let mark = (key_hash(key), env.token);
+            let won_before = may_win && env.bits & TOKEN_SENT == 0 && self.raw.batch_marked(mark);
             let mut win = false;
             // A peek (`me`) hands out no token.
-            if env.bits & TOKEN_SENT == 0 && !opts.peek {
+            if env.bits & TOKEN_SENT == 0 && !won_before && !opts.peek {
                 if let Some(below) = opts.recache_below {
                     if env.expiry != 0 && self.ttl(env.expiry) < i64::from(below) {
                         win = true;
@@ -753,6 +758,7 @@ impl<R: RawStore> Chunked<R> {
             }
             if win {
                 env.bits |= TOKEN_SENT;
+                self.raw.batch_mark(mark);
             }
             // With a touch, chunks are read with GAT so they live as long as the index will.
             let Some(value) = self
@@ -763,17 +769,30 @@ impl<R: RawStore> Chunked<R> {
                 continue;
             };
             if env != idx.env {
-                // Record the touch or the win; a concurrent change wins over ours: read again.
+                // Record the touch or the win.
                 match self.put_index(key, &env, idx.inline(), Some(idx.mcas)).await? {
                     RawStored::Stored { .. } => {}
                     RawStored::Exists | RawStored::NotFound => {
                         bump(&self.c.races);
-                        continue;
+                        // The same value changed meanwhile (another reader's touch or win):
+                        // read again, so one reader only ever wins. A new value (or none) means
+                        // this read came before that write: answer what it read. Retrying
+                        // would answer with a value written after this request, which a write
+                        // pipelined behind it in the same run (sent ahead, see `conn`) is.
+                        let same =
+                            matches!(self.lookup(key).await?, Found::Live(now) if now.env.token == idx.env.token);
+                        if same {
+                            continue;
+                        }
                     }
                     _ => return Err(BackendError::Failed("memcached refused an index update")),
                 }
             }
-            return Ok(Some(f(&self.view(&env, value.as_slice(), win))));
+            let mut shown = env;
+            if won_before {
+                shown.bits |= TOKEN_SENT;
+            }
+            return Ok(Some(f(&self.view(&shown, value.as_slice(), win))));
         }
         // Writers keep replacing the value under this reader: a miss is a valid answer.
         Ok(None)

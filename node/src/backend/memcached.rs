@@ -132,6 +132,14 @@ impl RawStore for Memcached {
         }
     }
 
+    fn batch_mark(&self, mark: (u64, u64)) {
+        self.pool.batch_mark(mark)
+    }
+
+    fn batch_marked(&self, mark: (u64, u64)) -> bool {
+        self.pool.batch_marked(mark)
+    }
+
     async fn store(&self, w: RawWrite<'_>) -> Result<RawStored> {
         let opcode = match w.mode {
             RawMode::Set => Opcode::SET,

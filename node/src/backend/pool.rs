@@ -166,6 +166,8 @@ struct Stash {
     waits: VecDeque<(usize, Pending)>,
     /// Where the oldest wait's key starts.
     taken: usize,
+    /// What callers noted for the rest of the batch (see [`Pool::batch_mark`]).
+    marks: Vec<(u64, u64)>,
 }
 
 impl Stash {
@@ -232,7 +234,9 @@ impl Group {
         st.generation = st.generation.wrapping_add(1);
         // The next batch picks its link afresh (this one may have moved off a broken one).
         st.link = None;
-        g.stash.get_mut().open = 0;
+        let stash = g.stash.get_mut();
+        stash.open = 0;
+        stash.marks.clear();
         SPARE.with(|s| {
             let mut s = s.borrow_mut();
             if s.len() < SPARE_GROUPS {
@@ -510,6 +514,21 @@ impl Pool {
     /// open.
     pub fn stashed(&self, key: &[u8]) -> Option<Pending> {
         GROUP.try_with(|g| g.take_stashed(key)).ok().flatten()
+    }
+
+    /// Notes `mark` until the end of the calling task's batch (its group), if it has one.
+    /// Requests of a batch send their reads ahead, before the requests in front of them have
+    /// done their own writes: a mark is how such a write (the chunking layer's record of a
+    /// recache win) reaches the requests behind it in the batch.
+    pub fn batch_mark(&self, mark: (u64, u64)) {
+        let _ = GROUP.try_with(|g| g.stash.lock().marks.push(mark));
+    }
+
+    /// Whether `mark` was noted earlier in the calling task's batch.
+    pub fn batch_marked(&self, mark: (u64, u64)) -> bool {
+        GROUP
+            .try_with(|g| g.stash.lock().marks.contains(&mark))
+            .unwrap_or(false)
     }
 
     /// The current task's group, if any.

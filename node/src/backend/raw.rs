@@ -84,6 +84,14 @@ pub trait RawStore: Send + Sync {
     /// GET, or with `touch` GAT (read and set the exptime in one request). `None` is a miss.
     fn get(&self, key: &[u8], touch: Option<u32>) -> impl Future<Output = Result<Option<RawItem>>> + Send;
     fn store(&self, w: RawWrite<'_>) -> impl Future<Output = Result<RawStored>> + Send;
+    /// Notes `mark` for the later requests of the caller's batch of pipelined requests, whose
+    /// reads may have been sent before the caller's writes (see `Pool::batch_mark`). By default
+    /// there are no such batches.
+    fn batch_mark(&self, _mark: (u64, u64)) {}
+    /// Whether an earlier request of the caller's batch noted `mark`.
+    fn batch_marked(&self, _mark: (u64, u64)) -> bool {
+        false
+    }
     /// DELETE; `cas` 0 means unconditional.
     fn delete(&self, key: &[u8], cas: u64) -> impl Future<Output = Result<RawDeleted>> + Send;
     /// TOUCH: false on a miss. Unlike a read, memcached sends no value back, so this is also the
@@ -100,6 +108,12 @@ impl<T: RawStore> RawStore for std::sync::Arc<T> {
     }
     fn store(&self, w: RawWrite<'_>) -> impl Future<Output = Result<RawStored>> + Send {
         (**self).store(w)
+    }
+    fn batch_mark(&self, mark: (u64, u64)) {
+        (**self).batch_mark(mark)
+    }
+    fn batch_marked(&self, mark: (u64, u64)) -> bool {
+        (**self).batch_marked(mark)
     }
     fn delete(&self, key: &[u8], cas: u64) -> impl Future<Output = Result<RawDeleted>> + Send {
         (**self).delete(key, cas)

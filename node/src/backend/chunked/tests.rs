@@ -679,6 +679,45 @@ async fn md_invalidate() {
     assert_eq!(env.bits & (STALE | TOKEN_SENT), STALE | TOKEN_SENT);
 }
 
+/// A win (or touch) whose record finds a newer value in place answers what it read: the read
+/// came before that write. Reading again would answer with the newer value, which over
+/// memcached may be a write pipelined behind this read in the same batch.
+#[tokio::test]
+async fn a_win_overtaken_by_a_new_value_answers_what_it_read() {
+    let ch = setup();
+    set(&ch, b"k", &value(25, 1)).await;
+    ch.invalidate(b"k", None, None).await.unwrap();
+    // Just before the win is recorded, another write replaces the value.
+    let newer = ch.raw().take_cas();
+    let mut env = envelope_of(&ch, b"k");
+    env.bits = 0;
+    env.token ^= 1;
+    env.total_len = 3;
+    env.chunk_count = 0;
+    let mut v = env.encode().to_vec();
+    v.extend_from_slice(b"new");
+    ch.raw().script(
+        Op::Store(RawMode::Set),
+        b"k",
+        Scripted::Before(Box::new(move |items| {
+            items.insert(
+                b"k".to_vec(),
+                FakeItem {
+                    flags: 0,
+                    exptime: 0,
+                    cas: newer,
+                    value: v,
+                },
+            );
+        })),
+    );
+    let got = read(&ch, b"k", ReadOpts::default()).await.unwrap();
+    assert_eq!(got.value, value(25, 1));
+    assert!(got.stale && got.win);
+    assert_eq!(ch.chunk_stats().races, 1);
+    assert_eq!(get(&ch, b"k").await.unwrap(), b"new", "the newer value stays");
+}
+
 #[tokio::test]
 async fn append_and_prepend() {
     let ch = setup();
