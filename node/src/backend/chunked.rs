@@ -740,9 +740,10 @@ impl<R: RawStore> Chunked<R> {
                 env.expiry = t;
             }
             // A win handed out by a request before this one in its pipelined batch: this one's
-            // GET was sent before that win was recorded (see `RawStore::batch_mark`).
+            // GET was sent before that win was recorded (see `RawStore::batch_mark`), so it read
+            // the very item the winner read (same memcached CAS), without the record.
             let may_win = env.bits & STALE != 0 || opts.recache_below.is_some();
-            let mark = (key_hash(key), env.token);
+            let mark = (key_hash(key), idx.mcas);
             let won_before = may_win && env.bits & TOKEN_SENT == 0 && self.raw.batch_marked(mark);
             let mut win = false;
             // A peek (`me`) hands out no token.
