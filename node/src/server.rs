@@ -572,11 +572,11 @@ pub struct RunningNode {
 /// Over a memcached on the same host (a unix socket or a loopback address), at most half the
 /// cores: memcached needs the others. Both processes wake once per batch, not per request, and
 /// batches are larger when fewer threads split the same clients. Measured on 2 cores at 50
-/// connections, alternating runs against the same memcached (2 links per worker in both):
-/// one worker reached 0.95-1.04 of memcached-direct throughput at pipeline depth 1, two
-/// workers 0.73-0.82; the node's wake-ups per request went from 0.49 to 0.10, its context
-/// switches from 0.25 to 0.04. At depth 16 the two were within noise of each other
-/// (0.64-0.78 and 0.69-0.77). A memcached elsewhere leaves the node every core.
+/// connections, alternating runs against the same memcached (one worker with two links, two
+/// workers with one each): one worker reached 0.95-1.04 of memcached-direct throughput at
+/// pipeline depth 1, two workers 0.73-0.82; the node's wake-ups per request went from 0.49 to
+/// 0.10, its context switches from 0.25 to 0.04. At depth 16 the two were within noise of each
+/// other (0.64-0.78 and 0.69-0.77). A memcached elsewhere leaves the node every core.
 pub fn worker_threads(settings: &Settings) -> usize {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let local_memcached = settings
