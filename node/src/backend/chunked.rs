@@ -777,9 +777,9 @@ impl<R: RawStore> Chunked<R> {
                         bump(&self.c.races);
                         // The same value changed meanwhile (another reader's touch or win):
                         // read again, so one reader only ever wins. A new value (or none) means
-                        // this read came before that write: answer what it read. Retrying
-                        // would answer with a value written after this request, which a write
-                        // pipelined behind it in the same run (sent ahead, see `conn`) is.
+                        // this read came before that write: answer what it read. Retrying would
+                        // answer with a value written after this request; over memcached that
+                        // can be a write pipelined behind this read, sent ahead of it (`conn`).
                         let same =
                             matches!(self.lookup(key).await?, Found::Live(now) if now.env.token == idx.env.token);
                         if same {
