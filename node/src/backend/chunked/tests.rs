@@ -562,6 +562,22 @@ async fn gat_retries_when_the_index_changes_under_it() {
     assert_eq!(ch.chunk_stats().races, 1);
 }
 
+/// A script step that, just before the call, writes `value` under `key` as another client would,
+/// with memcached CAS `cas`.
+fn written_by_another(key: &'static str, cas: u64, value: Vec<u8>) -> Scripted {
+    Scripted::Before(Box::new(move |items| {
+        items.insert(
+            key.as_bytes().to_vec(),
+            FakeItem {
+                flags: 0,
+                exptime: 0,
+                cas,
+                value,
+            },
+        );
+    }))
+}
+
 #[tokio::test]
 async fn vivify_and_win() {
     let ch = setup();
@@ -600,21 +616,8 @@ async fn vivify_loses_to_a_concurrent_creator() {
     };
     let mut v = env.encode().to_vec();
     v.extend_from_slice(b"hi");
-    ch.raw().script(
-        Op::Store(RawMode::Add),
-        b"k",
-        Scripted::Before(Box::new(move |items| {
-            items.insert(
-                b"k".to_vec(),
-                FakeItem {
-                    flags: 0,
-                    exptime: 0,
-                    cas: other,
-                    value: v,
-                },
-            );
-        })),
-    );
+    ch.raw()
+        .script(Op::Store(RawMode::Add), b"k", written_by_another("k", other, v));
     let opts = ReadOpts {
         vivify: Some(ch.clock().expiry(30)),
         ..ReadOpts::default()
@@ -696,21 +699,8 @@ async fn a_win_overtaken_by_a_new_value_answers_what_it_read() {
     env.chunk_count = 0;
     let mut v = env.encode().to_vec();
     v.extend_from_slice(b"new");
-    ch.raw().script(
-        Op::Store(RawMode::Set),
-        b"k",
-        Scripted::Before(Box::new(move |items| {
-            items.insert(
-                b"k".to_vec(),
-                FakeItem {
-                    flags: 0,
-                    exptime: 0,
-                    cas: newer,
-                    value: v,
-                },
-            );
-        })),
-    );
+    ch.raw()
+        .script(Op::Store(RawMode::Set), b"k", written_by_another("k", newer, v));
     let got = read(&ch, b"k", ReadOpts::default()).await.unwrap();
     assert_eq!(got.value, value(25, 1));
     assert!(got.stale && got.win);
