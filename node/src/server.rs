@@ -121,6 +121,10 @@ pub struct ServerStats {
     pub bytes_written: crate::counter::Counter,
     pub cmd_flush: AtomicU64,
     pub auth_errors: AtomicU64,
+    /// What every counter read at the last `stats reset`: `stats` shows counts since then, as
+    /// memcached's do. The counters themselves are never written back (many are per-worker
+    /// slots or live in the tiers), so a reset costs the request path nothing.
+    pub reset_base: std::sync::Mutex<std::collections::HashMap<String, u64>>,
 }
 
 /// Where a connection comes from, kept unformatted: formatting happens only for `stats conns`,

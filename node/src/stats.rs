@@ -10,10 +10,12 @@ use crate::server::{ServerState, VERSION};
 /// Returns false when the group is unknown.
 pub fn for_each_stat(state: &ServerState, group: &str, f: &mut dyn FnMut(&str, &str)) -> bool {
     let mut put = |name: &str, value: &dyn Display| f(name, &value.to_string());
+    let base = state.stats.reset_base.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let mut since_reset = |name: &str, v: u64| v.saturating_sub(base.get(name).copied().unwrap_or(0));
     match group {
-        "" => general(state, &mut put),
+        "" => general(state, &mut put, &mut since_reset),
         "settings" => settings(state, &mut put),
-        "items" => items(state, &mut put),
+        "items" => items(state, &mut put, &mut since_reset),
         "slabs" => slabs(state, &mut put),
         "conns" => conns(state, &mut put),
         _ => return false,
@@ -21,7 +23,23 @@ pub fn for_each_stat(state: &ServerState, group: &str, f: &mut dyn FnMut(&str, &
     true
 }
 
+/// `stats reset`: counters (totals such as `cmd_get`, `get_hits`, `bytes_read`, `evictions`)
+/// start again from 0; levels (`curr_items`, `bytes`, `curr_connections`...) are untouched, as in
+/// memcached.
+pub fn reset(state: &ServerState) {
+    let mut now = std::collections::HashMap::new();
+    let mut record = |name: &str, v: u64| {
+        now.insert(name.to_string(), v);
+        0
+    };
+    general(state, &mut |_, _| {}, &mut record);
+    items(state, &mut |_, _| {}, &mut record);
+    *state.stats.reset_base.lock().unwrap_or_else(|e| e.into_inner()) = now;
+}
+
 type Put<'a> = dyn FnMut(&str, &dyn Display) + 'a;
+/// A counter's value as shown: since the last `stats reset` (see [`reset`]).
+type Count<'a> = dyn FnMut(&str, u64) -> u64 + 'a;
 
 fn rusage() -> (f64, f64) {
     // SAFETY: getrusage only writes the struct we pass.
@@ -33,7 +51,8 @@ fn rusage() -> (f64, f64) {
     (secs(ru.ru_utime), secs(ru.ru_stime))
 }
 
-fn general(state: &ServerState, put: &mut Put<'_>) {
+fn general(state: &ServerState, put: &mut Put<'_>, count: &mut Count<'_>) {
+    let mut counter = |put: &mut Put<'_>, name: &str, v: u64| put(name, &count(name, v));
     let s = state.engine.stats();
     let clock = state.engine.clock();
     let st = &state.stats;
@@ -48,42 +67,49 @@ fn general(state: &ServerState, put: &mut Put<'_>) {
     put("rusage_system", &format_args!("{system:.6}"));
     put("max_connections", &state.settings.max_connections);
     put("curr_connections", &load(&st.curr_connections));
-    put("total_connections", &load(&st.total_connections));
-    put("rejected_connections", &load(&st.rejected_connections));
+    counter(put, "total_connections", load(&st.total_connections));
+    counter(put, "rejected_connections", load(&st.rejected_connections));
     put("connection_structures", &load(&st.curr_connections));
-    put("cmd_get", &s.cmd_get);
-    put("cmd_set", &s.cmd_set);
-    put("cmd_flush", &load(&st.cmd_flush));
-    put("cmd_touch", &s.cmd_touch);
-    put("get_hits", &s.get_hits);
-    put("get_misses", &s.get_misses);
-    put("get_expired", &s.get_expired);
-    put("get_flushed", &s.get_flushed);
-    put("delete_misses", &s.delete_misses);
-    put("delete_hits", &s.delete_hits);
-    put("incr_misses", &s.incr_misses);
-    put("incr_hits", &s.incr_hits);
-    put("decr_misses", &s.decr_misses);
-    put("decr_hits", &s.decr_hits);
-    put("cas_misses", &s.cas_misses);
-    put("cas_hits", &s.cas_hits);
-    put("cas_badval", &s.cas_badval);
-    put("touch_hits", &s.touch_hits);
-    put("touch_misses", &s.touch_misses);
+    counter(put, "cmd_get", s.cmd_get);
+    counter(put, "cmd_set", s.cmd_set);
+    counter(put, "cmd_flush", load(&st.cmd_flush));
+    counter(put, "cmd_touch", s.cmd_touch);
+    counter(put, "get_hits", s.get_hits);
+    counter(put, "get_misses", s.get_misses);
+    counter(put, "get_expired", s.get_expired);
+    counter(put, "get_flushed", s.get_flushed);
+    counter(put, "delete_misses", s.delete_misses);
+    counter(put, "delete_hits", s.delete_hits);
+    counter(put, "incr_misses", s.incr_misses);
+    counter(put, "incr_hits", s.incr_hits);
+    counter(put, "decr_misses", s.decr_misses);
+    counter(put, "decr_hits", s.decr_hits);
+    counter(put, "cas_misses", s.cas_misses);
+    counter(put, "cas_hits", s.cas_hits);
+    counter(put, "cas_badval", s.cas_badval);
+    counter(put, "touch_hits", s.touch_hits);
+    counter(put, "touch_misses", s.touch_misses);
     put("auth_cmds", &0);
-    put("auth_errors", &load(&st.auth_errors));
-    put("bytes_read", &st.bytes_read.get());
-    put("bytes_written", &st.bytes_written.get());
+    counter(put, "auth_errors", load(&st.auth_errors));
+    counter(put, "bytes_read", st.bytes_read.get());
+    counter(put, "bytes_written", st.bytes_written.get());
     put("limit_maxbytes", &state.settings.memory_bytes);
     put("threads", &crate::server::worker_threads(&state.settings));
     put("bytes", &s.bytes);
     put("curr_items", &s.curr_items);
-    put("total_items", &s.total_items);
-    put("expired_unfetched", &s.expired_unfetched);
-    put("evicted_unfetched", &s.evicted_unfetched);
-    put("evictions", &s.evictions);
-    put("reclaimed", &s.reclaimed);
-    state.engine.for_each_tier_stat(&mut |name, v| put(name, &v));
+    counter(put, "total_items", s.total_items);
+    counter(put, "expired_unfetched", s.expired_unfetched);
+    counter(put, "evicted_unfetched", s.evicted_unfetched);
+    counter(put, "evictions", s.evictions);
+    counter(put, "reclaimed", s.reclaimed);
+    state.engine.for_each_tier_stat(&mut |name, v| {
+        // Levels, not counts: a reset leaves them.
+        if matches!(name, "l1_up" | "l2_bytes" | "l2_max_bytes" | "l2_entries") {
+            put(name, &v)
+        } else {
+            counter(put, name, v)
+        }
+    });
 }
 
 fn settings(state: &ServerState, put: &mut Put<'_>) {
@@ -118,17 +144,23 @@ fn settings(state: &ServerState, put: &mut Put<'_>) {
     put("batch_port", &cfg.batch_port.unwrap_or(0));
 }
 
-fn items(state: &ServerState, put: &mut Put<'_>) {
+fn items(state: &ServerState, put: &mut Put<'_>, count: &mut Count<'_>) {
     // One class: every item is made of the same chunks.
     let s = state.engine.stats();
     if s.curr_items == 0 {
         return;
     }
     put("items:1:number", &s.curr_items);
-    put("items:1:evicted", &s.evictions);
-    put("items:1:evicted_unfetched", &s.evicted_unfetched);
-    put("items:1:expired_unfetched", &s.expired_unfetched);
-    put("items:1:reclaimed", &s.reclaimed);
+    put("items:1:evicted", &count("items:1:evicted", s.evictions));
+    put(
+        "items:1:evicted_unfetched",
+        &count("items:1:evicted_unfetched", s.evicted_unfetched),
+    );
+    put(
+        "items:1:expired_unfetched",
+        &count("items:1:expired_unfetched", s.expired_unfetched),
+    );
+    put("items:1:reclaimed", &count("items:1:reclaimed", s.reclaimed));
     put("items:1:outofmemory", &0);
 }
 

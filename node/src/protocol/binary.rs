@@ -429,8 +429,7 @@ fn stat(ctx: &Ctx<'_>, group: &[u8], r: &Reply, out: &mut Vec<u8>) {
         r.put(out, &res);
     };
     let group = if group.starts_with(b"reset") {
-        // memcached zeroes its counters here; Riven's counters cannot be reset, so only the
-        // reply is the same.
+        crate::stats::reset(ctx.state);
         None
     } else if group.starts_with(b"settings") {
         Some("settings")

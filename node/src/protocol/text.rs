@@ -225,6 +225,12 @@ fn stats(ctx: &mut Ctx<'_>, args: Keys<'_>, out: &mut Vec<u8>) {
         reply::line(out, text::ERROR);
         return;
     };
+    if group == "reset" {
+        // memcached ignores what follows the word.
+        crate::stats::reset(ctx.state);
+        out.extend_from_slice(b"RESET\r\n");
+        return;
+    }
     let start = out.len();
     let known = crate::stats::for_each_stat(ctx.state, group, &mut |name, value| reply::stat(out, name, value));
     if known {
