@@ -29,7 +29,7 @@ fn main() {
         tracing::info!(
             requested = settings.threads,
             workers,
-            "one worker thread per CPU core at most"
+            "one worker thread per CPU core at most (half the cores over a memcached on this host)"
         );
     }
     let (runtime, workers) = match riven_node::server::runtime_for(&settings) {

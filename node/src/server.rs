@@ -583,12 +583,16 @@ pub struct RunningNode {
 /// other (0.64-0.78 and 0.69-0.77). A memcached elsewhere leaves the node every core.
 pub fn worker_threads(settings: &Settings) -> usize {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    workers_for(settings, cores)
+}
+
+fn workers_for(settings: &Settings, cores: usize) -> usize {
     let local_memcached = settings
         .l1_memcached
         .as_deref()
         .is_some_and(|e| crate::backend::pool::Endpoint::parse(e).is_local());
-    let cap = if local_memcached { (cores / 2).max(1) } else { cores };
-    settings.threads.clamp(1, cap)
+    let cap = if local_memcached { cores / 2 } else { cores };
+    settings.threads.clamp(1, cap.max(1))
 }
 
 /// The runtime a node's accept loops run on, and the workers its connections go to.
@@ -654,5 +658,27 @@ impl RunningNode {
 impl Drop for RunningNode {
     fn drop(&mut self) {
         self.stop_inner();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn workers_are_capped_by_the_cores_and_share_them_with_a_local_memcached() {
+        let with = |threads: usize, l1: Option<&str>| Settings {
+            threads,
+            l1_memcached: l1.map(str::to_string),
+            ..Settings::default()
+        };
+        assert_eq!(workers_for(&with(4, None), 2), 2);
+        assert_eq!(workers_for(&with(1, None), 8), 1);
+        assert_eq!(workers_for(&with(4, Some("127.0.0.1:11211")), 2), 1);
+        assert_eq!(workers_for(&with(4, Some("unix:/tmp/mc.sock")), 8), 4);
+        assert_eq!(workers_for(&with(8, Some("localhost:11211")), 8), 4);
+        assert_eq!(workers_for(&with(4, Some("127.0.0.1:11211")), 1), 1);
+        // A memcached on another host leaves this host's cores to the node.
+        assert_eq!(workers_for(&with(4, Some("10.1.2.3:11211")), 2), 2);
     }
 }
