@@ -742,9 +742,10 @@ impl<R: RawStore> Chunked<R> {
             // A win handed out by a request before this one in its pipelined batch: this one's
             // GET was sent before that win was recorded (see `RawStore::batch_mark`), so it read
             // the very item the winner read (same memcached CAS), without the record.
+            // Only a stale value or a recache check can win: other reads hash nothing here.
             let may_win = env.bits & STALE != 0 || opts.recache_below.is_some();
-            let mark = (key_hash(key), idx.mcas);
-            let won_before = may_win && env.bits & TOKEN_SENT == 0 && self.raw.batch_marked(mark);
+            let mark = may_win.then(|| (key_hash(key), idx.mcas));
+            let won_before = mark.is_some_and(|m| env.bits & TOKEN_SENT == 0 && self.raw.batch_marked(m));
             let mut win = false;
             // A peek (`me`) hands out no token.
             if env.bits & TOKEN_SENT == 0 && !won_before && !opts.peek {
@@ -759,7 +760,10 @@ impl<R: RawStore> Chunked<R> {
             }
             if win {
                 env.bits |= TOKEN_SENT;
-                self.raw.batch_mark(mark);
+                // A win needs `may_win`: the mark is there.
+                if let Some(m) = mark {
+                    self.raw.batch_mark(m);
+                }
             }
             // With a touch, chunks are read with GAT so they live as long as the index will.
             let Some(value) = self
