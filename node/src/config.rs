@@ -59,7 +59,7 @@ pub struct Args {
     /// Use an external memcached as L1: `host:port` or `unix:/path`.
     #[arg(long = "l1-memcached")]
     pub l1_memcached: Option<String>,
-    /// Connections to the L1 memcached, shared by every client connection.
+    /// Connections to the L1 memcached per worker thread, shared by its client connections.
     #[arg(long = "l1-connections")]
     pub l1_connections: Option<usize>,
     /// Milliseconds a request to the L1 memcached may take.

@@ -52,11 +52,10 @@ pub struct Settings {
     pub batch_port: Option<u16>,
     /// An external memcached as L1 (`unix:/path` or `host:port`) instead of the embedded store.
     pub l1_memcached: Option<String>,
-    /// Connections to that memcached, shared by all clients. One by default: every client's
-    /// requests are pipelined onto it and batched into the same writes, which on a small machine
-    /// costs far fewer syscalls and wakeups than spreading them (measured: 0.85x of memcached
-    /// direct at pipeline depth 1 with one link, 0.70x with two). Add links when memcached's
-    /// worker thread for the link becomes the bottleneck.
+    /// Connections to that memcached per worker thread, shared by that worker's clients. A
+    /// batch takes the first with room before the next (see `Pool::pick`), so a light load is
+    /// batched onto one link (one memcached thread woken per batch) and a heavy one spreads over
+    /// all of them.
     pub l1_connections: usize,
     /// Bytes each L1 link may hold unsent before requests fail.
     pub l1_max_buffered: usize,

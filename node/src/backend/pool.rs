@@ -19,7 +19,6 @@ use std::collections::VecDeque;
 use std::future::Future;
 use std::path::PathBuf;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
@@ -142,6 +141,10 @@ tokio::task_local! {
 
 /// Most groups a thread keeps for reuse.
 const SPARE_GROUPS: usize = 64;
+
+/// Requests in flight on a link beyond which new batches go to the next link (see `Pool::pick`).
+/// Above a pipeline-1 load of 50 connections, below what pipeline 16 keeps in flight.
+const SPILL_AT: usize = 64;
 
 thread_local! {
     /// Groups of finished batches, with the room their slots and stash grew to.
@@ -409,7 +412,6 @@ pub struct Pool {
     links: Vec<Arc<Link>>,
     per_shard: usize,
     max_buffered: usize,
-    next: AtomicUsize,
     stop: CancellationToken,
 }
 
@@ -451,7 +453,6 @@ impl Pool {
             links,
             per_shard,
             max_buffered: cfg.max_buffered,
-            next: AtomicUsize::new(0),
             stop,
         }
     }
@@ -462,6 +463,32 @@ impl Pool {
             Some(s) if (s + 1) * self.per_shard <= self.links.len() => (s * self.per_shard, self.per_shard),
             _ => (0, self.links.len()),
         }
+    }
+
+    /// The link a new batch (or a call outside one) goes over: the first of this worker's links
+    /// with fewer than [`SPILL_AT`] requests in flight, else the least loaded.
+    ///
+    /// Filling the first link before the next keeps a light load on one memcached thread: at
+    /// pipeline depth 1, turns taken over two links woke two memcached threads for half a batch
+    /// each, and memcached behind the node cost 6.7 µs of CPU per request instead of 3.7 µs
+    /// (the node 16.7 µs instead of 13–15). A heavy load (pipeline 16: hundreds in flight)
+    /// still spreads over every link, which keeps two memcached threads busy there.
+    fn pick(&self, base: usize, n: usize) -> usize {
+        let mut best = (usize::MAX, base);
+        for k in base..base + n {
+            let in_flight = {
+                let st = self.links[k].state.lock();
+                if !st.up {
+                    continue;
+                }
+                st.pending.len()
+            };
+            if in_flight < SPILL_AT {
+                return k;
+            }
+            best = best.min((in_flight, k));
+        }
+        best.1
     }
 
     /// Whether at least one connection is up.
@@ -555,7 +582,7 @@ impl Pool {
         // that link is down) the next of this worker's links that is up, then any other: one
         // broken connection must not fail requests.
         let preferred = group.as_ref().and_then(|g| g.state.lock().link);
-        let i = preferred.unwrap_or_else(|| base + self.next.fetch_add(1, Ordering::Relaxed) % n);
+        let i = preferred.unwrap_or_else(|| self.pick(base, n));
         let k = std::iter::once(i)
             .chain((0..n).map(|k| base + (i + k) % n))
             .chain((0..total).map(|k| (base + n + k) % total))
@@ -1035,6 +1062,35 @@ mod tests {
         assert_eq!(refused, Some(LinkError::Overloaded));
         let buffered = pool.links[0].state.lock().wbuf.len();
         assert!(buffered <= (256 << 10) + (17 << 10), "{buffered} bytes buffered");
+    }
+
+    #[tokio::test]
+    async fn a_light_load_keeps_to_one_link_and_a_heavy_one_spreads() {
+        let mut cfg = silent_memcached().await;
+        cfg.connections = 2;
+        cfg.timeout = Duration::from_secs(30);
+        let pool = Pool::start(cfg);
+        for _ in 0..500 {
+            if pool.links.iter().all(|l| l.state.lock().up) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let in_flight = |k: usize| pool.links[k].state.lock().pending.len();
+        let mut waits = Vec::new();
+        let mut send = |n: usize| {
+            for _ in 0..n {
+                waits.push(pool.send(binary::Request::new(Opcode::NOOP), &[]).unwrap());
+            }
+        };
+        // Up to SPILL_AT in flight, everything goes over the first link.
+        send(SPILL_AT);
+        assert_eq!((in_flight(0), in_flight(1)), (SPILL_AT, 0));
+        // Then the second fills, and past that both take the load evenly.
+        send(SPILL_AT);
+        assert_eq!((in_flight(0), in_flight(1)), (SPILL_AT, SPILL_AT));
+        send(2 * SPILL_AT);
+        assert_eq!((in_flight(0), in_flight(1)), (2 * SPILL_AT, 2 * SPILL_AT));
     }
 
     #[tokio::test]

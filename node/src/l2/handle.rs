@@ -47,12 +47,15 @@ struct Queue {
 }
 
 impl Workers {
-    fn start(store: &Arc<L2Store>, threads: usize) -> Workers {
+    /// Starts up to `threads` threads (at least one). Fails only if none starts: with no thread,
+    /// every queued operation would wait forever, so the node must not start at all.
+    fn start(store: &Arc<L2Store>, threads: usize) -> Result<Workers, L2Error> {
         let shared = Arc::new(Shared {
             queue: Mutex::new(Queue::default()),
             wake: Condvar::new(),
         });
         let mut handles = Vec::new();
+        let mut failed = None;
         for i in 0..threads.max(1) {
             let (shared, store) = (shared.clone(), store.clone());
             match std::thread::Builder::new()
@@ -60,12 +63,18 @@ impl Workers {
                 .spawn(move || work(&shared, &store))
             {
                 Ok(h) => handles.push(h),
-                Err(e) => tracing::error!(error = %e, "cannot start an L2 thread"),
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot start an L2 thread");
+                    failed = Some(e);
+                }
             }
         }
-        Workers {
-            shared,
-            threads: handles,
+        match (handles.is_empty(), failed) {
+            (true, Some(e)) => Err(L2Error::Io(e)),
+            _ => Ok(Workers {
+                shared,
+                threads: handles,
+            }),
         }
     }
 
@@ -118,14 +127,15 @@ impl AsyncL2 {
     /// L2 threads: two, so one slow disk read does not hold up every other operation.
     pub const THREADS: usize = 2;
 
-    /// Wraps an open store, allowing `max_in_flight` operations at once (at least 1).
-    pub fn new(store: Arc<L2Store>, max_in_flight: usize) -> AsyncL2 {
-        let workers = Arc::new(Workers::start(&store, Self::THREADS));
-        AsyncL2 {
+    /// Wraps an open store, allowing `max_in_flight` operations at once (at least 1). Fails if
+    /// no L2 thread can be started.
+    pub fn new(store: Arc<L2Store>, max_in_flight: usize) -> Result<AsyncL2, L2Error> {
+        let workers = Arc::new(Workers::start(&store, Self::THREADS)?);
+        Ok(AsyncL2 {
             store,
             permits: Arc::new(Semaphore::new(max_in_flight.max(1))),
             workers,
-        }
+        })
     }
 
     /// Opens the store (off the runtime workers: recovery replays the journal) and wraps it.
@@ -133,7 +143,7 @@ impl AsyncL2 {
         let store = tokio::task::spawn_blocking(move || L2Store::open(cfg))
             .await
             .map_err(|e| L2Error::Task(e.to_string()))??;
-        Ok(AsyncL2::new(Arc::new(store), Self::DEFAULT_MAX_IN_FLIGHT))
+        AsyncL2::new(Arc::new(store), Self::DEFAULT_MAX_IN_FLIGHT)
     }
 
     /// The synchronous store, for callers already on a blocking thread.
