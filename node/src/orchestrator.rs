@@ -801,6 +801,7 @@ mod tests {
                     value: 2,
                     cas: 2,
                     ttl: -1,
+                    created: false,
                 })),
                 L1Reply::Read(Ok(Some((b"2", 0, 2)))),
             ],

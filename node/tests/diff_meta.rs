@@ -63,7 +63,7 @@ fn scripts() -> Vec<(&'static str, Script)> {
             "quiet mode",
             raw("ms $a 1 q\r\n1\r\nms $a 1 q ME\r\n2\r\nms $a 1 q C1\r\n3\r\nms $n 1 q MR\r\n4\r\nmg $a q v\r\n\
                  mg $n q v\r\nmd $n q\r\nmd $a q C1\r\nmd $a q\r\nma $n q\r\nms $c 1\r\n5\r\nma $c q\r\nma $c q v\r\n\
-                 ma $c q C1\r\nmg $c v\r\nmn\r\n"),
+                 ma $c q C1\r\nmg $c v\r\nma $v N0 q\r\nma $v N0 q\r\nma $w N0 q v t\r\nmn\r\n"),
         ),
         (
             "opaque lengths",
@@ -287,10 +287,6 @@ fn known_differences() -> Vec<(&'static str, &'static str)> {
         (
             "memcached remembers per item that its key is binary, for `k` and `me`",
             "ms cml2ZW4ta25vd24= 1 b\r\nx\r\nmg riven-known k\r\n",
-        ),
-        (
-            "ma q still answers when it created the item; the store does not say it did",
-            "ma $a N0 q\r\nmn\r\n",
         ),
         (
             "N-1: memcached prints a wrapped TTL (2^32 minus its uptime); riven prints t0",

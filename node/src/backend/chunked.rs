@@ -1103,6 +1103,7 @@ impl<R: RawStore> Chunked<R> {
                                 value: initial,
                                 cas: env.cas,
                                 ttl: self.ttl(env.expiry),
+                                created: true,
                             })
                         }
                         RawStored::TooLarge | RawStored::OutOfMemory => return Ok(ArithOutcome::OutOfMemory),
@@ -1155,6 +1156,7 @@ impl<R: RawStore> Chunked<R> {
                         value,
                         cas: env.cas,
                         ttl: self.ttl(env.expiry),
+                        created: false,
                     })
                 }
                 Swap::Lost => {}

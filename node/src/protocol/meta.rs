@@ -231,8 +231,15 @@ async fn arith(ctx: &Ctx<'_>, req: &Request<'_>, out: &mut Vec<u8>) {
         Err(e) => return server_error(out, &e),
     };
     let code = match outcome {
-        ArithOutcome::Done { value, cas, ttl } => {
-            if f.quiet {
+        ArithOutcome::Done {
+            value,
+            cas,
+            ttl,
+            created,
+        } => {
+            // memcached's quiet mode hides the HD of an update, but still answers when `N`
+            // created the item.
+            if f.quiet && !created {
                 return;
             }
             let values = ReturnValues {

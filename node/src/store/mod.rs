@@ -206,11 +206,13 @@ pub struct ArithReq<'a> {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ArithOutcome {
-    /// The new value, the new CAS and the remaining TTL (-1 never).
+    /// The new value, the new CAS and the remaining TTL (-1 never); `created` when the item
+    /// did not exist and autovivify made it (meta `ma N`, binary incr with an initial value).
     Done {
         value: u64,
         cas: u64,
         ttl: i64,
+        created: bool,
     },
     NotFound,
     /// The item's value is not a decimal number.

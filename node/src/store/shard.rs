@@ -712,6 +712,7 @@ impl Store {
                     value: initial,
                     cas,
                     ttl: self.clock.ttl(expiry),
+                    created: true,
                 };
             };
             let h = *hdr!(self, id);
@@ -752,6 +753,7 @@ impl Store {
                     value,
                     cas,
                     ttl: self.clock.ttl(expiry),
+                    created: false,
                 };
             }
             drop(sh);
@@ -768,6 +770,7 @@ impl Store {
                         value,
                         cas,
                         ttl: self.clock.ttl(expiry),
+                        created: false,
                     };
                 }
                 // Changed under us: undo the hit count and start over on the new version.

@@ -831,10 +831,16 @@ async fn incr_with_cas_vivify_and_touch() {
         vivify: Some((10, ch.clock().expiry(60))),
         ..arith(b"n", true, 5)
     };
-    let ArithOutcome::Done { value, cas, ttl } = arith_value(&ch, r).await else {
+    let ArithOutcome::Done {
+        value,
+        cas,
+        ttl,
+        created,
+    } = arith_value(&ch, r).await
+    else {
         panic!()
     };
-    assert_eq!((value, ttl), (10, 60), "created with the initial value");
+    assert_eq!((value, ttl, created), (10, 60, true), "created with the initial value");
     let r = ArithReq {
         cas: Some(cas + 1),
         ..arith(b"n", true, 1)
@@ -845,10 +851,16 @@ async fn incr_with_cas_vivify_and_touch() {
         touch: Some(ch.clock().expiry(5)),
         ..arith(b"n", true, 1)
     };
-    let ArithOutcome::Done { value, cas: c2, ttl } = arith_value(&ch, r).await else {
+    let ArithOutcome::Done {
+        value,
+        cas: c2,
+        ttl,
+        created,
+    } = arith_value(&ch, r).await
+    else {
         panic!()
     };
-    assert_eq!((value, ttl), (11, 5));
+    assert_eq!((value, ttl, created), (11, 5, false));
     assert!(c2 > cas);
     // Losing the CAS race on the index: read again and apply the delta to the new value.
     ch.raw().script(
