@@ -247,11 +247,11 @@ impl<L1: Backend + 'static, L2: ColdTier + 'static> Orchestrator<L1, L2> {
             }
         };
         TierStats::inc(&t.stats.l2_hits);
-        let mut entry = entry;
         if let Some(e) = opts.touch {
-            entry.expiry = t.clock.expiry_to_unix(e);
-            let _ = l2.touch(key, entry.expiry).await;
+            let _ = l2.touch(key, t.clock.expiry_to_unix(e)).await;
         }
+        // L1 gets the value as L2 had it: the read below applies the touch to it, and reports
+        // the TTL before the touch as memcached does.
         if !self.batch && l1_error.is_none() && self.backfill(key, &entry).await.is_ok() {
             // Served through L1 once it holds the value, so CAS, touch and the meta flags have
             // L1's semantics whichever tier the value came from.
@@ -683,6 +683,37 @@ mod tests {
         let expiry = o.tiers().l1.last_expiry.lock().unwrap();
         assert_eq!(o.tiers().clock.ttl(expiry), 100);
         assert_eq!(o.tiers().stats.backfills.get(), 1);
+    }
+
+    #[test]
+    fn gat_of_an_l2_hit_backfills_the_value_as_it_was_and_touches_it_through_l1() {
+        let (o, log) = fake(
+            vec![
+                L1Reply::Read(Ok(None)),
+                L1Reply::Store(Ok(StoreOutcome::Stored { cas: 9 })),
+                L1Reply::Read(Ok(Some((b"v", 7, 9)))),
+            ],
+            vec![L2Reply::Get(Some(entry("v", 100))), L2Reply::Touch(true)],
+        );
+        let gat = ReadOpts {
+            touch: Some(o.tiers().clock.expiry(30)),
+            ..ReadOpts::default()
+        };
+        assert_eq!(read(&o, "k", gat), Ok(Some("v".into())));
+        // L2 is touched; L1 gets the 100 s L2 had, and the read that follows applies the touch
+        // (so `mg t T30` can show the TTL before the touch, as memcached does).
+        assert_eq!(
+            calls(&log),
+            [
+                "l1 read k touch",
+                "l2 get k",
+                "l2 touch k",
+                "l1 store Add k v",
+                "l1 read k touch"
+            ]
+        );
+        let expiry = o.tiers().l1.last_expiry.lock().unwrap();
+        assert_eq!(o.tiers().clock.ttl(expiry), 100);
     }
 
     #[test]

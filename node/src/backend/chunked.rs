@@ -734,7 +734,8 @@ impl<R: RawStore> Chunked<R> {
                     }
                 }
             };
-            // The touch first, then the recache rules on the new expiry, as the embedded store.
+            // The touch, and the recache rules on the expiry before or after it (the request's
+            // flag order), as the embedded store.
             let mut env = idx.env;
             if let Some(t) = touch {
                 env.expiry = t;
@@ -750,7 +751,12 @@ impl<R: RawStore> Chunked<R> {
             // A peek (`me`) hands out no token.
             if env.bits & TOKEN_SENT == 0 && !won_before && !opts.peek {
                 if let Some(below) = opts.recache_below {
-                    if env.expiry != 0 && self.ttl(env.expiry) < i64::from(below) {
+                    let expiry = if opts.recache_before_touch {
+                        idx.env.expiry
+                    } else {
+                        env.expiry
+                    };
+                    if expiry != 0 && self.ttl(expiry) < i64::from(below) {
                         win = true;
                     }
                 }
@@ -797,7 +803,9 @@ impl<R: RawStore> Chunked<R> {
             if won_before {
                 shown.bits |= TOKEN_SENT;
             }
-            return Ok(Some(f(&self.view(&shown, value.as_slice(), win))));
+            let mut view = self.view(&shown, value.as_slice(), win);
+            view.ttl = self.ttl(idx.env.expiry);
+            return Ok(Some(f(&view)));
         }
         // Writers keep replacing the value under this reader: a miss is a valid answer.
         Ok(None)

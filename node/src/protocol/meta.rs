@@ -66,6 +66,12 @@ fn key_only<'k>(req: &Request<'k>) -> ReturnValues<'k> {
     }
 }
 
+/// Whether flag `a` comes before flag `b` in a request's flags (both present).
+fn before(order: &[u8], a: u8, b: u8) -> bool {
+    let at = |c| order.iter().position(|&x| x == c);
+    matches!((at(a), at(b)), (Some(i), Some(j)) if i < j)
+}
+
 async fn get(ctx: &Ctx<'_>, req: &Request<'_>, out: &mut Vec<u8>) {
     let engine = &ctx.engine;
     let f = &req.flags;
@@ -81,6 +87,7 @@ async fn get(ctx: &Ctx<'_>, req: &Request<'_>, out: &mut Vec<u8>) {
             .map(|r| expiry(ctx, r))
             .filter(|e| *e != Expiry::NEVER)
             .map(|e| e.0.saturating_sub(engine.clock().now())),
+        recache_before_touch: before(f.order(), b'R', b'T'),
         peek: false,
     };
     let ttl_after_touch = touch.map(|e| engine.clock().ttl(e));
@@ -91,8 +98,7 @@ async fn get(ctx: &Ctx<'_>, req: &Request<'_>, out: &mut Vec<u8>) {
             hit_before: Some(item.fetched_before),
             last_access: Some(item.idle_secs as u64),
             size: Some(item.value.len()),
-            // The store reports the TTL after this request's touch, so a `t` sent before `T`
-            // shows the new TTL where memcached shows the old one (see the store API notes).
+            // The TTL before this request's touch; `t` after `T` shows `ttl_after_touch`.
             ttl: Some(item.ttl),
             ttl_after_touch,
             ..key_only(req)

@@ -111,6 +111,9 @@ pub struct ReadOpts {
     pub vivify: Option<Expiry>,
     /// `mg R`: if the remaining TTL (seconds) is below this, the caller wins the recache.
     pub recache_below: Option<u32>,
+    /// `R` came before `T` in the request: memcached applies the flags in order, so `R` is
+    /// checked against the TTL before the touch (after it otherwise).
+    pub recache_before_touch: bool,
     /// Look without any effect (`me`): no win token handed out, no access recorded, not counted
     /// as a get.
     pub peek: bool,
@@ -120,7 +123,9 @@ pub struct ReadOpts {
 pub struct ItemView<'a> {
     pub flags: u32,
     pub cas: u64,
-    /// Remaining TTL in seconds, -1 for never.
+    /// Remaining TTL in seconds, -1 for never, as it was before this read's touch: memcached's
+    /// `mg k t T30` shows the old TTL (a `t` after the `T` shows the new one, which the caller
+    /// knows).
     pub ttl: i64,
     /// Whether the item had been fetched before this request (`mg h`).
     pub fetched_before: bool,

@@ -481,6 +481,7 @@ impl Store {
         let h = hdr!(self, id);
         let fetched_before = h.bits & FETCHED != 0;
         let idle = now.saturating_sub(h.time);
+        let old_expiry = h.expiry;
         if let Some(t) = opts.touch {
             h.expiry = t.0;
         }
@@ -488,7 +489,12 @@ impl Store {
         if h.bits & TOKEN_SENT == 0 {
             // R: the remaining TTL has dropped below the client's threshold.
             if let Some(below) = opts.recache_below {
-                if h.expiry != 0 && h.expiry.saturating_sub(now) < below {
+                let expiry = if opts.recache_before_touch {
+                    old_expiry
+                } else {
+                    h.expiry
+                };
+                if expiry != 0 && expiry.saturating_sub(now) < below {
                     win = true;
                 }
             }
@@ -503,7 +509,9 @@ impl Store {
         if !opts.no_bump {
             self.bump(sh, id);
         }
-        f(&self.view(id, fetched_before, idle, win))
+        let mut view = self.view(id, fetched_before, idle, win);
+        view.ttl = self.clock.ttl(Expiry(old_expiry));
+        f(&view)
     }
 
     /// Stores a value with memcached's storage semantics.

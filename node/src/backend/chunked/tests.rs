@@ -520,13 +520,15 @@ async fn touch_and_gat_update_index_and_chunks() {
     let deadline = ch.clock().unix_now() + 100;
     assert!(ch.raw().items().values().all(|i| i.exptime == deadline));
 
-    // gat: the value, and the new TTL on everything.
+    // gat: the value and the TTL it had (as memcached's `mg t T`), and the new TTL on
+    // everything.
     let opts = ReadOpts {
         touch: Some(ch.clock().expiry(50)),
         ..ReadOpts::default()
     };
     let got = read(&ch, b"k", opts).await.unwrap();
-    assert_eq!((got.value, got.ttl), (value(25, 1), 50));
+    assert_eq!((got.value, got.ttl), (value(25, 1), 100));
+    assert_eq!(read(&ch, b"k", ReadOpts::default()).await.unwrap().ttl, 50);
     let deadline = ch.clock().unix_now() + 50;
     assert!(ch.raw().items().values().all(|i| i.exptime == deadline));
     advance(&ch, 50);
@@ -558,8 +560,10 @@ async fn gat_retries_when_the_index_changes_under_it() {
         touch: Some(ch.clock().expiry(30)),
         ..ReadOpts::default()
     };
-    assert_eq!(read(&ch, b"k", opts).await.unwrap().ttl, 30);
+    // The TTL before the touch (none), and the touch made on the second try.
+    assert_eq!(read(&ch, b"k", opts).await.unwrap().ttl, -1);
     assert_eq!(ch.chunk_stats().races, 1);
+    assert_eq!(read(&ch, b"k", ReadOpts::default()).await.unwrap().ttl, 30);
 }
 
 /// A script step that, just before the call, writes `value` under `key` as another client would,
