@@ -90,23 +90,35 @@ thread_local! {
     static POOL: RefCell<Vec<Vec<u8>>> = const { RefCell::new(Vec::new()) };
 }
 
+type BufPool = std::thread::LocalKey<RefCell<Vec<Vec<u8>>>>;
+
+/// A buffer from `pool`, or a new one of `capacity`.
+fn take_from(pool: &'static BufPool, capacity: usize) -> Vec<u8> {
+    pool.with(|p| p.borrow_mut().pop())
+        .unwrap_or_else(|| Vec::with_capacity(capacity))
+}
+
+/// Puts `buf` back in `pool`, emptied, unless it holds nothing, grew past `POOL_MAX_BUF` or the
+/// pool already keeps `depth`.
+fn give_to(pool: &'static BufPool, depth: usize, mut buf: Vec<u8>) {
+    if buf.capacity() == 0 || buf.capacity() > POOL_MAX_BUF {
+        return;
+    }
+    buf.clear();
+    pool.with(|p| {
+        let mut p = p.borrow_mut();
+        if p.len() < depth {
+            p.push(buf);
+        }
+    });
+}
+
 fn take_buf() -> Vec<u8> {
-    POOL.with(|p| p.borrow_mut().pop())
-        .unwrap_or_else(|| Vec::with_capacity(BUF_SIZE))
+    take_from(&POOL, BUF_SIZE)
 }
 
 fn give_buf(buf: &mut Vec<u8>) {
-    let mut b = std::mem::take(buf);
-    if b.capacity() == 0 || b.capacity() > POOL_MAX_BUF {
-        return;
-    }
-    b.clear();
-    POOL.with(|p| {
-        let mut p = p.borrow_mut();
-        if p.len() < POOL_DEPTH {
-            p.push(b);
-        }
-    });
+    give_to(&POOL, POOL_DEPTH, std::mem::take(buf));
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -312,23 +324,12 @@ thread_local! {
 /// fresh `Vec` each, allocating and growing them was about 8 % of the node's CPU at pipeline
 /// depth 16 over an L2.
 fn take_reply_buf() -> Vec<u8> {
-    REPLY_POOL
-        .with(|p| p.borrow_mut().pop())
-        .unwrap_or_else(|| Vec::with_capacity(REPLY_BUF))
+    take_from(&REPLY_POOL, REPLY_BUF)
 }
 
 /// Gives a reply buffer back once its bytes are copied out; one that grew large is freed.
-fn give_reply_buf(mut buf: Vec<u8>) {
-    if buf.capacity() > POOL_MAX_BUF {
-        return;
-    }
-    buf.clear();
-    REPLY_POOL.with(|p| {
-        let mut p = p.borrow_mut();
-        if p.len() < REPLY_POOL_DEPTH {
-            p.push(buf);
-        }
-    });
+fn give_reply_buf(buf: Vec<u8>) {
+    give_to(&REPLY_POOL, REPLY_POOL_DEPTH, buf);
 }
 
 /// Calls `f` with each key a read request (of a run) will GET, in order; how many `f` accepted.
