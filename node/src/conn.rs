@@ -98,10 +98,10 @@ fn take_from(pool: &'static BufPool, capacity: usize) -> Vec<u8> {
         .unwrap_or_else(|| Vec::with_capacity(capacity))
 }
 
-/// Puts `buf` back in `pool`, emptied, unless it holds nothing, grew past `POOL_MAX_BUF` or the
+/// Puts `buf` back in `pool`, emptied, unless it holds nothing, grew past `max_capacity` or the
 /// pool already keeps `depth`.
-fn give_to(pool: &'static BufPool, depth: usize, mut buf: Vec<u8>) {
-    if buf.capacity() == 0 || buf.capacity() > POOL_MAX_BUF {
+fn give_to(pool: &'static BufPool, depth: usize, max_capacity: usize, mut buf: Vec<u8>) {
+    if buf.capacity() == 0 || buf.capacity() > max_capacity {
         return;
     }
     buf.clear();
@@ -118,7 +118,7 @@ fn take_buf() -> Vec<u8> {
 }
 
 fn give_buf(buf: &mut Vec<u8>) {
-    give_to(&POOL, POOL_DEPTH, std::mem::take(buf));
+    give_to(&POOL, POOL_DEPTH, POOL_MAX_BUF, std::mem::take(buf));
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -315,6 +315,9 @@ async fn answer_alone(state: &ServerState, engine: &Engine, p: Proto, request: &
 const REPLY_BUF: usize = 1024;
 /// Reply buffers kept per thread: a few runs' worth.
 const REPLY_POOL_DEPTH: usize = 256;
+/// A reply buffer that grew past this (a large value) is freed: the pool keeps at most 1 MiB
+/// per thread.
+const REPLY_POOL_MAX_BUF: usize = 4 * REPLY_BUF;
 
 thread_local! {
     static REPLY_POOL: RefCell<Vec<Vec<u8>>> = const { RefCell::new(Vec::new()) };
@@ -329,7 +332,7 @@ fn take_reply_buf() -> Vec<u8> {
 
 /// Gives a reply buffer back once its bytes are copied out; one that grew large is freed.
 fn give_reply_buf(buf: Vec<u8>) {
-    give_to(&REPLY_POOL, REPLY_POOL_DEPTH, buf);
+    give_to(&REPLY_POOL, REPLY_POOL_DEPTH, REPLY_POOL_MAX_BUF, buf);
 }
 
 /// Calls `f` with each key a read request (of a run) will GET, in order; how many `f` accepted.

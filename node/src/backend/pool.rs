@@ -469,10 +469,10 @@ impl Pool {
     /// with fewer than [`SPILL_AT`] requests in flight, else the least loaded.
     ///
     /// Filling the first link before the next keeps a light load on one memcached thread: at
-    /// pipeline depth 1, turns taken over two links woke two memcached threads for half a batch
-    /// each, and memcached behind the node cost 6.7 µs of CPU per request instead of 3.7 µs
-    /// (the node 16.7 µs instead of 13–15). A heavy load (pipeline 16: hundreds in flight)
-    /// still spreads over every link, which keeps two memcached threads busy there.
+    /// pipeline depth 1 (50 connections, 2 cores), turns taken over two links woke two memcached
+    /// threads for half a batch each, and memcached behind the node cost 6.1–7.7 µs of CPU per
+    /// request; filling first, 4.0–4.4 µs. A heavy load (pipeline 16: hundreds in flight) still
+    /// spreads over every link, which keeps two memcached threads busy there.
     fn pick(&self, base: usize, n: usize) -> usize {
         let mut best = (usize::MAX, base);
         for k in base..base + n {
