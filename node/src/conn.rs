@@ -232,7 +232,7 @@ impl Batch<'_> {
         ends: &[usize],
         kinds: &[Kind],
         memcached: &crate::backend::memcached::Memcached,
-        group: &crate::backend::pool::Group,
+        group: &std::sync::Arc<crate::backend::pool::Group>,
         out: &mut Vec<u8>,
     ) {
         type Started<'f> = std::pin::Pin<Box<dyn std::future::Future<Output = Vec<u8>> + Send + 'f>>;
@@ -246,7 +246,7 @@ impl Batch<'_> {
         for (i, kind) in kinds.iter().enumerate() {
             let req = request(i);
             if *kind != Kind::Write {
-                stashed[i] = for_each_read_key(p, req, |key| memcached.prefetch_get(key));
+                stashed[i] = for_each_read_key(p, req, |key| memcached.prefetch_get(group, key));
                 continue;
             }
             let mut fut: Started<'_> = Box::pin(answer_alone(state, engine, p, req));

@@ -6,10 +6,11 @@
 //! live in [`super::chunked`], on top of this.
 
 use std::ops::ControlFlow;
+use std::sync::Arc;
 
 use riven_proto::binary::{self, Opcode, Request, Status, StoreExtras};
 
-use super::pool::{LinkError, Pool, PoolConfig, Reply};
+use super::pool::{Group, LinkError, Pool, PoolConfig, Reply};
 use super::raw::{run_windowed, RawDeleted, RawItem, RawMode, RawStore, RawStored, RawWrite};
 use crate::engine::{BackendError, Result};
 
@@ -92,10 +93,10 @@ fn plain_get(key: &[u8]) -> Request<'_> {
 }
 
 impl Memcached {
-    /// Sends a plain GET of `key` now, for the next `get` of that key in this task's group to
-    /// find (see [`Pool::prefetch`]). False if it was not sent.
-    pub fn prefetch_get(&self, key: &[u8]) -> bool {
-        self.pool.prefetch(key, plain_get(key))
+    /// Sends a plain GET of `key` now, for the next `get` of that key in `group` (this task's)
+    /// to find (see [`Pool::prefetch`]). False if it was not sent.
+    pub fn prefetch_get(&self, group: &Arc<Group>, key: &[u8]) -> bool {
+        self.pool.prefetch(group, key, plain_get(key))
     }
 }
 

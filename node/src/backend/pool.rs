@@ -520,14 +520,11 @@ impl Pool {
         self.send(req, tail)?.await
     }
 
-    /// Within a group (see [`Group::scope`]): sends `req` now and keeps its wait for the first
-    /// call to [`Pool::stashed`] with this `key` while the stash is open. This is how a batch
-    /// sends the reads of many requests at once and then runs each request's own logic, which
-    /// finds its reply waiting. False outside a group, or if the request could not be sent.
-    pub fn prefetch(&self, key: &[u8], req: binary::Request<'_>) -> bool {
-        let Some(group) = Pool::group() else {
-            return false;
-        };
+    /// Within `group`, the calling task's (see [`Group::scope`]): sends `req` now and keeps its
+    /// wait for the first call to [`Pool::stashed`] with this `key` while the stash is open. This
+    /// is how a batch sends the reads of many requests at once and then runs each request's own
+    /// logic, which finds its reply waiting. False if the request could not be sent.
+    pub fn prefetch(&self, group: &Arc<Group>, key: &[u8], req: binary::Request<'_>) -> bool {
         match self.send_in(Some(group.clone()), req, &[]) {
             Ok(wait) => {
                 group.stash(key, wait);
