@@ -210,8 +210,7 @@ impl Batch<'_> {
         let (state, engine) = (self.state, self.engine);
         let runs = (0..n).map(|i| answer_alone(state, engine, p, nth_request(buf, &ends[..n], i)));
         for reply in futures_util::future::join_all(runs).await {
-            out.extend_from_slice(&reply);
-            give_reply_buf(reply);
+            append_reply(out, reply);
         }
     }
 }
@@ -262,12 +261,9 @@ impl Batch<'_> {
         for (i, kind) in kinds.iter().enumerate() {
             if *kind == Kind::Write {
                 if let Some((_, reply)) = done.next_if(|(j, _)| *j == i) {
-                    out.extend_from_slice(&reply);
-                    give_reply_buf(reply);
+                    append_reply(out, reply);
                 } else if let Some((_, fut)) = writes.next_if(|(j, _)| *j == i) {
-                    let reply = fut.await;
-                    out.extend_from_slice(&reply);
-                    give_reply_buf(reply);
+                    append_reply(out, fut.await);
                 }
                 continue;
             }
@@ -330,9 +326,10 @@ fn take_reply_buf() -> Vec<u8> {
     take_from(&REPLY_POOL, REPLY_BUF)
 }
 
-/// Gives a reply buffer back once its bytes are copied out; one that grew large is freed.
-fn give_reply_buf(buf: Vec<u8>) {
-    give_to(&REPLY_POOL, REPLY_POOL_DEPTH, REPLY_POOL_MAX_BUF, buf);
+/// Copies a reply of a run into `out` and gives its buffer back (one that grew large is freed).
+fn append_reply(out: &mut Vec<u8>, reply: Vec<u8>) {
+    out.extend_from_slice(&reply);
+    give_to(&REPLY_POOL, REPLY_POOL_DEPTH, REPLY_POOL_MAX_BUF, reply);
 }
 
 /// Calls `f` with each key a read request (of a run) will GET, in order; how many `f` accepted.

@@ -81,6 +81,13 @@ impl Backend for Store {
     }
 }
 
+/// What a stat is, for `stats reset`: a count since start (reset to 0) or a level (kept).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum StatKind {
+    Count,
+    Level,
+}
+
 /// The node's engine: the configurations a node can run in.
 pub enum Engine {
     /// The embedded memory store alone (the default).
@@ -153,30 +160,32 @@ impl Engine {
         }
     }
 
-    /// Per-tier counters and the L2's size, for `stats`.
-    pub fn for_each_tier_stat(&self, f: &mut dyn FnMut(&str, u64)) {
+    /// Per-tier counters and the L2's size, for `stats`, each with its [`StatKind`].
+    pub fn for_each_tier_stat(&self, f: &mut dyn FnMut(&str, u64, StatKind)) {
+        use StatKind::{Count, Level};
+        let mut count = |name: &str, v: u64| f(name, v, Count);
         let l2 = match self {
             Engine::Memory(_) => return,
             Engine::Tiered(o) => {
-                o.tiers().stats.for_each(f);
+                o.tiers().stats.for_each(&mut count);
                 &o.tiers().l2
             }
             Engine::Proxy(o) => {
-                o.tiers().stats.for_each(f);
+                o.tiers().stats.for_each(&mut count);
                 let c = o.tiers().l1.chunk_stats();
-                f("chunked_writes", c.chunked_writes);
-                f("chunked_reads", c.chunked_reads);
-                f("chunked_broken_reads", c.broken_reads);
-                f("chunks_deleted", c.chunks_deleted);
-                f("l1_up", o.tiers().l1.raw().pool().is_up() as u64);
+                f("chunked_writes", c.chunked_writes, Count);
+                f("chunked_reads", c.chunked_reads, Count);
+                f("chunked_broken_reads", c.broken_reads, Count);
+                f("chunks_deleted", c.chunks_deleted, Count);
+                f("l1_up", o.tiers().l1.raw().pool().is_up() as u64, Level);
                 &o.tiers().l2
             }
         };
         if let Some(s) = l2.as_ref().and_then(|l2| l2.store().stats().ok()) {
-            f("l2_bytes", s.dir_bytes);
-            f("l2_max_bytes", s.max_bytes);
-            f("l2_entries", s.entries_estimate);
-            f("l2_evicted", s.evicted);
+            f("l2_bytes", s.dir_bytes, Level);
+            f("l2_max_bytes", s.max_bytes, Level);
+            f("l2_entries", s.entries_estimate, Level);
+            f("l2_evicted", s.evicted, Count);
         }
     }
 

@@ -4,6 +4,7 @@
 use std::fmt::Display;
 use std::sync::atomic::Ordering;
 
+use crate::engine::StatKind;
 use crate::server::{ServerState, VERSION};
 
 /// Calls `f(name, value)` for each stat of `group` ("" is the general stats).
@@ -102,13 +103,10 @@ fn general(state: &ServerState, put: &mut Put<'_>, count: &mut Count<'_>) {
     counter(put, "evicted_unfetched", s.evicted_unfetched);
     counter(put, "evictions", s.evictions);
     counter(put, "reclaimed", s.reclaimed);
-    state.engine.for_each_tier_stat(&mut |name, v| {
-        // Levels, not counts: a reset leaves them.
-        if matches!(name, "l1_up" | "l2_bytes" | "l2_max_bytes" | "l2_entries") {
-            put(name, &v)
-        } else {
-            counter(put, name, v)
-        }
+    state.engine.for_each_tier_stat(&mut |name, v, kind| match kind {
+        StatKind::Count => counter(put, name, v),
+        // A reset leaves levels.
+        StatKind::Level => put(name, &v),
     });
 }
 

@@ -44,7 +44,7 @@ fn restart_keeps_data_and_expired_data_never_returns() {
     let mut stats = Vec::new();
     node.state
         .engine
-        .for_each_tier_stat(&mut |k, v| stats.push((k.to_string(), v)));
+        .for_each_tier_stat(&mut |k, v, _| stats.push((k.to_string(), v)));
     let stat = |name: &str| stats.iter().find(|(k, _)| k == name).map(|(_, v)| *v).unwrap();
     assert!(stat("l2_hits") >= 12, "{stats:?}");
     assert!(stat("l2_backfills") >= 12, "{stats:?}");
