@@ -201,9 +201,11 @@ impl Batch<'_> {
     /// sent them: a `get` after a `set` reads what the `set` wrote. `run` is what
     /// [`Run::plan`] found.
     async fn concurrent_run(&mut self, p: Proto, buf: &[u8], run: Run, out: &mut Vec<u8>) {
-        let Run { ends, kinds, n, at: _ } = run;
+        let Run {
+            ends, kinds, keys, n, ..
+        } = run;
         if let (Some(memcached), Some(group)) = (self.engine.memcached(), crate::backend::pool::Pool::group()) {
-            self.prefetched_run(p, buf, &ends[..n], &kinds[..n], memcached, &group, out)
+            self.prefetched_run(p, buf, &ends[..n], &kinds[..n], &keys[..n], memcached, &group, out)
                 .await;
             return;
         }
@@ -230,6 +232,7 @@ impl Batch<'_> {
         buf: &[u8],
         ends: &[usize],
         kinds: &[Kind],
+        keys: &[KeyAt],
         memcached: &crate::backend::memcached::Memcached,
         group: &std::sync::Arc<crate::backend::pool::Group>,
         out: &mut Vec<u8>,
@@ -245,7 +248,10 @@ impl Batch<'_> {
         for (i, kind) in kinds.iter().enumerate() {
             let req = request(i);
             if *kind != Kind::Write {
-                stashed[i] = for_each_read_key(p, req, |key| memcached.prefetch_get(group, key));
+                stashed[i] = match keys[i].of(req) {
+                    Some(key) => u8::from(riven_proto::key_is_valid(key) && memcached.prefetch_get(group, key)),
+                    None => for_each_read_key(p, req, |key| memcached.prefetch_get(group, key)),
+                };
                 continue;
             }
             let mut fut: Started<'_> = Box::pin(answer_alone(state, engine, p, req));
@@ -391,6 +397,9 @@ struct Run {
     /// Where each request ends, from the start of the run.
     ends: [usize; MAX_RUN],
     kinds: [Kind; MAX_RUN],
+    /// Where a read's key is in its request, when the planner saw it (saves the prefetch
+    /// tokenising the line again).
+    keys: [KeyAt; MAX_RUN],
     n: usize,
     /// Bytes the run takes.
     at: usize,
@@ -402,6 +411,7 @@ impl Run {
         let mut run = Run {
             ends: [0; MAX_RUN],
             kinds: [Kind::Read; MAX_RUN],
+            keys: [KeyAt::NONE; MAX_RUN],
             n: 0,
             at: 0,
         };
@@ -410,12 +420,13 @@ impl Run {
         let mut multi_read = false;
         while run.n < MAX_RUN {
             match one_round_request(p, &buf[run.at..], write_max, item_size_max) {
-                Some((_, Kind::Write)) if multi_read => break,
-                Some((len, kind)) => {
+                Some((_, Kind::Write, _)) if multi_read => break,
+                Some((len, kind, key)) => {
                     multi_read |= kind == Kind::MultiRead;
                     run.at += len;
                     run.ends[run.n] = run.at;
                     run.kinds[run.n] = kind;
+                    run.keys[run.n] = key;
                     run.n += 1;
                 }
                 None => break,
@@ -423,6 +434,42 @@ impl Run {
         }
         (run.n >= 2).then_some(run)
     }
+}
+
+/// Where a key is in its request: (start, length), length 0 for not known.
+#[derive(Clone, Copy)]
+struct KeyAt(u16, u8);
+
+impl KeyAt {
+    const NONE: KeyAt = KeyAt(0, 0);
+
+    fn new(start: usize, len: usize) -> KeyAt {
+        match (u16::try_from(start), u8::try_from(len)) {
+            (Ok(s), Ok(l)) => KeyAt(s, l),
+            _ => KeyAt::NONE,
+        }
+    }
+
+    /// The key in `req`, if known.
+    fn of<'r>(&self, req: &'r [u8]) -> Option<&'r [u8]> {
+        let start = usize::from(self.0);
+        (self.1 > 0).then(|| &req[start..start + usize::from(self.1)])
+    }
+}
+
+/// The space-separated tokens of `s` as (start, length).
+fn tokens(s: &[u8]) -> impl Iterator<Item = (usize, usize)> + '_ {
+    let mut i = 0;
+    std::iter::from_fn(move || {
+        while i < s.len() && s[i] == b' ' {
+            i += 1;
+        }
+        let start = i;
+        while i < s.len() && s[i] != b' ' {
+            i += 1;
+        }
+        (i > start).then_some((start, i - start))
+    })
 }
 
 /// What a request of a run does.
@@ -439,29 +486,46 @@ enum Kind {
 /// sets of at most `write_max` bytes (`None`: no writes) whose only visible request to the tier
 /// is made on their first poll, well formed, so they are answered and use exactly the bytes
 /// measured here.
-fn one_round_request(p: Proto, buf: &[u8], write_max: Option<usize>, item_size_max: usize) -> Option<(usize, Kind)> {
+fn one_round_request(
+    p: Proto,
+    buf: &[u8],
+    write_max: Option<usize>,
+    item_size_max: usize,
+) -> Option<(usize, Kind, KeyAt)> {
     use riven_proto::binary::{parse_request_header, Opcode};
     match p {
         Proto::Text => {
             let (line_end, next) = riven_proto::find_line(buf)?;
             let line = &buf[..line_end];
             if let Some(keys) = line.strip_prefix(b"get ").or_else(|| line.strip_prefix(b"gets ")) {
-                let many = keys.split(|&b| b == b' ').filter(|k| !k.is_empty()).nth(1).is_some();
-                return Some((next, if many { Kind::MultiRead } else { Kind::Read }));
+                let mut toks = tokens(keys);
+                let first = toks.next();
+                return Some(match (first, toks.next()) {
+                    (Some((at, len)), None) => (next, Kind::Read, KeyAt::new(line.len() - keys.len() + at, len)),
+                    _ => (next, Kind::MultiRead, KeyAt::NONE),
+                });
             }
             if line.starts_with(b"set ") {
-                return text_set_len(buf, write_max?, item_size_max).map(|len| (len, Kind::Write));
+                return text_set_len(buf, write_max?, item_size_max).map(|len| (len, Kind::Write, KeyAt::NONE));
             }
             if line.starts_with(b"ms ") {
-                return meta_set_len(buf, line_end, next, write_max?, item_size_max).map(|len| (len, Kind::Write));
+                return meta_set_len(buf, line_end, next, write_max?, item_size_max)
+                    .map(|len| (len, Kind::Write, KeyAt::NONE));
             }
-            let flags = line.strip_prefix(b"mg ")?;
-            // T touches, N creates, R may hand out the recache token: those change the item.
-            let changes = flags
-                .split(|&b| b == b' ')
-                .skip(1)
-                .any(|f| matches!(f.first(), Some(b'T' | b'N' | b'R')));
-            (!changes).then_some((next, Kind::Read))
+            let rest = line.strip_prefix(b"mg ")?;
+            let mut toks = tokens(rest);
+            let (at, len) = toks.next()?;
+            let mut key = KeyAt::new(3 + at, len);
+            for (at, _) in toks {
+                match rest[at] {
+                    // T touches, N creates, R may hand out the recache token: those change the item.
+                    b'T' | b'N' | b'R' => return None,
+                    // A base64 key: the prefetch finds what it decodes to.
+                    b'b' => key = KeyAt::NONE,
+                    _ => {}
+                }
+            }
+            Some((next, Kind::Read, key))
         }
         Proto::Binary => {
             let h = parse_request_header(buf).ok()?;
@@ -471,7 +535,8 @@ fn one_round_request(p: Proto, buf: &[u8], write_max: Option<usize>, item_size_m
             let get = matches!(h.opcode, Opcode::GET | Opcode::GETQ | Opcode::GETK | Opcode::GETKQ);
             if get {
                 let plain = h.extras_len == 0 && h.body_len == u32::from(h.key_len);
-                return plain.then_some((h.frame_len(), Kind::Read));
+                let key = KeyAt::new(riven_proto::binary::HEADER_LEN, usize::from(h.key_len));
+                return plain.then_some((h.frame_len(), Kind::Read, key));
             }
             let set = matches!(h.opcode, Opcode::SET | Opcode::SETQ);
             let head = usize::from(h.extras_len) + usize::from(h.key_len);
@@ -482,7 +547,7 @@ fn one_round_request(p: Proto, buf: &[u8], write_max: Option<usize>, item_size_m
                 && (1..=riven_proto::MAX_KEY_LEN).contains(&usize::from(h.key_len))
                 && value_len <= write_max?
                 && crate::store::item_size_ok(item_size_max, usize::from(h.key_len), u32::MAX, value_len);
-            ok.then_some((h.frame_len(), Kind::Write))
+            ok.then_some((h.frame_len(), Kind::Write, KeyAt::NONE))
         }
     }
 }
@@ -629,4 +694,57 @@ pub async fn serve<S: Socket>(
     give_buf(&mut out);
     let _ = sock.shutdown().await;
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The keys the planner hands to the prefetch: those of plain reads, none for a base64 key
+    /// (the prefetch decodes it) or a write.
+    fn planned_keys(p: Proto, buf: &[u8]) -> Vec<Option<Vec<u8>>> {
+        let run = Run::plan(p, buf, Some(1024), 1 << 20).expect("a run");
+        (0..run.n)
+            .map(|i| {
+                run.keys[i]
+                    .of(nth_request(buf, &run.ends[..run.n], i))
+                    .map(<[u8]>::to_vec)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_planner_finds_each_reads_key() {
+        let buf = b"mg  alpha v f O1\r\nmg YmV0YQ== v b\r\nms w 1 T0\r\nx\r\nget gamma\r\ngets  delta \r\nmg e\r\n";
+        let keys = planned_keys(Proto::Text, buf);
+        let want: Vec<Option<Vec<u8>>> = vec![
+            Some(b"alpha".to_vec()),
+            None,
+            None,
+            Some(b"gamma".to_vec()),
+            Some(b"delta".to_vec()),
+            Some(b"e".to_vec()),
+        ];
+        assert_eq!(keys, want);
+        // A touch changes the item, so it ends the run; a multi-key get reads no key ahead.
+        assert!(Run::plan(Proto::Text, b"mg a T30 v\r\nmg b v\r\n", Some(1024), 1 << 20).is_none());
+        let multi = planned_keys(Proto::Text, b"get a b\r\nget c\r\n");
+        assert_eq!(multi, vec![None, Some(b"c".to_vec())]);
+    }
+
+    #[test]
+    fn the_planner_finds_binary_keys() {
+        let mut buf = Vec::new();
+        for key in [&b"one"[..], b"three"] {
+            let req = riven_proto::binary::Request {
+                key,
+                ..riven_proto::binary::Request::new(riven_proto::binary::Opcode::GETK)
+            };
+            riven_proto::binary::compose_request(&mut buf, &req).unwrap();
+        }
+        assert_eq!(
+            planned_keys(Proto::Binary, &buf),
+            vec![Some(b"one".to_vec()), Some(b"three".to_vec())]
+        );
+    }
 }
