@@ -161,7 +161,7 @@ impl Batch<'_> {
                     // Boxed apart: a batch of one request (pipeline depth 1) then boxes a small
                     // future, not one with room for a run's.
                     let at = run.at;
-                    Box::pin(self.concurrent_run(p, &rbuf[pos..], run, out)).await;
+                    crate::reuse::Reused::new(self.concurrent_run(p, &rbuf[pos..], run, out)).await;
                     pos += at;
                     continue;
                 }
@@ -237,12 +237,11 @@ impl Batch<'_> {
         group: &std::sync::Arc<crate::backend::pool::Group>,
         out: &mut Vec<u8>,
     ) {
-        type Started<'f> = std::pin::Pin<Box<dyn std::future::Future<Output = Vec<u8>> + Send + 'f>>;
         let (state, engine) = (self.state, self.engine);
         let request = |i: usize| nth_request(buf, ends, i);
         // Pass 1. `stashed[i]`: GETs kept for request i; writes keep their started future.
         let mut stashed = [0u8; MAX_RUN];
-        let mut writes: Vec<(usize, Started<'_>)> = Vec::new();
+        let mut writes = Vec::new();
         let mut done: Vec<(usize, Vec<u8>)> = Vec::new();
         group.open_stash(0);
         for (i, kind) in kinds.iter().enumerate() {
@@ -254,9 +253,9 @@ impl Batch<'_> {
                 };
                 continue;
             }
-            let mut fut: Started<'_> = Box::pin(answer_alone(state, engine, p, req));
+            let mut fut = crate::reuse::Reused::new(answer_alone(state, engine, p, req));
             // Its first poll sends its write (see `one_round_request`).
-            match futures_util::poll!(fut.as_mut()) {
+            match futures_util::poll!(&mut fut) {
                 std::task::Poll::Ready(reply) => done.push((i, reply)),
                 std::task::Poll::Pending => writes.push((i, fut)),
             }
@@ -282,11 +281,30 @@ impl Batch<'_> {
                 conn: self.conn,
             };
             group.open_stash(usize::from(stashed[i]));
-            handle(p, &mut ctx, request(i), out).await;
+            let req = request(i);
+            match meta_get_line(p, req) {
+                // The planner saw a whole `mg` line: straight to the meta front end.
+                Some(line_end) => {
+                    crate::protocol::meta::handle(&mut ctx, req, line_end, req.len(), out).await;
+                }
+                None => {
+                    handle(p, &mut ctx, req, out).await;
+                }
+            }
             group.open_stash(0);
         }
         group.clear_stash();
     }
+}
+
+/// Where the line of `req` ends, if `req` is exactly one `mg` line with its terminator (what the
+/// planner took for a read).
+fn meta_get_line(p: Proto, req: &[u8]) -> Option<usize> {
+    if p != Proto::Text || !req.starts_with(b"mg ") {
+        return None;
+    }
+    let line = req.strip_suffix(b"\n")?;
+    Some(line.strip_suffix(b"\r").unwrap_or(line).len())
 }
 
 /// Hands the request at the start of `buf` to the front end of its protocol.
@@ -668,11 +686,11 @@ pub async fn serve<S: Socket>(
         } else if engine.memcached().is_some() {
             // The batch's requests to memcached share one link and one wake-up per reply pass.
             let group = crate::backend::pool::Group::for_batch();
-            let done = Box::pin(group.scope(batch.run(&rbuf, &mut out))).await;
+            let done = crate::reuse::Reused::new(group.scope(batch.run(&rbuf, &mut out))).await;
             crate::backend::pool::Group::give_back(group);
             done
         } else {
-            Box::pin(batch.run(&rbuf, &mut out)).await
+            crate::reuse::Reused::new(batch.run(&rbuf, &mut out)).await
         };
         if !out.is_empty() {
             sock.write_all(&out).await?;

@@ -11,6 +11,7 @@ pub mod engine;
 pub mod l2;
 pub mod orchestrator;
 pub mod protocol;
+pub mod reuse;
 pub mod server;
 pub mod shard;
 pub mod stats;

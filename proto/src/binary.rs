@@ -379,9 +379,12 @@ impl RawHeader {
         h[12..16].copy_from_slice(&self.opaque.to_be_bytes());
         h[16..24].copy_from_slice(&self.cas.to_be_bytes());
         out.extend_from_slice(&h);
-        out.extend_from_slice(extras);
-        out.extend_from_slice(key);
-        out.extend_from_slice(value);
+        // Most frames lack one part or another: skip the copy call for it.
+        for part in [extras, key, value] {
+            if !part.is_empty() {
+                out.extend_from_slice(part);
+            }
+        }
         Ok(())
     }
 }

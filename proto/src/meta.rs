@@ -405,15 +405,16 @@ pub fn parse_request<'a>(line: &'a [u8], key_buf: &'a mut KeyBuf) -> Result<Requ
     // From here on memcached knows the data length, so `ms` errors skip the data block.
     let swallow = if cmd == Command::Set { req.datalen + 2 } else { 0 };
     let mut key_buf = Some(key_buf);
-    // One bit per flag byte seen.
-    let mut seen = 0u128;
+    // One bit per flag byte seen (two words: a u128 shift costs several instructions).
+    let mut seen = [0u64; 2];
     for &t in &toks[first_flag..n] {
         let c = t[0];
+        let (word, bit) = (usize::from(c >> 6) & 1, 1u64 << (c & 63));
         // memcached indexes a 127-entry table with the flag byte: 0x7f and above read as seen.
-        if c >= 0x7f || seen & (1 << c) != 0 {
+        if c >= 0x7f || seen[word] & bit != 0 {
             return Err(err(ErrorKind::DuplicateFlag, swallow));
         }
-        seen |= 1 << c;
+        seen[word] |= bit;
         let arg = &t[1..];
         let f = &mut req.flags;
         match c {
