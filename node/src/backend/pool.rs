@@ -292,12 +292,12 @@ impl Group {
         GROUP.scope(self.clone(), fut).await
     }
 
-    /// A new waiting slot: (generation, index).
-    fn open(&self) -> (u32, u32) {
+    /// A new waiting slot: (generation, index), and the link the group keeps to, if any yet.
+    fn open(&self) -> (u32, u32, Option<usize>) {
         let mut st = self.state.lock();
         st.slots.push(Slot::Waiting(None));
         st.live += 1;
-        (st.generation, (st.slots.len() - 1) as u32)
+        (st.generation, (st.slots.len() - 1) as u32, st.link)
     }
 
     /// Puts the reply in its slot; returns the waker to wake.
@@ -575,26 +575,38 @@ impl Pool {
     ) -> Result<Pending, LinkError> {
         let total = self.links.len();
         let (base, n) = self.home();
+        // The group's slot is opened first, with the group's link read under the same lock; if
+        // the request cannot be sent, dropping its wait gives the slot up again.
+        let (slot, preferred) = match &group {
+            Some(g) => {
+                let (generation, idx, link) = g.open();
+                let wait = SlotWait {
+                    group: g.clone(),
+                    generation,
+                    idx,
+                    done: false,
+                };
+                (Some(wait), link)
+            }
+            None => (None, None),
+        };
         // A group keeps to its link, so memcached sees its requests in order; otherwise (or when
         // that link is down) the next of this worker's links that is up, then any other: one
         // broken connection must not fail requests.
-        let preferred = group.as_ref().and_then(|g| g.state.lock().link);
         let i = preferred.unwrap_or_else(|| self.pick(base, n));
-        let k = std::iter::once(i)
+        let candidates = std::iter::once(i)
             .chain((0..n).map(|k| base + (i + k) % n))
-            .chain((0..total).map(|k| (base + n + k) % total))
-            .find(|&k| self.links[k].state.lock().up)
-            .ok_or(LinkError::Down)?;
-        if let Some(g) = &group {
-            if preferred != Some(k) {
-                g.state.lock().link = Some(k);
-            }
-        }
-        let link = &self.links[k];
-        let wait = {
+            .chain((0..total).map(|k| (base + n + k) % total));
+        for k in candidates {
+            let link = &self.links[k];
             let mut st = link.state.lock();
             if !st.up {
-                return Err(LinkError::Down);
+                continue;
+            }
+            if let Some(g) = &group {
+                if preferred != Some(k) {
+                    g.state.lock().link = Some(k);
+                }
             }
             if st.wbuf.len() > self.max_buffered {
                 return Err(LinkError::Overloaded);
@@ -610,27 +622,27 @@ impl Pool {
                 st.wbuf.truncate(start);
                 return Err(LinkError::Protocol);
             }
-            match group {
-                Some(group) => {
-                    let (generation, idx) = group.open();
+            let wait = match (slot, group) {
+                (Some(slot), Some(group)) => {
                     st.pending
-                        .push_back((opaque, Waiter::Slot(group.clone(), generation, idx)));
-                    Pending::Slot(SlotWait {
-                        group,
-                        generation,
-                        idx,
-                        done: false,
-                    })
+                        .push_back((opaque, Waiter::Slot(group, slot.generation, slot.idx)));
+                    Pending::Slot(slot)
                 }
-                None => {
+                _ => {
                     let (tx, rx) = oneshot::channel();
                     st.pending.push_back((opaque, Waiter::One(tx)));
                     Pending::One(rx)
                 }
+            };
+            drop(st);
+            // The writer takes the whole buffer when it runs, so only the request that finds it
+            // empty needs to wake it: the requests after it ride on that wake-up.
+            if start == 0 {
+                link.wake_writer.notify_one();
             }
-        };
-        link.wake_writer.notify_one();
-        Ok(wait)
+            return Ok(wait);
+        }
+        Err(LinkError::Down)
     }
 }
 
