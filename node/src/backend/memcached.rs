@@ -121,11 +121,11 @@ impl RawStore for Memcached {
         match reply.status {
             Status::SUCCESS => {
                 let flags =
-                    binary::parse_u32_extras(&reply.extras).ok_or(BackendError::Failed("bad reply from memcached"))?;
+                    binary::parse_u32_extras(reply.extras()).ok_or(BackendError::Failed("bad reply from memcached"))?;
                 Ok(Some(RawItem {
                     flags,
                     cas: reply.cas,
-                    value: reply.value,
+                    value: reply.into_value(),
                 }))
             }
             Status::KEY_ENOENT => Ok(None),

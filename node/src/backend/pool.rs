@@ -102,15 +102,39 @@ pub enum LinkError {
     Overloaded,
 }
 
-/// One reply, its parts sharing the buffer it was read into (no copies).
+/// One reply: its frame as read (no copies), the header's fields decoded.
+///
+/// The parts are found by offset rather than kept as three `Bytes`: each of those is a
+/// reference count to bump and drop again on every reply.
 #[derive(Debug, Clone)]
 pub struct Reply {
     pub opcode: Opcode,
     pub status: Status,
     pub cas: u64,
-    pub extras: Bytes,
-    pub key: Bytes,
-    pub value: Bytes,
+    frame: Bytes,
+    extras_end: usize,
+    key_end: usize,
+}
+
+impl Reply {
+    pub fn extras(&self) -> &[u8] {
+        &self.frame[HEADER_LEN..self.extras_end]
+    }
+
+    pub fn key(&self) -> &[u8] {
+        &self.frame[self.extras_end..self.key_end]
+    }
+
+    pub fn value(&self) -> &[u8] {
+        &self.frame[self.key_end..]
+    }
+
+    /// The value, sharing the frame's buffer.
+    pub fn into_value(self) -> Bytes {
+        let mut frame = self.frame;
+        bytes::Buf::advance(&mut frame, self.key_end);
+        frame
+    }
 }
 
 /// Who waits for a reply.
@@ -843,9 +867,9 @@ fn deliver_replies(link: &Link, buf: &mut BytesMut, to_wake: &mut Vec<Waker>) ->
             opcode: header.opcode,
             status: header.status,
             cas: header.cas,
-            extras: frame.slice(HEADER_LEN..extras_end),
-            key: frame.slice(extras_end..key_end),
-            value: frame.slice(key_end..),
+            frame,
+            extras_end,
+            key_end,
         };
         let waiter = {
             let mut st = link.state.lock();
@@ -913,7 +937,7 @@ mod tests {
                     })
                 });
                 for (k, r) in keys.iter().zip(join_all(gets).await) {
-                    assert_eq!(&r.unwrap().value[..], k.as_bytes());
+                    assert_eq!(r.unwrap().value(), k.as_bytes());
                 }
             }));
         }
@@ -955,7 +979,7 @@ mod tests {
             key: b"k",
             ..binary::Request::new(Opcode::GET)
         };
-        assert_eq!(&pool.call(get).await.unwrap().value[..], b"abcdefg");
+        assert_eq!(pool.call(get).await.unwrap().value(), b"abcdefg");
     }
 
     #[tokio::test]
