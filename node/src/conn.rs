@@ -273,14 +273,13 @@ impl Batch<'_> {
                 continue;
             }
             // What earlier requests did not take is dropped, so this one's GETs come first.
-            group.trim_stash(left);
+            group.trim_and_open_stash(left, usize::from(stashed[i]));
             left -= usize::from(stashed[i]);
             let mut ctx = Ctx {
                 state,
                 engine,
                 conn: self.conn,
             };
-            group.open_stash(usize::from(stashed[i]));
             let req = request(i);
             match meta_get_line(p, req) {
                 // The planner saw a whole `mg` line: straight to the meta front end.

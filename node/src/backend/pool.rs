@@ -287,10 +287,17 @@ impl Group {
 
     /// Drops the oldest stashed waits until `keep` are left.
     pub fn trim_stash(&self, keep: usize) {
+        self.trim_and_open_stash(keep, 0);
+    }
+
+    /// [`Group::trim_stash`] to `keep`, then [`Group::open_stash`] for `n`, under one lock (the
+    /// step before each request of a run).
+    pub fn trim_and_open_stash(&self, keep: usize, n: usize) {
         let mut st = self.stash.lock();
         while st.waits.len() > keep {
             st.pop();
         }
+        st.open = n;
     }
 
     fn stash(&self, key: &[u8], wait: Pending) {
@@ -846,6 +853,10 @@ async fn read_loop<R: AsyncRead + Unpin>(link: &Link, mut r: R, timeout: Duratio
 /// Parses every whole reply in `buf` and hands each to its waiter; groups to wake are pushed on
 /// `to_wake`.
 fn deliver_replies(link: &Link, buf: &mut BytesMut, to_wake: &mut Vec<Waker>) -> Result<(), LinkError> {
+    // One lock for the whole pass, not one per reply: the callers that append requests to a
+    // link almost always run on the link's own worker thread, so holding it keeps no one
+    // waiting. (Lock order, as in `send_in`: link, then group.)
+    let mut st = link.state.lock();
     loop {
         let header = match binary::parse_response_header(buf) {
             Ok(h) => h,
@@ -871,13 +882,10 @@ fn deliver_replies(link: &Link, buf: &mut BytesMut, to_wake: &mut Vec<Waker>) ->
             extras_end,
             key_end,
         };
-        let waiter = {
-            let mut st = link.state.lock();
-            match st.pending.pop_front() {
-                Some((opaque, w)) if opaque == header.opaque => w,
-                // A reply nobody asked for: the stream is out of step; start over.
-                _ => return Err(LinkError::Protocol),
-            }
+        let waiter = match st.pending.pop_front() {
+            Some((opaque, w)) if opaque == header.opaque => w,
+            // A reply nobody asked for: the stream is out of step; start over.
+            _ => return Err(LinkError::Protocol),
         };
         if let Some(waker) = waiter.deliver(Ok(reply)) {
             // A batch's requests are sent, and so answered, together: comparing with the last
