@@ -533,6 +533,15 @@ fn c_number(t: &[u8]) -> Option<(bool, &[u8])> {
     Some((neg, &t[..end]))
 }
 
+/// A token of at most 18 plain digits (no sign, no whitespace: nearly every number a client
+/// sends): its value, without the general path's checks, which cannot fail for it.
+fn plain_digits(t: &[u8]) -> Option<u64> {
+    if t.is_empty() || t.len() > 18 || !t.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    Some(t.iter().fold(0u64, |v, &c| v * 10 + u64::from(c - b'0')))
+}
+
 /// The magnitude of a run of ASCII digits, None past `u64::MAX` (`ERANGE`).
 fn digits_value(d: &[u8]) -> Option<u64> {
     d.iter()
@@ -541,6 +550,9 @@ fn digits_value(d: &[u8]) -> Option<u64> {
 
 /// memcached's `safe_strtol` on a 64-bit `long`: out of `i64` range is an error.
 fn strtol(t: &[u8]) -> Option<i64> {
+    if let Some(v) = plain_digits(t) {
+        return Some(v as i64);
+    }
     let (neg, d) = c_number(t)?;
     let m = digits_value(d)?;
     if neg {
@@ -559,6 +571,9 @@ fn strtol32(t: &[u8]) -> Option<i32> {
 /// in C, and is refused only when it reads as negative and the token holds a '-'
 /// (so `-0` is 0 and `-9223372036854775809` is 9223372036854775807).
 fn strtoull(t: &[u8]) -> Option<u64> {
+    if let Some(v) = plain_digits(t) {
+        return Some(v);
+    }
     let (neg, d) = c_number(t)?;
     let v = digits_value(d)?;
     let v = if neg { v.wrapping_neg() } else { v };
