@@ -161,7 +161,7 @@ impl Batch<'_> {
                     // Boxed apart: a batch of one request (pipeline depth 1) then boxes a small
                     // future, not one with room for a run's.
                     let at = run.at;
-                    crate::reuse::Reused::new(self.concurrent_run(p, &rbuf[pos..], run, out)).await;
+                    crate::reuse::Reused::new(|| self.concurrent_run(p, &rbuf[pos..], run, out)).await;
                     pos += at;
                     continue;
                 }
@@ -253,7 +253,7 @@ impl Batch<'_> {
                 };
                 continue;
             }
-            let mut fut = crate::reuse::Reused::new(answer_alone(state, engine, p, req));
+            let mut fut = crate::reuse::Reused::new(|| answer_alone(state, engine, p, req));
             // Its first poll sends its write (see `one_round_request`).
             match futures_util::poll!(&mut fut) {
                 std::task::Poll::Ready(reply) => done.push((i, reply)),
@@ -685,11 +685,11 @@ pub async fn serve<S: Socket>(
         } else if engine.memcached().is_some() {
             // The batch's requests to memcached share one link and one wake-up per reply pass.
             let group = crate::backend::pool::Group::for_batch();
-            let done = crate::reuse::Reused::new(group.scope(batch.run(&rbuf, &mut out))).await;
+            let done = crate::reuse::Reused::new(|| group.scope(batch.run(&rbuf, &mut out))).await;
             crate::backend::pool::Group::give_back(group);
             done
         } else {
-            crate::reuse::Reused::new(batch.run(&rbuf, &mut out)).await
+            crate::reuse::Reused::new(|| batch.run(&rbuf, &mut out)).await
         };
         if !out.is_empty() {
             sock.write_all(&out).await?;

@@ -318,9 +318,10 @@ impl Group {
         st.pop()
     }
 
-    /// Runs `fut` with every pool call it makes in this group.
-    pub async fn scope<F: Future>(self: &Arc<Group>, fut: F) -> F::Output {
-        GROUP.scope(self.clone(), fut).await
+    /// Runs `fut` with every pool call it makes in this group. Not an `async fn`: that would
+    /// hold `fut` and move it (several KiB) into the task-local scope on its first poll.
+    pub fn scope<F: Future>(self: &Arc<Group>, fut: F) -> impl Future<Output = F::Output> {
+        GROUP.scope(self.clone(), fut)
     }
 
     /// A new waiting slot: (generation, index), and the link the group keeps to, if any yet.
