@@ -526,7 +526,9 @@ fn one_round_request(
                 return text_set_len(buf, write_max?, item_size_max).map(|len| (len, Kind::Write, KeyAt::NONE));
             }
             if line.starts_with(b"ms ") {
-                return meta_set_len(buf, line_end, next, write_max?, item_size_max)
+                let write_max = write_max?;
+                return plain_ms_len(buf, line_end, next, write_max, item_size_max)
+                    .or_else(|| meta_set_len(buf, line_end, next, write_max, item_size_max))
                     .map(|len| (len, Kind::Write, KeyAt::NONE));
             }
             let rest = line.strip_prefix(b"mg ")?;
@@ -581,6 +583,49 @@ fn text_set_len(buf: &[u8], write_max: usize, item_size_max: usize) -> Option<us
         }
         _ => None,
     }
+}
+
+/// Like [`meta_set_len`], by a light scan instead of a parse, for the `ms` lines clients send
+/// most (`F`, `T`, `O` and return flags only): the front end then parses the request once, not
+/// twice. It accepts a subset of what `meta_set_len` accepts, checking each flag's argument as
+/// the parser would (a test holds it to that); anything else is left to `meta_set_len`.
+fn plain_ms_len(buf: &[u8], line_end: usize, next: usize, write_max: usize, item_size_max: usize) -> Option<usize> {
+    use riven_proto::meta::MAX_OPAQUE_LEN;
+    let digits = |t: &[u8]| !t.is_empty() && t.len() <= 18 && t.iter().all(u8::is_ascii_digit);
+    let mut toks = buf[..line_end].split(|&b| b == b' ').filter(|t| !t.is_empty());
+    if toks.next()? != b"ms" {
+        return None;
+    }
+    let key = toks.next()?;
+    let len = toks.next()?;
+    if key.len() > riven_proto::MAX_KEY_LEN || len.len() > 9 || !digits(len) {
+        return None;
+    }
+    let datalen = len.iter().fold(0usize, |v, &c| v * 10 + usize::from(c - b'0'));
+    // The parser refuses 20 tokens or more, and a flag sent twice.
+    let (mut count, mut seen, mut client_flags) = (3, 0u128, 0u32);
+    for t in toks {
+        count += 1;
+        let (c, arg) = (t[0], &t[1..]);
+        if count >= 20 || c >= 0x80 || seen & (1 << c) != 0 {
+            return None;
+        }
+        seen |= 1 << c;
+        match c {
+            b'F' if digits(arg) => {
+                client_flags = u32::from(arg.iter().any(|&d| d != b'0'));
+            }
+            b'T' if digits(arg.strip_prefix(b"-").unwrap_or(arg)) => {}
+            b'O' if arg.len() <= MAX_OPAQUE_LEN => {}
+            b'q' | b'c' | b'k' | b's' | b't' | b'f' | b'h' | b'l' => {}
+            _ => return None,
+        }
+    }
+    // Any nonzero client flags cost the item 4 bytes, whatever the value.
+    if datalen > write_max || !crate::store::item_size_ok(item_size_max, key.len(), client_flags, datalen) {
+        return None;
+    }
+    (buf.get(next + datalen..next + datalen + 2)? == b"\r\n").then_some(next + datalen + 2)
 }
 
 /// A whole, well-formed meta `ms` in set mode, without CAS, of a small value: its length.
@@ -747,6 +792,96 @@ mod tests {
         assert!(Run::plan(Proto::Text, b"mg a T30 v\r\nmg b v\r\n", Some(1024), 1 << 20).is_none());
         let multi = planned_keys(Proto::Text, b"get a b\r\nget c\r\n");
         assert_eq!(multi, vec![None, Some(b"c".to_vec())]);
+    }
+
+    /// The light scan for `ms` accepts only what the full check accepts, with the same length,
+    /// over lines built from valid and invalid pieces alike.
+    #[test]
+    fn the_light_ms_scan_accepts_only_what_the_parser_does() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        let pieces: &[&str] = &[
+            "F0",
+            "F7",
+            "F4294967296",
+            "F-1",
+            "Fx",
+            "F",
+            "T0",
+            "T-1",
+            "T30",
+            "T99999999999999999999",
+            "T",
+            "T+5",
+            "c",
+            "k",
+            "q",
+            "s",
+            "t",
+            "f",
+            "h",
+            "l",
+            "v",
+            "b",
+            "I",
+            "C5",
+            "MS",
+            "ME",
+            "N0",
+            "R5",
+            "O",
+            "O1",
+            "Oabcdefghijklmnopqrstuvwxyz01234",
+            "Oabcdefghijklmnopqrstuvwxyz012345",
+            "u",
+            "P",
+            "L",
+            "Z",
+            "\u{7f}",
+        ];
+        let (mut accepted, mut tried) = (0, 0);
+        for _ in 0..20_000 {
+            let key = match rng.gen_range(0..4) {
+                0 => "k".repeat(250),
+                1 => "k".repeat(251),
+                _ => "key".to_string(),
+            };
+            let len: usize = rng.gen_range(0..6);
+            let len_tok = match rng.gen_range(0..6) {
+                0 => "-1".to_string(),
+                1 => "x".to_string(),
+                2 => "0005".to_string(),
+                _ => len.to_string(),
+            };
+            let mut line = format!("ms{}{key} {len_tok}", if rng.gen_bool(0.1) { "  " } else { " " });
+            for _ in 0..rng.gen_range(0..20) {
+                line.push_str(if rng.gen_bool(0.1) { "  " } else { " " });
+                line.push_str(pieces[rng.gen_range(0..pieces.len())]);
+            }
+            let data = if rng.gen_bool(0.9) {
+                "x".repeat(len)
+            } else {
+                "y".repeat(len + 1)
+            };
+            let buf = format!("{line}\r\n{data}\r\nmg next\r\n").into_bytes();
+            let (line_end, next) = (line.len(), line.len() + 2);
+            let item_max = if rng.gen_bool(0.5) { 1 << 20 } else { 320 };
+            tried += 1;
+            if let Some(n) = plain_ms_len(&buf, line_end, next, 4, item_max) {
+                accepted += 1;
+                assert_eq!(meta_set_len(&buf, line_end, next, 4, item_max), Some(n), "{line}");
+            }
+        }
+        // The scan must take the common lines, or it saves nothing.
+        assert!(accepted > tried / 50, "{accepted} of {tried}");
+        let common = b"ms rb:74578 100 F0 T0 c O12346\r\n";
+        let mut buf = common.to_vec();
+        buf.extend_from_slice(&[b'v'; 100]);
+        buf.extend_from_slice(b"\r\n");
+        assert_eq!(
+            plain_ms_len(&buf, common.len() - 2, common.len(), 1024, 1 << 20),
+            Some(buf.len())
+        );
     }
 
     #[test]
