@@ -280,18 +280,14 @@ impl Group {
         self.stash.lock().open = n;
     }
 
-    /// Drops every stashed wait (their replies, when they come, land nowhere).
+    /// Drops every stashed wait (their replies, when they come, land nowhere) and closes the
+    /// stash.
     pub fn clear_stash(&self) {
-        self.trim_stash(0);
+        self.trim_and_open_stash(0, 0);
     }
 
-    /// Drops the oldest stashed waits until `keep` are left.
-    pub fn trim_stash(&self, keep: usize) {
-        self.trim_and_open_stash(keep, 0);
-    }
-
-    /// [`Group::trim_stash`] to `keep`, then [`Group::open_stash`] for `n`, under one lock (the
-    /// step before each request of a run).
+    /// Drops the oldest stashed waits until `keep` are left, then lets calls take the next `n`
+    /// (see [`Group::open_stash`]), under one lock: the step before each request of a run.
     pub fn trim_and_open_stash(&self, keep: usize, n: usize) {
         let mut st = self.stash.lock();
         while st.waits.len() > keep {
