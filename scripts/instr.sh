@@ -31,7 +31,7 @@ mc_port=$(free_port)
 node_port=$(free_port)
 memcached -u root -t 4 -m 1024 -c 20000 -l 127.0.0.1 -p "$mc_port" -U 0 -R 1000 &
 mc=$!
-valgrind --tool=callgrind --callgrind-out-file="$out/callgrind.%p" --dump-instr=no \
+valgrind --tool=callgrind --callgrind-out-file="$out/callgrind.%p" --dump-instr=no --instr-atstart=no \
     --compress-strings=no --compress-pos=no \
     "$node" -t 4 -m 1024 -c 20000 -l 127.0.0.1 -p "$node_port" --l1-memcached "127.0.0.1:$mc_port" "$@" \
     >"$out/node.log" 2>&1 &
@@ -46,7 +46,7 @@ for _ in $(seq 100); do
     sleep 0.1
 done
 load -t 1s >/dev/null
-callgrind_control -z "$vg" >/dev/null 2>&1
+callgrind_control -i on "$vg" >/dev/null 2>&1
 load -t "${secs}s" --no-warmup >"$out/load.txt"
 callgrind_control -d "$vg" >/dev/null 2>&1
 sleep 1
