@@ -239,20 +239,31 @@ impl Batch<'_> {
     ) {
         let (state, engine) = (self.state, self.engine);
         let request = |i: usize| nth_request(buf, ends, i);
-        // Pass 1. `stashed[i]`: GETs kept for request i; writes keep their started future.
+        // Pass 1. `stashed[i]`: GETs kept for request i; writes keep their started future. The
+        // GETs of consecutive reads whose key the planner saw are sent together, before the next
+        // write starts, so memcached still sees the run in the client's order.
         let mut stashed = [0u8; MAX_RUN];
         let mut writes = Vec::new();
         let mut done: Vec<(usize, Vec<u8>)> = Vec::new();
+        let mut gathered = Gathered::new();
         group.open_stash(0);
         for (i, kind) in kinds.iter().enumerate() {
             let req = request(i);
             if *kind != Kind::Write {
-                stashed[i] = match keys[i].of(req) {
-                    Some(key) => u8::from(riven_proto::key_is_valid(key) && memcached.prefetch_get(group, key)),
-                    None => for_each_read_key(p, req, |key| memcached.prefetch_get(group, key)),
-                };
+                match keys[i].of(req) {
+                    Some(key) => {
+                        if riven_proto::key_is_valid(key) {
+                            gathered.push(i);
+                        }
+                    }
+                    None => {
+                        gathered.send(memcached, group, &request, keys, &mut stashed);
+                        stashed[i] = for_each_read_key(p, req, |key| memcached.prefetch_gets(group, &[key]));
+                    }
+                }
                 continue;
             }
+            gathered.send(memcached, group, &request, keys, &mut stashed);
             let mut fut = crate::reuse::Reused::new(|| answer_alone(state, engine, p, req));
             // Its first poll sends its write (see `one_round_request`).
             match futures_util::poll!(&mut fut) {
@@ -260,6 +271,7 @@ impl Batch<'_> {
                 std::task::Poll::Pending => writes.push((i, fut)),
             }
         }
+        gathered.send(memcached, group, &request, keys, &mut stashed);
         // Pass 2, in order.
         let mut left: usize = stashed.iter().map(|&k| usize::from(k)).sum();
         let (mut writes, mut done) = (writes.into_iter().peekable(), done.into_iter().peekable());
@@ -293,6 +305,54 @@ impl Batch<'_> {
             group.open_stash(0);
         }
         group.clear_stash();
+    }
+}
+
+/// Reads of a run whose GETs are to be sent together (see `Batch::prefetched_run`).
+struct Gathered {
+    /// Their requests' indices in the run.
+    reads: [u8; MAX_RUN],
+    n: usize,
+}
+
+impl Gathered {
+    fn new() -> Gathered {
+        Gathered {
+            reads: [0; MAX_RUN],
+            n: 0,
+        }
+    }
+
+    fn push(&mut self, i: usize) {
+        self.reads[self.n] = i as u8;
+        self.n += 1;
+    }
+
+    /// Sends the gathered reads' GETs, each read's key found at `keys[i]` in `request(i)`, and
+    /// notes them in `stashed`.
+    fn send<'b>(
+        &mut self,
+        memcached: &crate::backend::memcached::Memcached,
+        group: &std::sync::Arc<crate::backend::pool::Group>,
+        request: &impl Fn(usize) -> &'b [u8],
+        keys: &[KeyAt],
+        stashed: &mut [u8; MAX_RUN],
+    ) {
+        let reads = &self.reads[..self.n];
+        if reads.is_empty() {
+            return;
+        }
+        let mut ks: [&[u8]; MAX_RUN] = [&[]; MAX_RUN];
+        for (k, &i) in ks.iter_mut().zip(reads) {
+            let i = usize::from(i);
+            *k = keys[i].of(request(i)).unwrap_or_default();
+        }
+        if memcached.prefetch_gets(group, &ks[..reads.len()]) {
+            for &i in reads {
+                stashed[usize::from(i)] = 1;
+            }
+        }
+        self.n = 0;
     }
 }
 

@@ -93,10 +93,10 @@ fn plain_get(key: &[u8]) -> Request<'_> {
 }
 
 impl Memcached {
-    /// Sends a plain GET of `key` now, for the next `get` of that key in `group` (this task's)
-    /// to find (see [`Pool::prefetch`]). False if it was not sent.
-    pub fn prefetch_get(&self, group: &Arc<Group>, key: &[u8]) -> bool {
-        self.pool.prefetch(group, key, plain_get(key))
+    /// Sends a plain GET of each of `keys` now, for the next `get` of that key in `group` (this
+    /// task's) to find (see [`Pool::prefetch`]). False if they were not sent.
+    pub fn prefetch_gets(&self, group: &Arc<Group>, keys: &[&[u8]]) -> bool {
+        self.pool.prefetch(group, keys, plain_get)
     }
 }
 
