@@ -84,6 +84,23 @@ impl Memcached {
     }
 }
 
+/// The item of a reply to a GET or GAT; `None` for a miss.
+fn item_of(reply: Reply) -> Result<Option<RawItem>> {
+    match reply.status {
+        Status::SUCCESS => {
+            let flags =
+                binary::parse_u32_extras(reply.extras()).ok_or(BackendError::Failed("bad reply from memcached"))?;
+            Ok(Some(RawItem {
+                flags,
+                cas: reply.cas,
+                value: reply.into_value(),
+            }))
+        }
+        Status::KEY_ENOENT => Ok(None),
+        s => Err(unexpected(s)),
+    }
+}
+
 /// A plain GET of `key`.
 fn plain_get(key: &[u8]) -> Request<'_> {
     Request {
@@ -118,19 +135,12 @@ impl RawStore for Memcached {
                 self.call(req, &[]).await?
             }
         };
-        match reply.status {
-            Status::SUCCESS => {
-                let flags =
-                    binary::parse_u32_extras(reply.extras()).ok_or(BackendError::Failed("bad reply from memcached"))?;
-                Ok(Some(RawItem {
-                    flags,
-                    cas: reply.cas,
-                    value: reply.into_value(),
-                }))
-            }
-            Status::KEY_ENOENT => Ok(None),
-            s => Err(unexpected(s)),
-        }
+        item_of(reply)
+    }
+
+    fn get_ready(&self, key: &[u8]) -> Option<Result<Option<RawItem>>> {
+        let reply = self.pool.ready_stashed(key)?;
+        Some(reply.map_err(link_error).and_then(item_of))
     }
 
     fn batch_mark(&self, mark: (u64, u64)) {

@@ -323,6 +323,30 @@ impl Group {
         st.pop()
     }
 
+    /// The oldest stashed wait, if the stash is open, it was for `key` and its reply is in: a
+    /// read that finds it so is answered without waiting (see `Chunked::read`).
+    fn take_ready_stashed(&self, key: &[u8]) -> Option<Result<Reply, LinkError>> {
+        let mut st = self.stash.lock();
+        let (end, generation, idx) = match st.waits.front()? {
+            (end, Pending::Slot(wait)) => (*end, wait.generation, wait.idx),
+            (_, Pending::One(_)) => return None,
+        };
+        if st.open == 0 || &st.keys[st.taken..end] != key || !self.is_filled(generation, idx) {
+            return None;
+        }
+        st.open -= 1;
+        match st.pop()? {
+            Pending::Slot(mut wait) => wait.take_now(),
+            Pending::One(_) => None,
+        }
+    }
+
+    /// Whether slot `idx` holds its reply.
+    fn is_filled(&self, generation: u32, idx: u32) -> bool {
+        let st = self.state.lock();
+        st.generation == generation && matches!(st.slots.get(idx as usize), Some(Slot::Ready(_)))
+    }
+
     /// Runs `fut` with every pool call it makes in this group. Not an `async fn`: that would
     /// hold `fut` and move it (several KiB) into the task-local scope on its first poll.
     pub fn scope<F: Future>(self: &Arc<Group>, fut: F) -> impl Future<Output = F::Output> {
@@ -392,6 +416,15 @@ pub struct SlotWait {
     generation: u32,
     idx: u32,
     done: bool,
+}
+
+impl SlotWait {
+    /// The reply, if it is in (without waiting).
+    fn take_now(&mut self) -> Option<Result<Reply, LinkError>> {
+        let r = self.group.take(self.generation, self.idx, None);
+        self.done = true;
+        r
+    }
 }
 
 impl Future for SlotWait {
@@ -643,6 +676,11 @@ impl Pool {
     /// open.
     pub fn stashed(&self, key: &[u8]) -> Option<Pending> {
         GROUP.try_with(|g| g.take_stashed(key)).ok().flatten()
+    }
+
+    /// Like [`Pool::stashed`], but only a reply that is already in.
+    pub fn ready_stashed(&self, key: &[u8]) -> Option<Result<Reply, LinkError>> {
+        GROUP.try_with(|g| g.take_ready_stashed(key)).ok().flatten()
     }
 
     /// Notes `mark` until the end of the calling task's batch (its group), if it has one.

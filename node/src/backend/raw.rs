@@ -84,6 +84,12 @@ pub trait RawStore: Send + Sync {
     /// GET, or with `touch` GAT (read and set the exptime in one request). `None` is a miss.
     fn get(&self, key: &[u8], touch: Option<u32>) -> impl Future<Output = Result<Option<RawItem>>> + Send;
     fn store(&self, w: RawWrite<'_>) -> impl Future<Output = Result<RawStored>> + Send;
+    /// The reply to a plain GET of `key` if one was sent ahead for the caller and has already
+    /// come (see `Pool::prefetch`), taken; `None` otherwise (then `get` it). By default nothing
+    /// is sent ahead.
+    fn get_ready(&self, _key: &[u8]) -> Option<Result<Option<RawItem>>> {
+        None
+    }
     /// Notes `mark` for the later requests of the caller's batch of pipelined requests, whose
     /// reads may have been sent before the caller's writes (see `Pool::batch_mark`). By default
     /// there are no such batches.
@@ -108,6 +114,9 @@ impl<T: RawStore> RawStore for std::sync::Arc<T> {
     }
     fn store(&self, w: RawWrite<'_>) -> impl Future<Output = Result<RawStored>> + Send {
         (**self).store(w)
+    }
+    fn get_ready(&self, key: &[u8]) -> Option<Result<Option<RawItem>>> {
+        (**self).get_ready(key)
     }
     fn batch_mark(&self, mark: (u64, u64)) {
         (**self).batch_mark(mark)

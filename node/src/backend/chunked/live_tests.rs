@@ -145,6 +145,76 @@ async fn round_trip_from_0_bytes_to_8_mib() {
     assert_eq!(items_in_class(mc.addr, 24), 0);
 }
 
+/// Reads whose GETs a batch sent ahead: a plain one whose reply is in is answered at once from
+/// it (`read_ready`), the others carry on from what it found. Either way each answers what
+/// memcached held when its GET was sent, even with a write to its key sent after it, and is
+/// counted once.
+#[tokio::test]
+async fn reads_answered_from_replies_sent_ahead() {
+    use crate::backend::pool::Group;
+    let mc = MemcachedProcess::start(&["-m", "64"]);
+    let ch = setup(&mc).await;
+    let big = gen(2, 0, 3 * DEFAULT_CHUNK_SIZE + 5);
+    for (key, value) in [(&b"small"[..], &b"old"[..]), (b"big", &big), (b"peeked", b"p")] {
+        assert!(matches!(
+            ch.store(&req(Mode::Set, key, value)).await.unwrap(),
+            StoreOutcome::Stored { .. }
+        ));
+    }
+    let before = ch.stats();
+    let group = Group::for_batch();
+    let keys: [&[u8]; 4] = [b"small", b"big", b"missing", b"peeked"];
+    assert!(ch.raw().prefetch_gets(&group, &keys));
+    let got = group
+        .scope(async {
+            // A write sent after the reads, as in a pipelined batch.
+            let overwrite = ch.raw().pool().send(
+                riven_proto::binary::Request {
+                    key: b"small",
+                    value: b"new",
+                    extras: &riven_proto::binary::StoreExtras { flags: 0, exptime: 0 }.to_bytes(),
+                    ..riven_proto::binary::Request::new(riven_proto::binary::Opcode::SET)
+                },
+                &[],
+            );
+            // Every reply in before the reads run.
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let mut got = Vec::new();
+            for key in keys {
+                group.open_stash(1);
+                let opts = ReadOpts {
+                    // A peek is not answered from the reply alone; it must still use it.
+                    peek: key == b"peeked",
+                    ..ReadOpts::default()
+                };
+                got.push(
+                    ch.read(key, &opts, |i| {
+                        let mut v = Vec::new();
+                        i.value.copy_to(&mut v);
+                        v
+                    })
+                    .await
+                    .unwrap(),
+                );
+            }
+            drop(overwrite);
+            got
+        })
+        .await;
+    Group::give_back(group);
+    assert_eq!(got[0].as_deref(), Some(&b"old"[..]), "what was there when the GET went");
+    assert!(got[1].as_deref() == Some(&big[..]), "the chunked value, whole");
+    assert_eq!(got[2], None);
+    assert_eq!(got[3].as_deref(), Some(&b"p"[..]));
+    let after = ch.stats();
+    assert_eq!(after.cmd_get - before.cmd_get, 4);
+    assert_eq!(after.get_hits - before.get_hits, 3);
+    assert_eq!(after.get_misses - before.get_misses, 1);
+    // (A raw write, with no envelope: memcached holds it, the chunking layer sees none.)
+    let raw = ch.raw().get(b"small", None).await.unwrap().unwrap();
+    assert_eq!(&raw.value[..], b"new", "the write landed, after the read's GET");
+}
+
 #[tokio::test]
 async fn chunk_items_fill_exactly_one_slab_class() {
     let mc = MemcachedProcess::start(&[]);
