@@ -287,7 +287,6 @@ impl Batch<'_> {
             // What earlier requests did not take is dropped, so this one's GETs come first.
             group.trim_and_open_stash(left, usize::from(stashed[i]));
             left -= usize::from(stashed[i]);
-
             let mut ctx = Ctx {
                 state,
                 engine,
