@@ -1,16 +1,17 @@
 #!/usr/bin/env bash
 # The node's own cost per request, in instructions: a measure that holds still on a noisy machine
 # (wall-clock A/B runs here cannot tell changes of a few percent apart, and the VM exposes no
-# hardware counters). Runs riven-node under callgrind over a real memcached, warms it up, zeroes
-# the counters, drives it with `riven-bench load` for a while and divides the instructions the
-# node ran by the requests it served. User space only: kernel time, atomics and cache misses do
+# hardware counters). Runs riven-node under callgrind over a real memcached, warms it up with
+# instrumentation off, turns it on, drives it with `riven-bench load` for a while and divides the
+# instructions the node ran by the requests it served. (Turning instrumentation on, rather than
+# zeroing the counters, keeps the profile's per-function view right too.) User space only: kernel time, atomics and cache misses do
 # not show; check those with `perf`.
 #
 #   scripts/instr.sh [PROTOCOL] [PIPELINE] [SECONDS] [NODE_BINARY] [-- extra riven-node flags]
 #   scripts/instr.sh meta 16                 # meta, pipeline 16, 6 s, target/release/riven-node
 #
-# Needs valgrind and memcached. Leaves the profile in target/instr/ for `callgrind_annotate
-# --inclusive=yes`. Repeated runs of one binary agree within about 0.2 %.
+# Needs valgrind and memcached. Leaves the profile in target/instr/ for `callgrind_annotate`
+# (add `--inclusive=yes` for the call tree). Repeated runs of one binary agree within about 0.2 %.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 proto=${1:-meta}
