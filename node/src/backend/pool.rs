@@ -314,31 +314,28 @@ impl Group {
 
     /// The oldest stashed wait, if the stash is open and it was for `key`.
     fn take_stashed(&self, key: &[u8]) -> Option<Pending> {
-        let mut st = self.stash.lock();
-        let &(end, _) = st.waits.front()?;
-        if st.open == 0 || &st.keys[st.taken..end] != key {
-            return None;
-        }
-        st.open -= 1;
-        st.pop()
+        self.take_stashed_if(key, |_| true)
     }
 
     /// The oldest stashed wait, if the stash is open, it was for `key` and its reply is in: a
     /// read that finds it so is answered without waiting (see `Chunked::read`).
     fn take_ready_stashed(&self, key: &[u8]) -> Option<Result<Reply, LinkError>> {
-        let mut st = self.stash.lock();
-        let (end, generation, idx) = match st.waits.front()? {
-            (end, Pending::Slot(wait)) => (*end, wait.generation, wait.idx),
-            (_, Pending::One(_)) => return None,
-        };
-        if st.open == 0 || &st.keys[st.taken..end] != key || !self.is_filled(generation, idx) {
-            return None;
-        }
-        st.open -= 1;
-        match st.pop()? {
+        let filled = |wait: &Pending| matches!(wait, Pending::Slot(w) if self.is_filled(w.generation, w.idx));
+        match self.take_stashed_if(key, filled)? {
             Pending::Slot(mut wait) => wait.take_now(),
             Pending::One(_) => None,
         }
+    }
+
+    /// The oldest stashed wait, if the stash is open, it was for `key` and `ok` accepts it.
+    fn take_stashed_if(&self, key: &[u8], ok: impl FnOnce(&Pending) -> bool) -> Option<Pending> {
+        let mut st = self.stash.lock();
+        let (end, wait) = st.waits.front()?;
+        if st.open == 0 || &st.keys[st.taken..*end] != key || !ok(wait) {
+            return None;
+        }
+        st.open -= 1;
+        st.pop()
     }
 
     /// Whether slot `idx` holds its reply.
@@ -1054,12 +1051,7 @@ mod tests {
                 for r in join_all(sets).await {
                     assert_eq!(r.unwrap().status, Status::SUCCESS);
                 }
-                let gets = keys.iter().map(|k| {
-                    pool.call(binary::Request {
-                        key: k.as_bytes(),
-                        ..binary::Request::new(Opcode::GET)
-                    })
-                });
+                let gets = keys.iter().map(|k| pool.call(get_req(k.as_bytes())));
                 for (k, r) in keys.iter().zip(join_all(gets).await) {
                     assert_eq!(r.unwrap().value(), k.as_bytes());
                 }
