@@ -24,7 +24,7 @@ use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use parking_lot::Mutex;
+use parking_lot::{Mutex, MutexGuard};
 use riven_proto::binary::{self, Opcode, Status, HEADER_LEN};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{oneshot, Notify};
@@ -632,41 +632,26 @@ impl Pool {
             first,
             count,
         };
-        for k in self.candidates(preferred) {
-            let link = &self.links[k];
-            let mut st = link.state.lock();
-            if !st.up {
-                continue;
-            }
-            if preferred != Some(k) {
-                group.state.lock().link = Some(k);
-            }
-            if st.wbuf.len() > self.max_buffered {
+        let Ok((link, mut st)) = self.lock_link(Some(group), preferred) else {
+            return false;
+        };
+        let (start, queued) = (st.wbuf.len(), st.pending.len());
+        for (j, &key) in (0u32..).zip(keys) {
+            let opaque = st.next_opaque;
+            st.next_opaque = opaque.wrapping_add(1);
+            let r = binary::Request { opaque, ..req(key) };
+            if binary::compose_request(&mut st.wbuf, &r).is_err() {
+                st.wbuf.truncate(start);
+                st.pending.truncate(queued);
                 return false;
             }
-            let (start, queued) = (st.wbuf.len(), st.pending.len());
-            for (j, &key) in (0u32..).zip(keys) {
-                let opaque = st.next_opaque;
-                st.next_opaque = opaque.wrapping_add(1);
-                let r = binary::Request { opaque, ..req(key) };
-                if binary::compose_request(&mut st.wbuf, &r).is_err() {
-                    st.wbuf.truncate(start);
-                    st.pending.truncate(queued);
-                    return false;
-                }
-                st.pending
-                    .push_back((opaque, Waiter::Slot(group.clone(), generation, first + j)));
-            }
-            drop(st);
-            // See `send_in`.
-            if start == 0 {
-                link.wake_writer.notify_one();
-            }
-            slots.count = 0;
-            group.stash_slots(keys, generation, first);
-            return true;
+            st.pending
+                .push_back((opaque, Waiter::Slot(group.clone(), generation, first + j)));
         }
-        false
+        unlock_and_wake(link, st, start);
+        slots.count = 0;
+        group.stash_slots(keys, generation, first);
+        true
     }
 
     /// The wait [`Pool::prefetch`] kept for `key`, if it is the oldest one kept and the stash is
@@ -741,13 +726,50 @@ impl Pool {
             }
             None => (None, None),
         };
+        let (link, mut st) = self.lock_link(group.as_deref(), preferred)?;
+        let opaque = st.next_opaque;
+        st.next_opaque = st.next_opaque.wrapping_add(1);
+        let req = binary::Request { opaque, ..req };
+        let start = st.wbuf.len();
+        if binary::compose_request(&mut st.wbuf, &req).is_err() {
+            return Err(LinkError::Protocol);
+        }
+        if !tail.is_empty() && !append_tail(&mut st.wbuf, start, tail) {
+            st.wbuf.truncate(start);
+            return Err(LinkError::Protocol);
+        }
+        let wait = match (slot, group) {
+            (Some(slot), Some(group)) => {
+                st.pending
+                    .push_back((opaque, Waiter::Slot(group, slot.generation, slot.idx)));
+                Pending::Slot(slot)
+            }
+            _ => {
+                let (tx, rx) = oneshot::channel();
+                st.pending.push_back((opaque, Waiter::One(tx)));
+                Pending::One(rx)
+            }
+        };
+        unlock_and_wake(link, st, start);
+        Ok(wait)
+    }
+
+    /// The link a request of `group` is queued on, locked: the first of
+    /// [`Pool::candidates`] that is up. The group moves to it if it is not its `preferred` one.
+    /// `Overloaded` if its write buffer is over the bound (memcached is not reading), `Down` if
+    /// no link is up.
+    fn lock_link(
+        &self,
+        group: Option<&Group>,
+        preferred: Option<usize>,
+    ) -> Result<(&Link, MutexGuard<'_, LinkState>), LinkError> {
         for k in self.candidates(preferred) {
-            let link = &self.links[k];
-            let mut st = link.state.lock();
+            let link = &*self.links[k];
+            let st = link.state.lock();
             if !st.up {
                 continue;
             }
-            if let Some(g) = &group {
+            if let Some(g) = group {
                 if preferred != Some(k) {
                     g.state.lock().link = Some(k);
                 }
@@ -755,38 +777,19 @@ impl Pool {
             if st.wbuf.len() > self.max_buffered {
                 return Err(LinkError::Overloaded);
             }
-            let opaque = st.next_opaque;
-            st.next_opaque = st.next_opaque.wrapping_add(1);
-            let req = binary::Request { opaque, ..req };
-            let start = st.wbuf.len();
-            if binary::compose_request(&mut st.wbuf, &req).is_err() {
-                return Err(LinkError::Protocol);
-            }
-            if !tail.is_empty() && !append_tail(&mut st.wbuf, start, tail) {
-                st.wbuf.truncate(start);
-                return Err(LinkError::Protocol);
-            }
-            let wait = match (slot, group) {
-                (Some(slot), Some(group)) => {
-                    st.pending
-                        .push_back((opaque, Waiter::Slot(group, slot.generation, slot.idx)));
-                    Pending::Slot(slot)
-                }
-                _ => {
-                    let (tx, rx) = oneshot::channel();
-                    st.pending.push_back((opaque, Waiter::One(tx)));
-                    Pending::One(rx)
-                }
-            };
-            drop(st);
-            // The writer takes the whole buffer when it runs, so only the request that finds it
-            // empty needs to wake it: the requests after it ride on that wake-up.
-            if start == 0 {
-                link.wake_writer.notify_one();
-            }
-            return Ok(wait);
+            return Ok((link, st));
         }
         Err(LinkError::Down)
+    }
+}
+
+/// Unlocks a link whose write buffer held `start` bytes before requests were queued on it.
+/// The writer takes the whole buffer when it runs, so only requests that found it empty need to
+/// wake it: the requests after them ride on that wake-up.
+fn unlock_and_wake(link: &Link, st: MutexGuard<'_, LinkState>, start: usize) {
+    drop(st);
+    if start == 0 {
+        link.wake_writer.notify_one();
     }
 }
 
