@@ -38,6 +38,16 @@ pub trait Backend: Send + Sync {
     where
         R: Send,
         F: FnOnce(&ItemView<'_>) -> R + Send;
+    /// `read`, answered at once if the backend can without waiting; `f` back if it cannot (then
+    /// `read`). A batch of pipelined reads over memcached, whose GETs went out together, finds
+    /// most replies already in: answering them here skips a chain of futures per read. By
+    /// default no read is answered at once.
+    fn read_now<R, F>(&self, _key: &[u8], _opts: &ReadOpts, f: F) -> std::result::Result<Result<Option<R>>, F>
+    where
+        F: FnOnce(&ItemView<'_>) -> R,
+    {
+        Err(f)
+    }
     fn store(&self, req: &StoreReq<'_>) -> impl Future<Output = Result<StoreOutcome>> + Send;
     fn delete(&self, key: &[u8], cas: Option<u64>) -> impl Future<Output = Result<DeleteOutcome>> + Send;
     fn invalidate(
@@ -59,6 +69,12 @@ impl Backend for Store {
         F: FnOnce(&ItemView<'_>) -> R + Send,
     {
         Ok(Store::read(self, key, opts, f))
+    }
+    fn read_now<R, F>(&self, key: &[u8], opts: &ReadOpts, f: F) -> std::result::Result<Result<Option<R>>, F>
+    where
+        F: FnOnce(&ItemView<'_>) -> R,
+    {
+        Ok(Ok(Store::read(self, key, opts, f)))
     }
     async fn store(&self, req: &StoreReq<'_>) -> Result<StoreOutcome> {
         Ok(Store::store(self, req))
@@ -109,6 +125,19 @@ macro_rules! dispatch {
 }
 
 impl Engine {
+    /// [`Backend::read`], answered at once when it can be (see [`Backend::read_now`]): what the
+    /// front ends call.
+    pub async fn read_soon<R, F>(&self, key: &[u8], opts: &ReadOpts, f: F) -> Result<Option<R>>
+    where
+        R: Send,
+        F: FnOnce(&ItemView<'_>) -> R + Send,
+    {
+        match self.read_now(key, opts, f) {
+            Ok(r) => r,
+            Err(f) => self.read(key, opts, f).await,
+        }
+    }
+
     /// The clock that turns exptimes into expiries for this engine.
     pub fn clock(&self) -> &Clock {
         match self {
@@ -204,6 +233,12 @@ impl Backend for Engine {
         F: FnOnce(&ItemView<'_>) -> R + Send,
     {
         dispatch!(self, b => Backend::read(b, key, opts, f).await)
+    }
+    fn read_now<R, F>(&self, key: &[u8], opts: &ReadOpts, f: F) -> std::result::Result<Result<Option<R>>, F>
+    where
+        F: FnOnce(&ItemView<'_>) -> R,
+    {
+        dispatch!(self, b => Backend::read_now(b, key, opts, f))
     }
     async fn store(&self, req: &StoreReq<'_>) -> Result<StoreOutcome> {
         dispatch!(self, b => Backend::store(b, req).await)

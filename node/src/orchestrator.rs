@@ -342,6 +342,24 @@ impl<L1: Backend + 'static, L2: ColdTier + 'static> Backend for Orchestrator<L1,
         Box::pin(self.read_through(l2, key, opts, f, l1_error)).await
     }
 
+    fn read_now<R, F>(&self, key: &[u8], opts: &ReadOpts, f: F) -> std::result::Result<Result<Option<R>>, F>
+    where
+        F: FnOnce(&ItemView<'_>) -> R,
+    {
+        let t = &self.tiers;
+        // With an L2, an L1 miss goes on to L2, which waits: `read` does it all.
+        if t.l2.is_some() {
+            return Err(f);
+        }
+        let r = t.l1.read_now(key, opts, f)?;
+        TierStats::inc(match &r {
+            Ok(Some(_)) => &t.stats.l1_hits,
+            Ok(None) => &t.stats.l1_misses,
+            Err(_) => &t.stats.l1_errors,
+        });
+        Ok(r)
+    }
+
     async fn store(&self, req: &StoreReq<'_>) -> Result<StoreOutcome> {
         let t = &self.tiers;
         let Some(l2) = &t.l2 else {

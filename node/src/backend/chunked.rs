@@ -459,16 +459,20 @@ impl<R: RawStore> Chunked<R> {
         let Some(item) = item else {
             return Found::Absent { mcas: None };
         };
-        match Envelope::decode(&item.value) {
-            Some(env) if !self.expired(&env) && env.total_len as usize <= self.cfg.item_size_max => {
-                Found::Live(Index {
-                    mcas: item.cas,
-                    env,
-                    item: item.value,
-                })
-            }
-            _ => Found::Absent { mcas: Some(item.cas) },
+        match self.live_envelope(&item.value) {
+            Some(env) => Found::Live(Index {
+                mcas: item.cas,
+                env,
+                item: item.value,
+            }),
+            None => Found::Absent { mcas: Some(item.cas) },
         }
+    }
+
+    /// The envelope of an index item's `value`, if it holds a value for the user: an envelope,
+    /// not expired, for a value within the item size limit.
+    fn live_envelope(&self, value: &[u8]) -> Option<Envelope> {
+        Envelope::decode(value).filter(|env| !self.expired(env) && env.total_len as usize <= self.cfg.item_size_max)
     }
 
     /// Writes the chunks of a new value. `Some` is a refusal to report (memcached out of memory,
@@ -713,50 +717,73 @@ impl<R: RawStore> Chunked<R> {
         }
     }
 
+    /// Counts a read that ended with `r`, for `stats`.
+    fn count_read<T>(&self, opts: &ReadOpts, r: &Result<Option<T>>) {
+        bump(&self.c.cmd_get);
+        if opts.touch.is_some() {
+            bump(&self.c.cmd_touch);
+        }
+        if let Ok(hit) = r {
+            bump(if hit.is_some() {
+                &self.c.get_hits
+            } else {
+                &self.c.get_misses
+            });
+            if opts.touch.is_some() {
+                bump(if hit.is_some() {
+                    &self.c.touch_hits
+                } else {
+                    &self.c.touch_misses
+                });
+            }
+        }
+    }
+
     /// A plain read (no touch, recache check, vivify or peek) whose GET was sent ahead and has
-    /// been answered (see `RawStore::get_ready`), answered here without waiting when that is
-    /// all it takes: a miss, or a live value held inline that is not stale, so nothing is to be
+    /// been answered (see `RawStore::use_ready`), answered here, in the reply, when that is all
+    /// it takes: a miss, or a live value held inline that is not stale, so nothing is to be
     /// recorded. This is what `read_impl` does for such a read, in one call instead of a chain
-    /// of futures: over memcached at pipeline depth 16 most reads are these. Otherwise `f`
-    /// back, with what was found if the GET was taken (`read_impl` carries on from there).
-    #[allow(clippy::type_complexity)]
-    fn read_ready<T, F>(
-        &self,
-        key: &[u8],
-        opts: &ReadOpts,
-        f: F,
-    ) -> std::result::Result<Result<Option<T>>, (F, Option<Found>)>
+    /// of futures: over memcached at pipeline depth 16 most reads are these. Otherwise `f` back,
+    /// and the reply stays for `read_impl`'s GET (so a write later in the same batch cannot
+    /// slip in front of the read).
+    fn read_ready<T, F>(&self, key: &[u8], opts: &ReadOpts, f: F) -> std::result::Result<Result<Option<T>>, F>
     where
         F: FnOnce(&ItemView<'_>) -> T,
     {
         let plain = opts.touch.is_none() && opts.vivify.is_none() && opts.recache_below.is_none() && !opts.peek;
-        let ready = if plain { self.raw.get_ready(key) } else { None };
-        let item = match ready {
-            None => return Err((f, None)),
-            Some(Err(e)) => return Ok(Err(e)),
-            Some(Ok(item)) => item,
-        };
-        match self.found(item) {
-            Found::Absent { .. } => Ok(Ok(None)),
-            Found::Live(idx) if !idx.env.is_chunked() && idx.env.bits & STALE == 0 => {
-                Ok(Ok(Some(f(&self.view(&idx.env, idx.inline(), false)))))
-            }
-            found => Err((f, Some(found))),
+        if !plain {
+            return Err(f);
+        }
+        let mut f = Some(f);
+        let done = self.raw.use_ready(key, |item| match item {
+            Err(e) => Some(Err(e)),
+            Ok(None) => Some(Ok(None)),
+            Ok(Some(item)) => match self.live_envelope(item.value) {
+                // Anything else but a miss needs more than this reply: `read_impl`.
+                Some(env) if env.is_chunked() || env.bits & STALE != 0 => None,
+                Some(env) => {
+                    let f = f.take()?;
+                    Some(Ok(Some(f(&self.view(&env, &item.value[ENV_LEN..], false)))))
+                }
+                None => Some(Ok(None)),
+            },
+        });
+        match (done, f) {
+            (Some(r), _) => Ok(r),
+            (None, Some(f)) => Err(f),
+            // `f` is only taken on the way to `Some`.
+            (None, None) => Ok(Err(BackendError::Failed("read lost its reply"))),
         }
     }
 
-    /// A read; `first`, what its first lookup found if that was done already.
-    async fn read_impl<T, F>(&self, key: &[u8], opts: &ReadOpts, f: F, mut first: Option<Found>) -> Result<Option<T>>
+    /// A read.
+    async fn read_impl<T, F>(&self, key: &[u8], opts: &ReadOpts, f: F) -> Result<Option<T>>
     where
         F: FnOnce(&ItemView<'_>) -> T,
     {
         let touch = opts.touch.map(|e| self.unix_expiry(e));
         for _ in 0..MAX_ATTEMPTS {
-            let found = match first.take() {
-                Some(found) => found,
-                None => self.lookup(key).await?,
-            };
-            let idx = match found {
+            let idx = match self.lookup(key).await? {
                 Found::Live(idx) => idx,
                 Found::Absent { mcas } => {
                     let Some(vivify) = opts.vivify else {
@@ -1247,29 +1274,21 @@ impl<R: RawStore> Backend for Chunked<R> {
         T: Send,
         F: FnOnce(&ItemView<'_>) -> T + Send,
     {
-        bump(&self.c.cmd_get);
-        if opts.touch.is_some() {
-            bump(&self.c.cmd_touch);
-        }
         let r = match self.read_ready(key, opts, f) {
             Ok(r) => r,
-            Err((f, first)) => self.read_impl(key, opts, f, first).await,
+            Err(f) => self.read_impl(key, opts, f).await,
         };
-        if let Ok(hit) = &r {
-            bump(if hit.is_some() {
-                &self.c.get_hits
-            } else {
-                &self.c.get_misses
-            });
-            if opts.touch.is_some() {
-                bump(if hit.is_some() {
-                    &self.c.touch_hits
-                } else {
-                    &self.c.touch_misses
-                });
-            }
-        }
+        self.count_read(opts, &r);
         r
+    }
+
+    fn read_now<T, F>(&self, key: &[u8], opts: &ReadOpts, f: F) -> std::result::Result<Result<Option<T>>, F>
+    where
+        F: FnOnce(&ItemView<'_>) -> T,
+    {
+        let r = self.read_ready(key, opts, f)?;
+        self.count_read(opts, &r);
+        Ok(r)
     }
 
     async fn store(&self, req: &StoreReq<'_>) -> Result<StoreOutcome> {

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use riven_proto::binary::{self, Opcode, Request, Status, StoreExtras};
 
 use super::pool::{Group, LinkError, Pool, PoolConfig, Reply};
-use super::raw::{run_windowed, RawDeleted, RawItem, RawMode, RawStore, RawStored, RawWrite};
+use super::raw::{run_windowed, RawDeleted, RawItem, RawItemRef, RawMode, RawStore, RawStored, RawWrite};
 use crate::engine::{BackendError, Result};
 
 /// A memcached reached through a [`Pool`].
@@ -86,14 +86,26 @@ impl Memcached {
 
 /// The item of a reply to a GET or GAT; `None` for a miss.
 fn item_of(reply: Reply) -> Result<Option<RawItem>> {
+    let Some(RawItemRef { flags, cas, .. }) = item_in(&reply)? else {
+        return Ok(None);
+    };
+    Ok(Some(RawItem {
+        flags,
+        cas,
+        value: reply.into_value(),
+    }))
+}
+
+/// [`item_of`], where the reply lies.
+fn item_in(reply: &Reply) -> Result<Option<RawItemRef<'_>>> {
     match reply.status {
         Status::SUCCESS => {
             let flags =
                 binary::parse_u32_extras(reply.extras()).ok_or(BackendError::Failed("bad reply from memcached"))?;
-            Ok(Some(RawItem {
+            Ok(Some(RawItemRef {
                 flags,
                 cas: reply.cas,
-                value: reply.into_value(),
+                value: reply.value(),
             }))
         }
         Status::KEY_ENOENT => Ok(None),
@@ -138,9 +150,13 @@ impl RawStore for Memcached {
         item_of(reply)
     }
 
-    fn get_ready(&self, key: &[u8]) -> Option<Result<Option<RawItem>>> {
-        let reply = self.pool.ready_stashed(key)?;
-        Some(reply.map_err(link_error).and_then(item_of))
+    fn use_ready<T>(&self, key: &[u8], use_: impl FnOnce(Result<Option<RawItemRef<'_>>>) -> Option<T>) -> Option<T> {
+        self.pool.use_ready_stashed(key, |reply| {
+            use_(match reply {
+                Ok(reply) => item_in(reply),
+                Err(e) => Err(link_error(e.clone())),
+            })
+        })
     }
 
     fn batch_mark(&self, mark: (u64, u64)) {

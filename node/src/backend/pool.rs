@@ -314,34 +314,48 @@ impl Group {
 
     /// The oldest stashed wait, if the stash is open and it was for `key`.
     fn take_stashed(&self, key: &[u8]) -> Option<Pending> {
-        self.take_stashed_if(key, |_| true)
-    }
-
-    /// The oldest stashed wait, if the stash is open, it was for `key` and its reply is in: a
-    /// read that finds it so is answered without waiting (see `Chunked::read`).
-    fn take_ready_stashed(&self, key: &[u8]) -> Option<Result<Reply, LinkError>> {
-        let filled = |wait: &Pending| matches!(wait, Pending::Slot(w) if self.is_filled(w.generation, w.idx));
-        match self.take_stashed_if(key, filled)? {
-            Pending::Slot(mut wait) => wait.take_now(),
-            Pending::One(_) => None,
-        }
-    }
-
-    /// The oldest stashed wait, if the stash is open, it was for `key` and `ok` accepts it.
-    fn take_stashed_if(&self, key: &[u8], ok: impl FnOnce(&Pending) -> bool) -> Option<Pending> {
         let mut st = self.stash.lock();
-        let (end, wait) = st.waits.front()?;
-        if st.open == 0 || &st.keys[st.taken..*end] != key || !ok(wait) {
+        let (end, _) = st.waits.front()?;
+        if st.open == 0 || &st.keys[st.taken..*end] != key {
             return None;
         }
         st.open -= 1;
         st.pop()
     }
 
-    /// Whether slot `idx` holds its reply.
-    fn is_filled(&self, generation: u32, idx: u32) -> bool {
-        let st = self.state.lock();
-        st.generation == generation && matches!(st.slots.get(idx as usize), Some(Slot::Ready(_)))
+    /// Hands the reply of the oldest stashed wait to `use_` where it lies, if the stash is open,
+    /// the wait was for `key` and its reply is in; the wait is taken only if `use_` returns
+    /// `Some`. A read that finds its reply so is answered without waiting (see `Chunked`'s
+    /// `read_now`), and one that needs more than the reply (a chunked value) leaves it for its
+    /// ordinary GET. Both locks are held while `use_` runs: it must not call the pool.
+    fn use_ready_stashed<T>(&self, key: &[u8], use_: impl FnOnce(&Result<Reply, LinkError>) -> Option<T>) -> Option<T> {
+        let mut stash = self.stash.lock();
+        let (end, Pending::Slot(wait)) = stash.waits.front()? else {
+            return None;
+        };
+        if stash.open == 0 || &stash.keys[stash.taken..*end] != key {
+            return None;
+        }
+        let out = {
+            let mut st = self.state.lock();
+            if st.generation != wait.generation {
+                return None;
+            }
+            let idx = wait.idx as usize;
+            let Some(Slot::Ready(r)) = st.slots.get(idx) else {
+                return None;
+            };
+            let out = use_(r)?;
+            st.slots[idx] = Slot::Taken;
+            st.settle();
+            out
+        };
+        stash.open -= 1;
+        if let Some(Pending::Slot(mut wait)) = stash.pop() {
+            // Taken above.
+            wait.done = true;
+        }
+        Some(out)
     }
 
     /// Runs `fut` with every pool call it makes in this group. Not an `async fn`: that would
@@ -398,12 +412,19 @@ impl Group {
             }
             _ => None,
         };
-        st.live -= 1;
-        if st.live == 0 {
-            st.slots.clear();
-            st.generation = st.generation.wrapping_add(1);
-        }
+        st.settle();
         out
+    }
+}
+
+impl GroupState {
+    /// Counts a slot as taken by its call (or given up); when no slot is live, they are reused.
+    fn settle(&mut self) {
+        self.live -= 1;
+        if self.live == 0 {
+            self.slots.clear();
+            self.generation = self.generation.wrapping_add(1);
+        }
     }
 }
 
@@ -413,15 +434,6 @@ pub struct SlotWait {
     generation: u32,
     idx: u32,
     done: bool,
-}
-
-impl SlotWait {
-    /// The reply, if it is in (without waiting).
-    fn take_now(&mut self) -> Option<Result<Reply, LinkError>> {
-        let r = self.group.take(self.generation, self.idx, None);
-        self.done = true;
-        r
-    }
 }
 
 impl Future for SlotWait {
@@ -660,9 +672,14 @@ impl Pool {
         GROUP.try_with(|g| g.take_stashed(key)).ok().flatten()
     }
 
-    /// Like [`Pool::stashed`], but only a reply that is already in.
-    pub fn ready_stashed(&self, key: &[u8]) -> Option<Result<Reply, LinkError>> {
-        GROUP.try_with(|g| g.take_ready_stashed(key)).ok().flatten()
+    /// Like [`Pool::stashed`], but only a reply that is already in, handed to `use_` where it
+    /// lies and taken only if `use_` returns `Some` (see `Group::use_ready_stashed`).
+    pub fn use_ready_stashed<T>(
+        &self,
+        key: &[u8],
+        use_: impl FnOnce(&Result<Reply, LinkError>) -> Option<T>,
+    ) -> Option<T> {
+        GROUP.try_with(|g| g.use_ready_stashed(key, use_)).ok().flatten()
     }
 
     /// Notes `mark` until the end of the calling task's batch (its group), if it has one.
@@ -1103,6 +1120,40 @@ mod tests {
         assert_eq!(replies[0].value(), b"a");
         assert_eq!(replies[1].status, Status::KEY_ENOENT);
         assert_eq!(replies[2].value(), b"b");
+        assert_eq!(group.state.lock().live, 0, "every slot was taken");
+        Group::give_back(group);
+    }
+
+    /// A reply already in is handed over where it lies, and taken only when its user says so.
+    #[tokio::test]
+    async fn a_ready_reply_is_taken_only_when_used() {
+        let mc = MemcachedProcess::start(&[]);
+        let pool = Pool::start(mc.pool_config());
+        up(&pool).await;
+        let extras = StoreExtras { flags: 0, exptime: 0 }.to_bytes();
+        let r = pool.call(set_req(b"a", b"va", &extras)).await.unwrap();
+        assert_eq!(r.status, Status::SUCCESS);
+        let group = Group::for_batch();
+        let keys: [&[u8]; 2] = [b"a", b"b"];
+        assert!(pool.prefetch(&group, &keys, get_req));
+        group
+            .scope(async {
+                // Both replies in before they are asked for.
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                group.open_stash(2);
+                let value = |r: &Result<Reply, LinkError>| r.as_ref().ok().map(|r| r.value().to_vec());
+                assert_eq!(pool.use_ready_stashed(b"b", value), None, "b waits behind a");
+                assert_eq!(pool.use_ready_stashed(b"a", |_| None::<()>), None, "declined");
+                assert_eq!(
+                    pool.use_ready_stashed(b"a", value),
+                    Some(b"va".to_vec()),
+                    "left in place"
+                );
+                assert_eq!(pool.use_ready_stashed(b"a", value), None, "taken once");
+                let miss = |r: &Result<Reply, LinkError>| r.as_ref().ok().map(|r| r.status);
+                assert_eq!(pool.use_ready_stashed(b"b", miss), Some(Status::KEY_ENOENT));
+            })
+            .await;
         assert_eq!(group.state.lock().live, 0, "every slot was taken");
         Group::give_back(group);
     }

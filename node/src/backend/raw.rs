@@ -24,6 +24,15 @@ pub struct RawItem {
     pub value: Bytes,
 }
 
+/// An item where the reply that brought it lies (see [`RawStore::use_ready`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RawItemRef<'a> {
+    pub flags: u32,
+    /// memcached's CAS of the item.
+    pub cas: u64,
+    pub value: &'a [u8],
+}
+
 /// memcached's plain storage commands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RawMode {
@@ -84,10 +93,11 @@ pub trait RawStore: Send + Sync {
     /// GET, or with `touch` GAT (read and set the exptime in one request). `None` is a miss.
     fn get(&self, key: &[u8], touch: Option<u32>) -> impl Future<Output = Result<Option<RawItem>>> + Send;
     fn store(&self, w: RawWrite<'_>) -> impl Future<Output = Result<RawStored>> + Send;
-    /// The reply to a plain GET of `key` if one was sent ahead for the caller and has already
-    /// come (see `Pool::prefetch`), taken; `None` otherwise (then `get` it). By default nothing
-    /// is sent ahead.
-    fn get_ready(&self, _key: &[u8]) -> Option<Result<Option<RawItem>>> {
+    /// Hands the reply to a plain GET of `key` to `use_` where it lies, if one was sent ahead
+    /// for the caller and has already come (see `Pool::prefetch`): a hit, a miss (`Ok(None)`)
+    /// or an error. It is taken if `use_` returns `Some`, and otherwise left for the next `get`
+    /// of `key`. `None` if there is no such reply; by default nothing is sent ahead.
+    fn use_ready<T>(&self, _key: &[u8], _use: impl FnOnce(Result<Option<RawItemRef<'_>>>) -> Option<T>) -> Option<T> {
         None
     }
     /// Notes `mark` for the later requests of the caller's batch of pipelined requests, whose
@@ -115,8 +125,8 @@ impl<T: RawStore> RawStore for std::sync::Arc<T> {
     fn store(&self, w: RawWrite<'_>) -> impl Future<Output = Result<RawStored>> + Send {
         (**self).store(w)
     }
-    fn get_ready(&self, key: &[u8]) -> Option<Result<Option<RawItem>>> {
-        (**self).get_ready(key)
+    fn use_ready<U>(&self, key: &[u8], use_: impl FnOnce(Result<Option<RawItemRef<'_>>>) -> Option<U>) -> Option<U> {
+        (**self).use_ready(key, use_)
     }
     fn batch_mark(&self, mark: (u64, u64)) {
         (**self).batch_mark(mark)

@@ -252,7 +252,7 @@ async fn read(ctx: &Ctx<'_>, req: &Head<'_>, r: &Reply, out: &mut Vec<u8>) -> St
         ..ReadOpts::default()
     };
     let key = req.key;
-    let hit = engine.read(key, &opts, |item| {
+    let hit = engine.read_soon(key, &opts, |item| {
         let flags = u32_extras(item.flags);
         let res = Response {
             cas: item.cas,

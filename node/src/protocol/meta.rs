@@ -91,7 +91,7 @@ async fn get(ctx: &Ctx<'_>, req: &Request<'_>, out: &mut Vec<u8>) {
         peek: false,
     };
     let ttl_after_touch = touch.map(|e| engine.clock().ttl(e));
-    let hit = engine.read(req.key, &opts, |item| {
+    let hit = engine.read_soon(req.key, &opts, |item| {
         let values = ReturnValues {
             cas: Some(item.cas),
             client_flags: Some(item.flags),

@@ -196,7 +196,7 @@ async fn get(ctx: &mut Ctx<'_>, keys: Keys<'_>, cas: bool, exptime: Option<i64>,
     let start = out.len();
     for key in keys.iter() {
         let found = engine
-            .read(key, &opts, |item| {
+            .read_soon(key, &opts, |item| {
                 reply::value_header(out, key, item.flags, item.value.len(), cas.then_some(item.cas));
                 item.value.copy_to(out);
                 out.extend_from_slice(b"\r\n");

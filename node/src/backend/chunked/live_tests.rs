@@ -167,16 +167,23 @@ async fn reads_answered_from_replies_sent_ahead() {
     assert!(ch.raw().prefetch_gets(&group, &keys));
     let got = group
         .scope(async {
-            // A write sent after the reads, as in a pipelined batch.
-            let overwrite = ch.raw().pool().send(
-                riven_proto::binary::Request {
-                    key: b"small",
-                    value: b"new",
-                    extras: &riven_proto::binary::StoreExtras { flags: 0, exptime: 0 }.to_bytes(),
-                    ..riven_proto::binary::Request::new(riven_proto::binary::Opcode::SET)
-                },
-                &[],
-            );
+            // Writes sent after the reads, as in a pipelined batch: each read must answer what
+            // its GET found, whether from the reply alone (the small value) or not (the index
+            // of the chunked one, which must not be asked for again).
+            let overwrites: Vec<_> = [&b"small"[..], b"big"]
+                .into_iter()
+                .map(|key| {
+                    ch.raw().pool().send(
+                        riven_proto::binary::Request {
+                            key,
+                            value: b"new",
+                            extras: &riven_proto::binary::StoreExtras { flags: 0, exptime: 0 }.to_bytes(),
+                            ..riven_proto::binary::Request::new(riven_proto::binary::Opcode::SET)
+                        },
+                        &[],
+                    )
+                })
+                .collect();
             // Every reply in before the reads run.
             tokio::time::sleep(Duration::from_millis(100)).await;
             let mut got = Vec::new();
@@ -187,32 +194,42 @@ async fn reads_answered_from_replies_sent_ahead() {
                     peek: key == b"peeked",
                     ..ReadOpts::default()
                 };
-                got.push(
-                    ch.read(key, &opts, |i| {
-                        let mut v = Vec::new();
-                        i.value.copy_to(&mut v);
-                        v
-                    })
-                    .await
-                    .unwrap(),
-                );
+                let copy = |i: &ItemView<'_>| {
+                    let mut v = Vec::new();
+                    i.value.copy_to(&mut v);
+                    v
+                };
+                let (at_once, r) = match ch.read_now(key, &opts, copy) {
+                    Ok(r) => (true, r),
+                    Err(copy) => (false, ch.read(key, &opts, copy).await),
+                };
+                got.push((at_once, r.unwrap()));
             }
-            drop(overwrite);
+            drop(overwrites);
             got
         })
         .await;
     Group::give_back(group);
-    assert_eq!(got[0].as_deref(), Some(&b"old"[..]), "what was there when the GET went");
-    assert!(got[1].as_deref() == Some(&big[..]), "the chunked value, whole");
-    assert_eq!(got[2], None);
-    assert_eq!(got[3].as_deref(), Some(&b"p"[..]));
+    assert_eq!(
+        got[0],
+        (true, Some(b"old".to_vec())),
+        "what was there when the GET went"
+    );
+    assert!(
+        !got[1].0 && got[1].1.as_deref() == Some(&big[..]),
+        "the chunked value, whole"
+    );
+    assert_eq!(got[2], (true, None));
+    assert_eq!(got[3], (false, Some(b"p".to_vec())));
     let after = ch.stats();
     assert_eq!(after.cmd_get - before.cmd_get, 4);
     assert_eq!(after.get_hits - before.get_hits, 3);
     assert_eq!(after.get_misses - before.get_misses, 1);
-    // (A raw write, with no envelope: memcached holds it, the chunking layer sees none.)
-    let raw = ch.raw().get(b"small", None).await.unwrap().unwrap();
-    assert_eq!(&raw.value[..], b"new", "the write landed, after the read's GET");
+    // (Raw writes, with no envelope: memcached holds them, the chunking layer sees none.)
+    for key in [&b"small"[..], b"big"] {
+        let raw = ch.raw().get(key, None).await.unwrap().unwrap();
+        assert_eq!(&raw.value[..], b"new", "the write landed, after the read's GET");
+    }
 }
 
 #[tokio::test]
