@@ -534,21 +534,6 @@ impl KeyAt {
     }
 }
 
-/// The space-separated tokens of `s` as (start, length).
-fn tokens(s: &[u8]) -> impl Iterator<Item = (usize, usize)> + '_ {
-    let mut i = 0;
-    std::iter::from_fn(move || {
-        while i < s.len() && s[i] == b' ' {
-            i += 1;
-        }
-        let start = i;
-        while i < s.len() && s[i] != b' ' {
-            i += 1;
-        }
-        (i > start).then_some((start, i - start))
-    })
-}
-
 /// What a request of a run does.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Kind {
@@ -570,15 +555,16 @@ fn one_round_request(
     item_size_max: usize,
 ) -> Option<(usize, Kind, KeyAt)> {
     use riven_proto::binary::{parse_request_header, Opcode};
+    use riven_proto::meta::Tokens;
     match p {
         Proto::Text => {
             let (line_end, next) = riven_proto::find_line(buf)?;
             let line = &buf[..line_end];
             if let Some(keys) = line.strip_prefix(b"get ").or_else(|| line.strip_prefix(b"gets ")) {
-                let mut toks = tokens(keys);
-                let first = toks.next();
+                let mut toks = Tokens::new(keys);
+                let first = toks.next_at();
                 return Some(match (first, toks.next()) {
-                    (Some((at, len)), None) => (next, Kind::Read, KeyAt::new(line.len() - keys.len() + at, len)),
+                    (Some((at, key)), None) => (next, Kind::Read, KeyAt::new(line.len() - keys.len() + at, key.len())),
                     _ => (next, Kind::MultiRead, KeyAt::NONE),
                 });
             }
@@ -592,16 +578,21 @@ fn one_round_request(
                     .map(|len| (len, Kind::Write, KeyAt::NONE));
             }
             let rest = line.strip_prefix(b"mg ")?;
-            let mut toks = tokens(rest);
-            let (at, len) = toks.next()?;
-            let mut key = KeyAt::new(3 + at, len);
-            for (at, _) in toks {
-                match rest[at] {
-                    // T touches, N creates, R may hand out the recache token: those change the item.
-                    b'T' | b'N' | b'R' => return None,
-                    // A base64 key: the prefetch finds what it decodes to.
-                    b'b' => key = KeyAt::NONE,
-                    _ => {}
+            let mut toks = Tokens::new(rest);
+            let (at, k) = toks.next_at()?;
+            let mut key = KeyAt::new(3 + at, k.len());
+            // Most lines hold none of these bytes past the key: one look at the bytes, and the
+            // flags are split only when one is there.
+            if toks.rest().iter().any(|&c| matches!(c, b'T' | b'N' | b'R' | b'b')) {
+                for flag in toks {
+                    match flag[0] {
+                        // T touches, N creates, R may hand out the recache token: those change
+                        // the item.
+                        b'T' | b'N' | b'R' => return None,
+                        // A base64 key: the prefetch finds what it decodes to.
+                        b'b' => key = KeyAt::NONE,
+                        _ => {}
+                    }
                 }
             }
             Some((next, Kind::Read, key))

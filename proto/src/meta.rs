@@ -337,31 +337,11 @@ impl RequestError {
 /// For `ms`, the data block is not looked at: it follows the line, `datalen` bytes plus `\r\n`
 /// (see [`data_block`]).
 pub fn parse_request<'a>(line: &'a [u8], key_buf: &'a mut KeyBuf) -> Result<Request<'a>, RequestError> {
-    let mut toks: [&[u8]; TOO_MANY_TOKENS] = [&[]; TOO_MANY_TOKENS];
-    let mut n = 0;
-    // One plain pass: meta lines are short, and a vectorised search for each space costs more in
-    // setting up than it saves (counted with callgrind: about 250 instructions per `mg` line).
-    let mut start = usize::MAX;
-    for (i, &b) in line.iter().enumerate() {
-        if b != b' ' {
-            if start == usize::MAX {
-                start = i;
-            }
-        } else if start != usize::MAX {
-            toks[n] = &line[start..i];
-            n += 1;
-            start = usize::MAX;
-            if n == TOO_MANY_TOKENS {
-                break;
-            }
-        }
-    }
-    if start != usize::MAX && n < TOO_MANY_TOKENS {
-        toks[n] = &line[start..];
-        n += 1;
-    }
-    let too_many = n >= TOO_MANY_TOKENS;
-    let Some(cmd) = Command::from_name(toks[0]) else {
+    // One pass, each token used as it is found (no array of tokens to fill first). memcached
+    // splits the whole line before looking at any flag, so "too many tokens" wins over every
+    // error of a flag: an error found on the way checks the rest of the line for it first.
+    let mut toks = Tokens::new(line);
+    let Some(cmd) = toks.next().and_then(Command::from_name) else {
         return Err(RequestError::new(None, ErrorKind::UnknownCommand, 0));
     };
     let err = |kind, swallow| RequestError::new(Some(cmd), kind, swallow);
@@ -375,78 +355,56 @@ pub fn parse_request<'a>(line: &'a [u8], key_buf: &'a mut KeyBuf) -> Result<Requ
     match cmd {
         // memcached answers `mn` whatever follows it.
         Command::Noop => return Ok(req),
-        Command::Debug => return parse_debug(req, &toks[..n], key_buf),
+        Command::Debug => return parse_debug(req, toks, key_buf),
         _ => {}
     }
-    if n < 2 {
+    let Some(key) = toks.next() else {
         return Err(err(ErrorKind::UnknownCommand, 0));
-    }
-    req.key = toks[1];
-    if req.key.len() > MAX_KEY_LEN {
+    };
+    req.key = key;
+    if key.len() > MAX_KEY_LEN {
         return Err(err(ErrorKind::BadFormat, 0));
     }
-    let mut first_flag = 2;
+    // Tokens seen so far: the command and the key.
+    let mut n = 2;
+    // What `kind` is reported as: too many tokens, if the line has them, wins.
+    let or_too_many = |kind, mut toks: Tokens<'_>, mut n: usize| {
+        while n < TOO_MANY_TOKENS && toks.next().is_some() {
+            n += 1;
+        }
+        if n >= TOO_MANY_TOKENS {
+            ErrorKind::TooManyFlags
+        } else {
+            kind
+        }
+    };
     if cmd == Command::Set {
-        if n == 2 {
+        let Some(len) = toks.next() else {
             return Err(err(ErrorKind::BadFormat, 0));
-        }
-        if too_many {
-            return Err(err(ErrorKind::TooManyFlags, 0));
-        }
+        };
+        n += 1;
         // memcached reads the length into a 32-bit int, then refuses negatives.
-        match strtol(toks[2]).map(|v| v as i32) {
+        match strtol(len).map(|v| v as i32) {
             Some(len) if (0..i32::MAX - 1).contains(&len) => req.datalen = len as usize,
-            _ => return Err(err(ErrorKind::BadFormat, 0)),
+            _ => return Err(err(or_too_many(ErrorKind::BadFormat, toks, n), 0)),
         }
-        first_flag = 3;
-    } else if too_many {
-        return Err(err(ErrorKind::TooManyFlags, 0));
     }
     // From here on memcached knows the data length, so `ms` errors skip the data block.
     let swallow = if cmd == Command::Set { req.datalen + 2 } else { 0 };
     let mut key_buf = Some(key_buf);
     // One bit per flag byte seen (two words: a u128 shift costs several instructions).
     let mut seen = [0u64; 2];
-    for &t in &toks[first_flag..n] {
-        let c = t[0];
-        let (word, bit) = (usize::from(c >> 6) & 1, 1u64 << (c & 63));
-        // memcached indexes a 127-entry table with the flag byte: 0x7f and above read as seen.
-        if c >= 0x7f || seen[word] & bit != 0 {
-            return Err(err(ErrorKind::DuplicateFlag, swallow));
+    while let Some(t) = toks.next() {
+        n += 1;
+        if n >= TOO_MANY_TOKENS {
+            return Err(err(ErrorKind::TooManyFlags, 0));
         }
-        seen[word] |= bit;
-        let arg = &t[1..];
-        let f = &mut req.flags;
-        match c {
-            b'b' => {
-                let buf = key_buf.take().ok_or(err(ErrorKind::DuplicateFlag, swallow))?;
-                let len = b64::decode(req.key, buf).ok_or(err(ErrorKind::KeyDecode, swallow))?;
-                req.key = &buf[..len];
-                f.base64 = true;
-            }
-            b'N' => f.vivify = Some(strtol32(arg).ok_or(err(ErrorKind::BadToken, swallow))?),
-            b'R' => f.recache = Some(strtol32(arg).ok_or(err(ErrorKind::BadToken, swallow))?),
-            b'T' => f.ttl = Some(strtol32(arg).ok_or(err(ErrorKind::BadToken, swallow))?),
-            b'C' => f.cas = Some(strtoull(arg).ok_or(err(ErrorKind::BadToken, swallow))?),
-            b'F' => f.client_flags = Some(strtoull(arg).ok_or(err(ErrorKind::BadClientFlags, swallow))? as u32),
-            b'D' => f.delta = Some(strtoull(arg).ok_or(err(ErrorKind::BadDelta, swallow))?),
-            b'J' => f.initial = Some(strtoull(arg).ok_or(err(ErrorKind::BadInitial, swallow))?),
-            b'M' => {
-                if arg.len() != 1 {
-                    return Err(err(ErrorKind::ModeLength, swallow));
-                }
-                f.mode = Some(arg[0]);
-            }
-            b'O' => f.opaque = Some(arg),
-            b'q' => f.quiet = true,
-            b'u' => f.no_bump = true,
-            b'v' => f.value = true,
-            b'I' => f.invalidate = true,
-            // Return flags, and P/L (proxy hints memcached ignores).
-            b'c' | b'f' | b'h' | b'k' | b'l' | b's' | b't' | b'P' | b'L' => {}
-            _ => return Err(err(ErrorKind::InvalidFlag, swallow)),
+        if let Err(kind) = apply_flag(&mut req, t, &mut seen, &mut key_buf) {
+            return Err(match or_too_many(kind, toks, n) {
+                ErrorKind::TooManyFlags => err(ErrorKind::TooManyFlags, 0),
+                kind => err(kind, swallow),
+            });
         }
-        f.push(c);
     }
     let opaque_too_long = req.flags.opaque.is_some_and(|o| o.len() > MAX_OPAQUE_LEN);
     match cmd {
@@ -466,19 +424,116 @@ pub fn parse_request<'a>(line: &'a [u8], key_buf: &'a mut KeyBuf) -> Result<Requ
     Ok(req)
 }
 
+/// One flag token `t` of a request: its argument into `req.flags`, the flag into `seen` (one
+/// bit per flag byte). A base64 key is decoded into the key buffer, taken from `key_buf`.
+#[inline(always)]
+fn apply_flag<'a>(
+    req: &mut Request<'a>,
+    t: &'a [u8],
+    seen: &mut [u64; 2],
+    key_buf: &mut Option<&'a mut KeyBuf>,
+) -> Result<(), ErrorKind> {
+    use ErrorKind::*;
+    let c = t[0];
+    // Two words: a u128 shift costs several instructions.
+    let (word, bit) = (usize::from(c >> 6) & 1, 1u64 << (c & 63));
+    // memcached indexes a 127-entry table with the flag byte: 0x7f and above read as seen.
+    if c >= 0x7f || seen[word] & bit != 0 {
+        return Err(DuplicateFlag);
+    }
+    seen[word] |= bit;
+    let arg = &t[1..];
+    let f = &mut req.flags;
+    match c {
+        b'b' => {
+            let buf = key_buf.take().ok_or(DuplicateFlag)?;
+            let len = b64::decode(req.key, buf).ok_or(KeyDecode)?;
+            req.key = &buf[..len];
+            f.base64 = true;
+        }
+        b'N' => f.vivify = Some(strtol32(arg).ok_or(BadToken)?),
+        b'R' => f.recache = Some(strtol32(arg).ok_or(BadToken)?),
+        b'T' => f.ttl = Some(strtol32(arg).ok_or(BadToken)?),
+        b'C' => f.cas = Some(strtoull(arg).ok_or(BadToken)?),
+        b'F' => f.client_flags = Some(strtoull(arg).ok_or(BadClientFlags)? as u32),
+        b'D' => f.delta = Some(strtoull(arg).ok_or(BadDelta)?),
+        b'J' => f.initial = Some(strtoull(arg).ok_or(BadInitial)?),
+        b'M' => {
+            if arg.len() != 1 {
+                return Err(ModeLength);
+            }
+            f.mode = Some(arg[0]);
+        }
+        b'O' => f.opaque = Some(arg),
+        b'q' => f.quiet = true,
+        b'u' => f.no_bump = true,
+        b'v' => f.value = true,
+        b'I' => f.invalidate = true,
+        // Return flags, and P/L (proxy hints memcached ignores).
+        b'c' | b'f' | b'h' | b'k' | b'l' | b's' | b't' | b'P' | b'L' => {}
+        _ => return Err(InvalidFlag),
+    }
+    f.push(c);
+    Ok(())
+}
+
+/// The space-separated tokens of a line, as memcached's tokenizer splits it (runs of spaces
+/// are one separator; no other byte separates).
+#[derive(Clone, Copy, Debug)]
+pub struct Tokens<'a> {
+    line: &'a [u8],
+    at: usize,
+}
+
+impl<'a> Tokens<'a> {
+    pub fn new(line: &'a [u8]) -> Tokens<'a> {
+        Tokens { line, at: 0 }
+    }
+
+    /// The next token and where it starts in the line.
+    #[inline]
+    pub fn next_at(&mut self) -> Option<(usize, &'a [u8])> {
+        let line = self.line;
+        let mut i = self.at;
+        while i < line.len() && line[i] == b' ' {
+            i += 1;
+        }
+        let start = i;
+        while i < line.len() && line[i] != b' ' {
+            i += 1;
+        }
+        self.at = i;
+        (i > start).then(|| (start, &line[start..i]))
+    }
+
+    /// What is left of the line after the tokens taken so far.
+    pub fn rest(&self) -> &'a [u8] {
+        &self.line[self.at..]
+    }
+}
+
+impl<'a> Iterator for Tokens<'a> {
+    type Item = &'a [u8];
+
+    #[inline]
+    fn next(&mut self) -> Option<&'a [u8]> {
+        self.next_at().map(|(_, t)| t)
+    }
+}
+
 /// `me <key> [b]`: no flag parser; only an exact `b` right after the key means base64.
 fn parse_debug<'a>(
     mut req: Request<'a>,
-    toks: &[&'a [u8]],
+    mut toks: Tokens<'a>,
     key_buf: &'a mut KeyBuf,
 ) -> Result<Request<'a>, RequestError> {
     let bad = RequestError::new(Some(Command::Debug), ErrorKind::BadFormat, 0);
-    let key = *toks.get(1).ok_or(bad)?;
+    let key = toks.next().ok_or(bad)?;
     if key.len() > MAX_KEY_LEN {
         return Err(bad);
     }
     req.key = key;
-    if toks.get(2) == Some(&&b"b"[..]) {
+    if toks.next() == Some(&b"b"[..]) {
         let len = b64::decode(key, key_buf).ok_or(bad)?;
         req.key = &key_buf[..len];
         req.flags.base64 = true;

@@ -114,6 +114,17 @@ fn too_many_flags() {
     let ms = |n: usize| format!("ms foo 1 {}", vec!["v"; n].join(" "));
     assert_eq!(error(&ms(16)).0, "CLIENT_ERROR duplicate flag");
     assert_eq!(error(&ms(17)), ("CLIENT_ERROR options flags too long", 0));
+    // Too many tokens wins over a bad length, and over a bad flag anywhere before the last.
+    let bad_len = format!("ms foo abc {}", vec!["v"; 17].join(" "));
+    assert_eq!(error(&bad_len), ("CLIENT_ERROR options flags too long", 0));
+    assert_eq!(
+        error(&format!("mg foo Z {}", vec!["v"; 17].join(" "))).0,
+        "CLIENT_ERROR options flags are too long"
+    );
+    assert_eq!(
+        error(&format!("mg foo Z {}", vec!["v"; 16].join(" "))).0,
+        "CLIENT_ERROR invalid flag"
+    );
     // The key is checked first.
     assert_eq!(
         error(&format!("mg {} {}", "k".repeat(251), vec!["v"; 20].join(" "))).0,
@@ -125,6 +136,18 @@ fn too_many_flags() {
 }
 
 use errors::BAD_FORMAT;
+
+#[test]
+fn tokens_split_on_runs_of_spaces_only() {
+    let line = b"  mg\tx  key   v ";
+    let mut toks = Tokens::new(line);
+    assert_eq!(toks.next_at(), Some((2, &b"mg\tx"[..])));
+    assert_eq!(toks.rest(), b"  key   v ");
+    assert_eq!(toks.next_at(), Some((8, &b"key"[..])));
+    assert_eq!(toks.collect::<Vec<_>>(), vec![&b"v"[..]]);
+    assert_eq!(Tokens::new(b"   ").next(), None);
+    assert_eq!(Tokens::new(b"").next(), None);
+}
 
 #[test]
 fn flags_and_their_order() {
