@@ -167,8 +167,31 @@ fn bump(c: &Counter) {
 /// are unreachable). Hash collisions only cost a read. Past [`HINTS_MAX`] keys the set stops
 /// growing and every small set reads the old index again.
 struct Hints {
-    shards: Box<[parking_lot::Mutex<HashSet<u64>>]>,
+    shards: Box<[parking_lot::Mutex<HintSet>]>,
     full: AtomicBool,
+}
+
+/// Key hashes, used as their own hash: they are well mixed already (see `key_hash`), and
+/// hashing them again with std's SipHash cost each small set about 200 instructions.
+type HintSet = HashSet<u64, std::hash::BuildHasherDefault<Prehashed>>;
+
+/// The hasher of a [`HintSet`]: a `u64` key is its own hash.
+#[derive(Default)]
+struct Prehashed(u64);
+
+impl std::hash::Hasher for Prehashed {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+    // Only `u64`s are hashed here; anything else is folded in, to stay a hasher.
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 << 8 | self.0 >> 56) ^ u64::from(b);
+        }
+    }
 }
 
 /// Most chunked keys remembered (8 bytes each, plus the table's overhead). Each stands for at
@@ -180,14 +203,16 @@ impl Hints {
     fn new() -> Hints {
         Hints {
             shards: (0..HINT_SHARDS)
-                .map(|_| parking_lot::Mutex::new(HashSet::new()))
+                .map(|_| parking_lot::Mutex::new(HintSet::default()))
                 .collect(),
             full: AtomicBool::new(false),
         }
     }
 
-    fn shard(&self, h: u64) -> &parking_lot::Mutex<HashSet<u64>> {
-        &self.shards[(h >> 60) as usize % HINT_SHARDS]
+    fn shard(&self, h: u64) -> &parking_lot::Mutex<HintSet> {
+        // Middle bits: the table inside uses the low ones for the bucket and the top seven to
+        // tell keys apart, and a shard's keys would share whichever bits picked it.
+        &self.shards[(h >> 32) as usize % HINT_SHARDS]
     }
 
     fn may_be_chunked(&self, h: u64) -> bool {

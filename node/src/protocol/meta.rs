@@ -20,7 +20,9 @@ use crate::store::{ArithOutcome, ArithReq, DeleteOutcome, Expiry, Mode, ReadOpts
 /// the index after the `\n`; an `ms` data block follows at `buf[next..]`.
 pub async fn handle(ctx: &mut Ctx<'_>, buf: &[u8], line_end: usize, next: usize, out: &mut Vec<u8>) -> Step {
     let mut key_buf: KeyBuf = [0; MAX_KEY_LEN];
-    let req = match meta::parse_request(&buf[..line_end], &mut key_buf) {
+    // Used where it lies: the request is a few hundred bytes, and a copy of it is a `memcpy`.
+    let parsed = meta::parse_request(&buf[..line_end], &mut key_buf);
+    let req = match &parsed {
         Ok(req) => req,
         Err(e) => {
             reply::error(out, e.message);
@@ -37,12 +39,12 @@ pub async fn handle(ctx: &mut Ctx<'_>, buf: &[u8], line_end: usize, next: usize,
     };
     let start = out.len();
     match req.command {
-        Command::Get => get(ctx, &req, out).await,
-        Command::Set => return set(ctx, &req, &buf[next..], next, out).await,
-        Command::Delete => delete(ctx, &req, out).await,
-        Command::Arith => arith(ctx, &req, out).await,
+        Command::Get => get(ctx, req, out).await,
+        Command::Set => return set(ctx, req, &buf[next..], next, out).await,
+        Command::Delete => delete(ctx, req, out).await,
+        Command::Arith => arith(ctx, req, out).await,
         Command::Noop => reply::noop(out),
-        Command::Debug => debug(ctx, &req, out).await,
+        Command::Debug => debug(ctx, req, out).await,
     }
     // memcached checks some things only while writing the reply, after the command took effect.
     if let Some(e) = req.late_error {
