@@ -189,7 +189,7 @@ impl std::hash::Hasher for Prehashed {
     // Only `u64`s are hashed here; anything else is folded in, to stay a hasher.
     fn write(&mut self, bytes: &[u8]) {
         for &b in bytes {
-            self.0 = (self.0 << 8 | self.0 >> 56) ^ u64::from(b);
+            self.0 = self.0.rotate_left(8) ^ u64::from(b);
         }
     }
 }
