@@ -277,6 +277,9 @@ impl Batch<'_> {
         let (mut writes, mut done) = (writes.into_iter().peekable(), done.into_iter().peekable());
         for (i, kind) in kinds.iter().enumerate() {
             if *kind == Kind::Write {
+                // Closed while a write carries on: a lookup of its own goes to memcached. (A
+                // read opens it for its own GETs, below, so it is not closed after each read.)
+                group.open_stash(0);
                 if let Some((_, reply)) = done.next_if(|(j, _)| *j == i) {
                     append_reply(out, reply);
                 } else if let Some((_, fut)) = writes.next_if(|(j, _)| *j == i) {
@@ -302,7 +305,6 @@ impl Batch<'_> {
                     handle(p, &mut ctx, req, out).await;
                 }
             }
-            group.open_stash(0);
         }
         group.clear_stash();
     }
