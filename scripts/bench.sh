@@ -6,7 +6,7 @@
 # then RSS per idle connection (10,000 of them). It writes BENCHMARKS.md (date, machine, exact
 # commands, tables) and BENCHMARKS.png (throughput ratios, latency percentiles).
 #
-#   scripts/bench.sh                  # the full matrix: 5 alternating rounds of 3 s (about 15 minutes)
+#   scripts/bench.sh                  # the full matrix: 9 alternating rounds of 3 s (about 23 minutes)
 #   scripts/bench.sh --quick          # 1 round of 1 s per setting (about 2 minutes)
 #   scripts/bench.sh --smoke          # as short as it gets; writes to target/ instead, for CI
 #

@@ -175,8 +175,8 @@ pub struct CompareConfig {
 
 impl CompareConfig {
     /// The matrix of issues 2 to 4: text, meta and binary at pipeline 1 and 16, 100-byte and
-    /// 100 KiB values, 50 connections, 90 % gets, 5 rounds of 3 seconds, then 10,000 idle
-    /// connections.
+    /// 100 KiB values, 50 connections, 90 % gets, 9 rounds of 3 seconds (see `riven-bench`'s
+    /// `--rounds`), then 10,000 idle connections.
     pub fn new(targets: Vec<Target>, command: String) -> CompareConfig {
         CompareConfig {
             targets,
@@ -187,7 +187,7 @@ impl CompareConfig {
             keys: 100_000,
             max_data_bytes: 256 << 20,
             get_ratio: 0.9,
-            rounds: 5,
+            rounds: 9,
             round_duration: Duration::from_secs(3),
             timeout: Duration::from_secs(5),
             idle_connections: 10_000,

@@ -223,8 +223,10 @@ struct CompareArgs {
     /// same memcached as L1, `--l1-memcached`), l1-l2 (memory store over an on-disk L2).
     #[arg(long, value_delimiter = ',', default_value = "embedded,memcached,l1-l2")]
     modes: Vec<String>,
-    /// Rounds per target and setting (targets alternate within each round).
-    #[arg(long, default_value_t = 5)]
+    /// Rounds per target and setting (targets alternate within each round). Nine: on a noisy
+    /// 2-core machine a single round's ratio at pipeline depth 16 ranged from 0.57 to 0.93, and
+    /// the median of five moved by several hundredths from run to run.
+    #[arg(long, default_value_t = 9)]
     rounds: usize,
     /// Length of one round.
     #[arg(long, default_value = "3s", value_parser = parse_duration)]
