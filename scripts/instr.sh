@@ -4,8 +4,8 @@
 # hardware counters). Runs riven-node under callgrind over a real memcached, warms it up with
 # instrumentation off, turns it on, drives it with `riven-bench load` for a while and divides the
 # instructions the node ran by the requests it served. (Turning instrumentation on, rather than
-# zeroing the counters, keeps the profile's per-function view right too.) User space only: kernel time, atomics and cache misses do
-# not show; check those with `perf`.
+# zeroing the counters, keeps the profile's per-function view right too.) User space only:
+# kernel time, atomics and cache misses do not show; check those with `perf`.
 #
 #   scripts/instr.sh [PROTOCOL] [PIPELINE] [SECONDS] [NODE_BINARY] [-- extra riven-node flags]
 #   scripts/instr.sh meta 16                 # meta, pipeline 16, 6 s, target/release/riven-node

@@ -1089,16 +1089,22 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn prefetched_gets_wait_in_order_for_their_own_keys() {
+    /// A pool, up, over a fresh memcached holding `items` (key, value).
+    async fn pool_holding(items: &[(&[u8], &[u8])]) -> (MemcachedProcess, Pool) {
         let mc = MemcachedProcess::start(&[]);
         let pool = Pool::start(mc.pool_config());
         up(&pool).await;
         let extras = StoreExtras { flags: 0, exptime: 0 }.to_bytes();
-        for k in ["a", "b"] {
-            let r = pool.call(set_req(k.as_bytes(), k.as_bytes(), &extras)).await.unwrap();
+        for (key, value) in items {
+            let r = pool.call(set_req(key, value, &extras)).await.unwrap();
             assert_eq!(r.status, Status::SUCCESS);
         }
+        (mc, pool)
+    }
+
+    #[tokio::test]
+    async fn prefetched_gets_wait_in_order_for_their_own_keys() {
+        let (_mc, pool) = pool_holding(&[(b"a", b"a"), (b"b", b"b")]).await;
         let group = Group::for_batch();
         let keys: [&[u8]; 3] = [b"a", b"missing", b"b"];
         assert!(pool.prefetch(&group, &keys, get_req));
@@ -1127,12 +1133,7 @@ mod tests {
     /// A reply already in is handed over where it lies, and taken only when its user says so.
     #[tokio::test]
     async fn a_ready_reply_is_taken_only_when_used() {
-        let mc = MemcachedProcess::start(&[]);
-        let pool = Pool::start(mc.pool_config());
-        up(&pool).await;
-        let extras = StoreExtras { flags: 0, exptime: 0 }.to_bytes();
-        let r = pool.call(set_req(b"a", b"va", &extras)).await.unwrap();
-        assert_eq!(r.status, Status::SUCCESS);
+        let (_mc, pool) = pool_holding(&[(b"a", b"va")]).await;
         let group = Group::for_batch();
         let keys: [&[u8]; 2] = [b"a", b"b"];
         assert!(pool.prefetch(&group, &keys, get_req));

@@ -146,9 +146,9 @@ async fn round_trip_from_0_bytes_to_8_mib() {
 }
 
 /// Reads whose GETs a batch sent ahead: a plain one whose reply is in is answered at once from
-/// it (`read_ready`), the others carry on from what it found. Either way each answers what
-/// memcached held when its GET was sent, even with a write to its key sent after it, and is
-/// counted once.
+/// it (`read_now`); the others take the same reply through their ordinary GET. Either way each
+/// answers what memcached held when its GET was sent, even with a write to its key sent after
+/// it, and is counted once.
 #[tokio::test]
 async fn reads_answered_from_replies_sent_ahead() {
     use crate::backend::pool::Group;
