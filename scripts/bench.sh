@@ -17,7 +17,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-cargo build --release -p riven-node -p riven-client
+cargo build --release -p riven-node -p riven-bench
 
 if ! command -v memcached >/dev/null 2>&1; then
     echo "bench.sh: installing memcached (Debian package)" >&2

@@ -23,7 +23,7 @@ shift $(( $# < 4 ? $# : 4 ))
 for tool in valgrind callgrind_control memcached; do
     command -v "$tool" >/dev/null || { echo "instr.sh: $tool is missing" >&2; exit 1; }
 done
-cargo build --release -q -p riven-node -p riven-client
+cargo build --release -q -p riven-node -p riven-bench
 out=target/instr
 mkdir -p "$out"
 rm -f "$out"/callgrind.*

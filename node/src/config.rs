@@ -194,10 +194,10 @@ pub fn validate(s: &Settings) -> Result<(), String> {
     if s.threads == 0 || s.max_connections == 0 {
         return Err("threads (-t) and connections (-c) must be at least 1".into());
     }
-    if s.max_line < riven_proto::text::MAX_COMMAND_LINE {
+    if s.max_line < riven_memcache::text::MAX_COMMAND_LINE {
         return Err(format!(
             "max line must be at least {}",
-            riven_proto::text::MAX_COMMAND_LINE
+            riven_memcache::text::MAX_COMMAND_LINE
         ));
     }
     Ok(())

@@ -252,7 +252,7 @@ impl Batch<'_> {
             if *kind != Kind::Write {
                 match keys[i].of(req) {
                     Some(key) => {
-                        if riven_proto::key_is_valid(key) {
+                        if riven_memcache::key_is_valid(key) {
                             gathered.push(i);
                         }
                     }
@@ -421,13 +421,13 @@ fn append_reply(out: &mut Vec<u8>, reply: Vec<u8>) {
 fn for_each_read_key(p: Proto, req: &[u8], mut f: impl FnMut(&[u8]) -> bool) -> u8 {
     let mut n = 0u8;
     let mut take = |key: &[u8]| {
-        if riven_proto::key_is_valid(key) && f(key) {
+        if riven_memcache::key_is_valid(key) && f(key) {
             n += 1;
         }
     };
     match p {
         Proto::Text => {
-            let Some((line_end, _)) = riven_proto::find_line(req) else {
+            let Some((line_end, _)) = riven_memcache::find_line(req) else {
                 return 0;
             };
             let line = &req[..line_end];
@@ -436,8 +436,8 @@ fn for_each_read_key(p: Proto, req: &[u8], mut f: impl FnMut(&[u8]) -> bool) -> 
                 let key = tokens.next().unwrap_or_default();
                 if tokens.any(|t| t == b"b") {
                     // A base64 key: GET what it decodes to.
-                    let mut key_buf: riven_proto::meta::KeyBuf = [0; riven_proto::MAX_KEY_LEN];
-                    if let Ok(r) = riven_proto::meta::parse_request(line, &mut key_buf) {
+                    let mut key_buf: riven_memcache::meta::KeyBuf = [0; riven_memcache::MAX_KEY_LEN];
+                    if let Ok(r) = riven_memcache::meta::parse_request(line, &mut key_buf) {
                         take(r.key);
                     }
                 } else {
@@ -451,8 +451,8 @@ fn for_each_read_key(p: Proto, req: &[u8], mut f: impl FnMut(&[u8]) -> bool) -> 
             }
         }
         Proto::Binary => {
-            if let Ok(h) = riven_proto::binary::parse_request_header(req) {
-                let start = riven_proto::binary::HEADER_LEN + usize::from(h.extras_len);
+            if let Ok(h) = riven_memcache::binary::parse_request_header(req) {
+                let start = riven_memcache::binary::HEADER_LEN + usize::from(h.extras_len);
                 if let Some(key) = req.get(start..start + usize::from(h.key_len)) {
                     take(key);
                 }
@@ -556,11 +556,11 @@ fn one_round_request(
     write_max: Option<usize>,
     item_size_max: usize,
 ) -> Option<(usize, Kind, KeyAt)> {
-    use riven_proto::binary::{parse_request_header, Opcode};
-    use riven_proto::meta::Tokens;
+    use riven_memcache::binary::{parse_request_header, Opcode};
+    use riven_memcache::meta::Tokens;
     match p {
         Proto::Text => {
-            let (line_end, next) = riven_proto::find_line(buf)?;
+            let (line_end, next) = riven_memcache::find_line(buf)?;
             let line = &buf[..line_end];
             if let Some(keys) = line.strip_prefix(b"get ").or_else(|| line.strip_prefix(b"gets ")) {
                 let mut toks = Tokens::new(keys);
@@ -607,7 +607,7 @@ fn one_round_request(
             let get = matches!(h.opcode, Opcode::GET | Opcode::GETQ | Opcode::GETK | Opcode::GETKQ);
             if get {
                 let plain = h.extras_len == 0 && h.body_len == u32::from(h.key_len);
-                let key = KeyAt::new(riven_proto::binary::HEADER_LEN, usize::from(h.key_len));
+                let key = KeyAt::new(riven_memcache::binary::HEADER_LEN, usize::from(h.key_len));
                 return plain.then_some((h.frame_len(), Kind::Read, key));
             }
             let set = matches!(h.opcode, Opcode::SET | Opcode::SETQ);
@@ -616,7 +616,7 @@ fn one_round_request(
             let ok = set
                 && h.cas == 0
                 && h.extras_len == 8
-                && (1..=riven_proto::MAX_KEY_LEN).contains(&usize::from(h.key_len))
+                && (1..=riven_memcache::MAX_KEY_LEN).contains(&usize::from(h.key_len))
                 && value_len <= write_max?
                 && crate::store::item_size_ok(item_size_max, usize::from(h.key_len), u32::MAX, value_len);
             ok.then_some((h.frame_len(), Kind::Write, KeyAt::NONE))
@@ -626,11 +626,11 @@ fn one_round_request(
 
 /// A whole, well-formed text `set` of a small value: its length.
 fn text_set_len(buf: &[u8], write_max: usize, item_size_max: usize) -> Option<usize> {
-    let limits = riven_proto::text::Limits { max_get_line: 0 };
+    let limits = riven_memcache::text::Limits { max_get_line: 0 };
     let size_ok = |key: &[u8], flags: u32, len: usize| crate::store::item_size_ok(item_size_max, key.len(), flags, len);
-    match riven_proto::text::parse_request(buf, &limits, size_ok) {
-        Ok((riven_proto::text::Request::Store { cmd, data, .. }, used))
-            if cmd == riven_proto::text::StoreCmd::Set && data.len() <= write_max =>
+    match riven_memcache::text::parse_request(buf, &limits, size_ok) {
+        Ok((riven_memcache::text::Request::Store { cmd, data, .. }, used))
+            if cmd == riven_memcache::text::StoreCmd::Set && data.len() <= write_max =>
         {
             Some(used)
         }
@@ -643,7 +643,7 @@ fn text_set_len(buf: &[u8], write_max: usize, item_size_max: usize) -> Option<us
 /// twice. It accepts a subset of what `meta_set_len` accepts, checking each flag's argument as
 /// the parser would (a test holds it to that); anything else is left to `meta_set_len`.
 fn plain_ms_len(buf: &[u8], line_end: usize, next: usize, write_max: usize, item_size_max: usize) -> Option<usize> {
-    use riven_proto::meta::MAX_OPAQUE_LEN;
+    use riven_memcache::meta::MAX_OPAQUE_LEN;
     let digits = |t: &[u8]| !t.is_empty() && t.len() <= 18 && t.iter().all(u8::is_ascii_digit);
     let mut toks = buf[..line_end].split(|&b| b == b' ').filter(|t| !t.is_empty());
     if toks.next()? != b"ms" {
@@ -651,7 +651,7 @@ fn plain_ms_len(buf: &[u8], line_end: usize, next: usize, write_max: usize, item
     }
     let key = toks.next()?;
     let len = toks.next()?;
-    if key.len() > riven_proto::MAX_KEY_LEN || len.len() > 9 || !digits(len) {
+    if key.len() > riven_memcache::MAX_KEY_LEN || len.len() > 9 || !digits(len) {
         return None;
     }
     let datalen = len.iter().fold(0usize, |v, &c| v * 10 + usize::from(c - b'0'));
@@ -683,8 +683,8 @@ fn plain_ms_len(buf: &[u8], line_end: usize, next: usize, write_max: usize, item
 
 /// A whole, well-formed meta `ms` in set mode, without CAS, of a small value: its length.
 fn meta_set_len(buf: &[u8], line_end: usize, next: usize, write_max: usize, item_size_max: usize) -> Option<usize> {
-    use riven_proto::meta::{self, Command, DataBlock, SetMode};
-    let mut key_buf: meta::KeyBuf = [0; riven_proto::MAX_KEY_LEN];
+    use riven_memcache::meta::{self, Command, DataBlock, SetMode};
+    let mut key_buf: meta::KeyBuf = [0; riven_memcache::MAX_KEY_LEN];
     let req = meta::parse_request(&buf[..line_end], &mut key_buf).ok()?;
     let f = &req.flags;
     let plain = req.command == Command::Set
@@ -941,11 +941,11 @@ mod tests {
     fn the_planner_finds_binary_keys() {
         let mut buf = Vec::new();
         for key in [&b"one"[..], b"three"] {
-            let req = riven_proto::binary::Request {
+            let req = riven_memcache::binary::Request {
                 key,
-                ..riven_proto::binary::Request::new(riven_proto::binary::Opcode::GETK)
+                ..riven_memcache::binary::Request::new(riven_memcache::binary::Opcode::GETK)
             };
-            riven_proto::binary::compose_request(&mut buf, &req).unwrap();
+            riven_memcache::binary::compose_request(&mut buf, &req).unwrap();
         }
         assert_eq!(
             planned_keys(Proto::Binary, &buf),

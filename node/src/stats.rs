@@ -124,7 +124,7 @@ fn settings(state: &ServerState, put: &mut Put<'_>) {
     put("num_threads", &cfg.threads);
     put("cas_enabled", &"yes");
     put("item_size_max", &cfg.item_size_max);
-    put("key_max", &riven_proto::MAX_KEY_LEN);
+    put("key_max", &riven_memcache::MAX_KEY_LEN);
     put("max_line", &cfg.max_line);
     put("flush_enabled", &"yes");
     put("tier_mode", &cfg.mode());

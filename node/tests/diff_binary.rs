@@ -10,7 +10,7 @@ mod common;
 use std::net::SocketAddr;
 
 use common::*;
-use riven_proto::binary::{
+use riven_memcache::binary::{
     compose_request, parse_response, ArithExtras, Opcode, Request, Response, Status, StoreExtras,
 };
 

@@ -153,7 +153,7 @@ fn pipelined_writes_and_reads_keep_their_order() {
 /// The same over the binary protocol: SET/SETQ and GET/GETK in one write, values checked.
 #[test]
 fn pipelined_binary_sets_and_gets_keep_their_order() {
-    use riven_proto::binary::{self, Opcode, Request, Status, StoreExtras};
+    use riven_memcache::binary::{self, Opcode, Request, Status, StoreExtras};
     let l1 = Memcached::start(&[]);
     let node = start_node(proxy_settings(&l1));
     let mut script = Vec::new();

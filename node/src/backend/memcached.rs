@@ -8,7 +8,7 @@
 use std::ops::ControlFlow;
 use std::sync::Arc;
 
-use riven_proto::binary::{self, Opcode, Request, Status, StoreExtras};
+use riven_memcache::binary::{self, Opcode, Request, Status, StoreExtras};
 
 use super::pool::{Group, LinkError, Pool, PoolConfig, Reply};
 use super::raw::{run_windowed, RawDeleted, RawItem, RawItemRef, RawMode, RawStore, RawStored, RawWrite};

@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use parking_lot::{Mutex, MutexGuard};
-use riven_proto::binary::{self, Opcode, Status, HEADER_LEN};
+use riven_memcache::binary::{self, Opcode, Status, HEADER_LEN};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{oneshot, Notify};
 use tokio_util::sync::CancellationToken;
@@ -1034,7 +1034,7 @@ fn deliver_replies(link: &Link, buf: &mut BytesMut, to_wake: &mut Vec<Waker>) ->
 mod tests {
     use super::*;
     use crate::backend::testutil::{free_port, MemcachedProcess};
-    use riven_proto::binary::StoreExtras;
+    use riven_memcache::binary::StoreExtras;
 
     fn set_req<'a>(key: &'a [u8], value: &'a [u8], extras: &'a [u8; 8]) -> binary::Request<'a> {
         binary::Request {

@@ -22,11 +22,11 @@
 
 use std::sync::atomic::Ordering;
 
-use riven_proto::binary::{
+use riven_memcache::binary::{
     compose_response, compose_response_with_tail, parse_request_header, parse_response, parse_u32_extras, u32_extras,
     ArithExtras, Opcode, ParseError, RequestHeader, Response, Status, StoreExtras, HEADER_LEN,
 };
-use riven_proto::MAX_KEY_LEN;
+use riven_memcache::MAX_KEY_LEN;
 
 use super::text::item_size_ok;
 use super::{Ctx, Step};
@@ -474,7 +474,7 @@ mod tests {
     use super::*;
     use crate::protocol::ConnState;
     use crate::server::{ServerState, Settings};
-    use riven_proto::binary::{compose_request, Request};
+    use riven_memcache::binary::{compose_request, Request};
     use std::sync::Arc;
 
     fn state() -> Arc<ServerState> {

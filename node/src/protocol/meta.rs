@@ -1,14 +1,14 @@
 //! The meta front end: `mg`, `ms`, `md`, `ma`, `mn`, `me` on top of the store.
 //!
-//! Parsing and reply formats live in `riven_proto::meta`; this module only maps flags to store
+//! Parsing and reply formats live in `riven_memcache::meta`; this module only maps flags to store
 //! requests and outcomes to replies, with memcached 1.6.18's choices of what each reply carries:
 //! - a miss (`EN`, `NF`, `EX`, `NS`) carries only `O` and `k`; `ms` also `c` (0 unless stored);
 //! - `q` hides `EN` for `mg` (a hit is still answered) and `HD` (or `ma`'s `VA`) otherwise;
 //! - errors are always answered and never close the connection.
 
-use riven_proto::meta::reply::{self, DebugInfo};
-use riven_proto::meta::{self, errors, ArithMode, Code, Command, DataBlock, KeyBuf, Request, ReturnValues, SetMode};
-use riven_proto::MAX_KEY_LEN;
+use riven_memcache::meta::reply::{self, DebugInfo};
+use riven_memcache::meta::{self, errors, ArithMode, Code, Command, DataBlock, KeyBuf, Request, ReturnValues, SetMode};
+use riven_memcache::MAX_KEY_LEN;
 
 use super::text::item_size_ok;
 use super::text::server_error;
@@ -325,7 +325,7 @@ mod tests {
 
     /// One call of the front end on `input`, which starts with a whole line.
     fn call(state: &ServerState, input: &[u8]) -> (Step, String) {
-        let (line_end, next) = riven_proto::find_line(input).expect("a line");
+        let (line_end, next) = riven_memcache::find_line(input).expect("a line");
         let mut conn = ConnState::default();
         let mut ctx = Ctx {
             state,

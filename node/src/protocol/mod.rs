@@ -1,4 +1,4 @@
-//! Protocol front ends: they turn parsed requests (from `riven-proto`) into store operations and
+//! Protocol front ends: they turn parsed requests (from `riven-memcache`) into store operations and
 //! write memcached's replies. A connection starts as text or binary, decided by its first byte, as
 //! memcached does; text connections accept classic and meta commands mixed.
 

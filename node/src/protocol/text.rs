@@ -3,7 +3,7 @@
 
 use std::sync::atomic::Ordering;
 
-use riven_proto::text::{self, reply, Error, Keys, Request, StoreCmd};
+use riven_memcache::text::{self, reply, Error, Keys, Request, StoreCmd};
 
 use super::{meta, Ctx, Step};
 use crate::engine::{Backend, BackendError};

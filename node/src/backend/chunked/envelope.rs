@@ -269,7 +269,7 @@ mod tests {
         let expected = format!("~{:016x}{:016x}{:08x}", key_hash(b"k"), 2, 0x1f);
         assert_eq!(&c.key(0x1f)[..], expected.as_bytes());
         assert!(crate::store::item_size_ok(1 << 20, CHUNK_KEY_LEN, 0, 0));
-        assert!(riven_proto::key_is_valid(&a.key(u32::MAX)));
+        assert!(riven_memcache::key_is_valid(&a.key(u32::MAX)));
     }
 
     #[test]

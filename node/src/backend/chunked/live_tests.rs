@@ -174,11 +174,11 @@ async fn reads_answered_from_replies_sent_ahead() {
                 .into_iter()
                 .map(|key| {
                     ch.raw().pool().send(
-                        riven_proto::binary::Request {
+                        riven_memcache::binary::Request {
                             key,
                             value: b"new",
-                            extras: &riven_proto::binary::StoreExtras { flags: 0, exptime: 0 }.to_bytes(),
-                            ..riven_proto::binary::Request::new(riven_proto::binary::Opcode::SET)
+                            extras: &riven_memcache::binary::StoreExtras { flags: 0, exptime: 0 }.to_bytes(),
+                            ..riven_memcache::binary::Request::new(riven_memcache::binary::Opcode::SET)
                         },
                         &[],
                     )

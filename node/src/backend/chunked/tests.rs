@@ -977,7 +977,8 @@ fn numbers() {
 fn default_chunk_item_fills_slab_class_24() {
     assert_eq!(CHUNK_ITEM_OVERHEAD, 112);
     assert_eq!(DEFAULT_CHUNK_SIZE, 17240);
-    let (class, size) = riven_proto::meta::memcached_item_size(CHUNK_KEY_LEN, CHUNK_HEADER_LEN + DEFAULT_CHUNK_SIZE, 0);
+    let (class, size) =
+        riven_memcache::meta::memcached_item_size(CHUNK_KEY_LEN, CHUNK_HEADER_LEN + DEFAULT_CHUNK_SIZE, 0);
     assert_eq!((class, size), (24, 17352));
     assert_eq!(ChunkConfig::chunk_size_for_item(17352), DEFAULT_CHUNK_SIZE);
 }

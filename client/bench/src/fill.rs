@@ -265,7 +265,7 @@ impl Fill {
             rng: c.rng(id),
             gets: Rng::threshold(c.get_ratio),
             next: id as u64,
-            key: [0; riven_proto::MAX_KEY_LEN],
+            key: [0; riven_memcache::MAX_KEY_LEN],
             sets,
             c,
         }

@@ -8,8 +8,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use riven_proto::meta::client::{self, Flag, ParseError, Response};
-use riven_proto::meta::{parse_request, reply, Code, Command, KeyBuf, Request, ReturnValues, MAX_FLAGS};
+use riven_memcache::meta::client::{self, Flag, ParseError, Response};
+use riven_memcache::meta::{parse_request, reply, Code, Command, KeyBuf, Request, ReturnValues, MAX_FLAGS};
 
 fuzz_target!(|data: &[u8]| {
     // The first line is a request line (a server never sees the '\n' in one).

@@ -7,11 +7,11 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use riven_client::bench::compare;
-use riven_client::bench::load::{self, LoadConfig};
-use riven_client::bench::proc::{self, Server};
-use riven_client::bench::value::KeySpace;
-use riven_client::bench::wire::Protocol;
+use riven_bench::compare;
+use riven_bench::load::{self, LoadConfig};
+use riven_bench::proc::{self, Server};
+use riven_bench::value::KeySpace;
+use riven_bench::wire::Protocol;
 
 struct Counting;
 

@@ -6,11 +6,11 @@ use std::net::{TcpListener, TcpStream};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use riven_client::bench::compare::{self, CompareConfig, ServerSettings};
-use riven_client::bench::load::{self, LoadConfig, LoadReport};
-use riven_client::bench::proc::{self, Server};
-use riven_client::bench::value::{KeySpace, ValueSpec};
-use riven_client::bench::wire::Protocol;
+use riven_bench::compare::{self, CompareConfig, ServerSettings};
+use riven_bench::load::{self, LoadConfig, LoadReport};
+use riven_bench::proc::{self, Server};
+use riven_bench::value::{KeySpace, ValueSpec};
+use riven_bench::wire::Protocol;
 
 fn memcached_program() -> std::path::PathBuf {
     let bin = std::env::var("MEMCACHED").unwrap_or_else(|_| "memcached".into());
@@ -246,7 +246,7 @@ fn compare_runner_smoke_with_two_memcacheds() {
     }
     // The chart and BENCHMARKS.md of the run.
     let png = std::env::temp_dir().join(format!("riven-compare-smoke-{}.png", std::process::id()));
-    riven_client::bench::chart::render(&report, &png).unwrap();
+    riven_bench::chart::render(&report, &png).unwrap();
     let bytes = std::fs::read(&png).unwrap();
     let _ = std::fs::remove_file(&png);
     assert!(bytes.starts_with(b"\x89PNG\r\n\x1a\n") && bytes.len() > 20_000);

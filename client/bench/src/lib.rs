@@ -1,7 +1,7 @@
 //! The load and correctness tools behind `riven-bench`.
 //!
 //! - [`value`]: keys and the values derived from them, so any read can be verified;
-//! - [`wire`]: the requests sent and the replies accepted, per protocol, through `riven-proto`;
+//! - [`wire`]: the requests sent and the replies accepted, per protocol, through `riven-memcache`;
 //! - [`engine`]: connections, pipelined batches, timeouts, closed or open loop, histograms: what
 //!   every tool runs on, given a [`engine::Workload`] that says what to send and how to judge it;
 //! - [`schedule`]: open-loop send times, which correct latencies for coordinated omission;

@@ -150,7 +150,7 @@ impl Sizes {
         Sizes {
             owned: Owned::new(sizes.len() as u64, c.engine.connections, id),
             next: 0,
-            key: [0; riven_proto::MAX_KEY_LEN],
+            key: [0; riven_memcache::MAX_KEY_LEN],
             checked: 0,
             bytes: 0,
             sizes,

@@ -8,7 +8,7 @@
 
 use std::fmt;
 
-use riven_proto::{key_is_valid, MAX_KEY_LEN};
+use riven_memcache::{key_is_valid, MAX_KEY_LEN};
 
 /// The characters values are made of.
 const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";

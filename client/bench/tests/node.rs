@@ -3,9 +3,9 @@
 
 use std::time::Duration;
 
-use riven_client::bench::load::{self, LoadConfig};
-use riven_client::bench::value::{KeySpace, ValueSpec};
-use riven_client::bench::wire::Protocol;
+use riven_bench::load::{self, LoadConfig};
+use riven_bench::value::{KeySpace, ValueSpec};
+use riven_bench::wire::Protocol;
 use riven_node::server::{RunningNode, Settings};
 
 #[test]
@@ -37,9 +37,9 @@ fn every_protocol_against_the_node() {
 
 #[test]
 fn every_tool_against_the_node() {
-    use riven_client::bench::common::Common;
-    use riven_client::bench::sizes::SizesOpts;
-    use riven_client::bench::{blast, setget, setops, sizes};
+    use riven_bench::common::Common;
+    use riven_bench::sizes::SizesOpts;
+    use riven_bench::{blast, setget, setops, sizes};
 
     let node = RunningNode::start(Settings {
         port: 0,

@@ -137,7 +137,7 @@ impl Blast {
             expects: VecDeque::new(),
             table,
             total,
-            key: [0; riven_proto::MAX_KEY_LEN],
+            key: [0; riven_memcache::MAX_KEY_LEN],
             c,
         }
     }

@@ -4,7 +4,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use riven_proto::text::{client, parse_request, Error, Limits, Request};
+use riven_memcache::text::{client, parse_request, Error, Limits, Request};
 
 fuzz_target!(|data: &[u8]| {
     let limits = Limits { max_get_line: 4096 };

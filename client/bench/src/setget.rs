@@ -69,7 +69,7 @@ impl SetGet {
     pub fn new(c: Arc<Common>, id: usize) -> SetGet {
         SetGet {
             rng: c.rng(id),
-            key: [0; riven_proto::MAX_KEY_LEN],
+            key: [0; riven_memcache::MAX_KEY_LEN],
             c,
         }
     }

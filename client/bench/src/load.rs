@@ -255,7 +255,7 @@ impl GetSet {
             rng: Rng::new(cfg.seed.wrapping_add(id as u64)),
             gets: Rng::threshold(cfg.get_ratio),
             next_warm: if cfg.warmup { id as u64 } else { u64::MAX },
-            key: [0; riven_proto::MAX_KEY_LEN],
+            key: [0; riven_memcache::MAX_KEY_LEN],
             cfg,
         }
     }

@@ -275,8 +275,8 @@ impl Workload for Setops {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bench::value::KeySpace;
-    use crate::bench::wire::Protocol;
+    use crate::value::KeySpace;
+    use crate::wire::Protocol;
 
     /// Plays the script against the model alone, answering each request with the reply the model
     /// expects (CAS uniques made up, as a server would), barrier by barrier, and checks that it
@@ -285,7 +285,7 @@ mod tests {
     fn the_script_covers_every_storage_command_in_both_states() {
         let mut c = Common::new("x:1", Protocol::Binary, KeySpace::new("k", 0, 1).unwrap());
         c.engine.connections = 1;
-        c.values = crate::bench::value::ValueSpec { min: 5, max: 50 };
+        c.values = crate::value::ValueSpec { min: 5, max: 50 };
         let mut w = Setops::new(Arc::new(c), 0);
         let mut seen = std::collections::HashSet::new();
         let mut cas = 100;

@@ -7,7 +7,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use riven_proto::binary::{
+use riven_memcache::binary::{
     compose_request, compose_response, parse_request, parse_request_header, parse_response, parse_response_header,
     Opcode, ParseError, Request, HEADER_LEN,
 };

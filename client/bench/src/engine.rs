@@ -554,7 +554,7 @@ async fn connection<W: Workload>(
         wbuf: Vec::new(),
         rbuf: BytesMut::new(),
         batch: Batch::default(),
-        key: [0; riven_proto::MAX_KEY_LEN],
+        key: [0; riven_memcache::MAX_KEY_LEN],
         keys: Keys::default(),
         value: Vec::new(),
         hits: Vec::new(),

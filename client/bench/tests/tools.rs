@@ -7,13 +7,13 @@ use std::net::TcpListener;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use riven_client::bench::common::Common;
-use riven_client::bench::compare::{self, ServerSettings};
-use riven_client::bench::proc::{self, Server};
-use riven_client::bench::sizes::SizesOpts;
-use riven_client::bench::value::{KeySpace, ValueSpec};
-use riven_client::bench::wire::{Op, Protocol};
-use riven_client::bench::{blast, engine, fill, setget, setops, sizes};
+use riven_bench::common::Common;
+use riven_bench::compare::{self, ServerSettings};
+use riven_bench::proc::{self, Server};
+use riven_bench::sizes::SizesOpts;
+use riven_bench::value::{KeySpace, ValueSpec};
+use riven_bench::wire::{Op, Protocol};
+use riven_bench::{blast, engine, fill, setget, setops, sizes};
 
 fn memcached(memory_mb: usize) -> Server {
     let bin = std::env::var("MEMCACHED").unwrap_or_else(|_| "memcached".into());

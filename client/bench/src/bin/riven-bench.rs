@@ -1,5 +1,5 @@
 //! `riven-bench`: load, correctness and benchmark tools for memcached-compatible servers. This
-//! file only parses flags and calls `riven_client::bench`.
+//! file only parses flags and calls `riven_bench`.
 //!
 //! Output: a human summary on stdout, or with `--json` one JSON line on stdout and the summary on
 //! stderr. Exit status 0 when everything checked out, 1 on any mismatch, protocol error,
@@ -10,13 +10,13 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
-use riven_client::bench::common::Common;
-use riven_client::bench::compare::{self, CompareConfig, ServerSettings};
-use riven_client::bench::load::{self, LoadConfig};
-use riven_client::bench::sizes::SizesOpts;
-use riven_client::bench::value::{parse_size, KeySpace, ValueSpec};
-use riven_client::bench::wire::Protocol;
-use riven_client::bench::{blast, chart, engine, fill, idle, parse_duration, proc, setget, setops, sizes};
+use riven_bench::common::Common;
+use riven_bench::compare::{self, CompareConfig, ServerSettings};
+use riven_bench::load::{self, LoadConfig};
+use riven_bench::sizes::SizesOpts;
+use riven_bench::value::{parse_size, KeySpace, ValueSpec};
+use riven_bench::wire::Protocol;
+use riven_bench::{blast, chart, engine, fill, idle, parse_duration, proc, setget, setops, sizes};
 
 #[derive(Parser)]
 #[command(

@@ -1,5 +1,5 @@
 //! The requests the tools send and the replies they accept, over each protocol, composed and
-//! parsed with `riven-proto`'s client side.
+//! parsed with `riven-memcache`'s client side.
 //!
 //! Each request expects exactly one reply (a multi-get's reply is all its frames up to its end
 //! marker), and a reply is accepted only if it is one a correct server can give to that request:
@@ -15,8 +15,8 @@
 use std::fmt;
 use std::ops::Range;
 
-use riven_proto::binary::{self, ArithExtras, Opcode, Status, StoreExtras};
-use riven_proto::text::{self, StoreCmd};
+use riven_memcache::binary::{self, ArithExtras, Opcode, Status, StoreExtras};
+use riven_memcache::text::{self, StoreCmd};
 
 /// The wire protocol a run speaks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
@@ -602,8 +602,8 @@ fn binary_frame<'a>(
 /// The meta commands. The opaque comes back on every reply but `mn`'s and errors, so a lost or
 /// reordered reply is caught whatever it was.
 mod meta {
-    use riven_proto::meta::client::{self as mc, ErrorKind, Flag, ParseError, Response, ReturnFlags};
-    use riven_proto::meta::{ArithMode as Arith, Code, SetMode as Mode};
+    use riven_memcache::meta::client::{self as mc, ErrorKind, Flag, ParseError, Response, ReturnFlags};
+    use riven_memcache::meta::{ArithMode as Arith, Code, SetMode as Mode};
 
     use super::{is_non_numeric, line, show, Args, Keys, MultiHit, Op, Reply, WireError};
 
