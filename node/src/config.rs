@@ -2,12 +2,13 @@
 //! environment variables (e.g. `RIVEN_PORT=11311`, `RIVEN_MEMORY_LIMIT_MB=1024`), then command-line
 //! flags, which follow memcached's (`-p -l -s -m -c -I -t -v`).
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
 use serde::Deserialize;
 
-use crate::server::Settings;
+use crate::store::StoreConfig;
 
 /// Command-line flags. Every flag is optional so that a flag left out does not hide the file or
 /// environment value underneath it.
@@ -100,6 +101,88 @@ struct Layer {
     l1_timeout_ms: Option<u64>,
     l1_chunk_size: Option<usize>,
     l1_max_buffered: Option<String>,
+}
+
+/// Limits and settings a running node enforces and reports in `stats settings`.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    pub port: u16,
+    pub listen: String,
+    pub unix_socket: Option<String>,
+    pub max_connections: usize,
+    pub threads: usize,
+    /// memcached's `-I`: the largest item (value, key and memcached's item overhead).
+    pub item_size_max: usize,
+    pub memory_bytes: usize,
+    pub chunk_size: usize,
+    /// Longest multi-get line accepted without a newline (other lines: 2048 bytes, as memcached).
+    pub max_line: usize,
+    /// How long shutdown waits for connections to finish their requests.
+    pub drain_timeout: Duration,
+    /// Directory of the on-disk L2; with it the node runs in `l1-l2` mode, without it `l1-only`.
+    pub l2_path: Option<PathBuf>,
+    /// Bound on the L2's table files.
+    pub l2_max_bytes: u64,
+    /// Port of the batch listener (bulk loads: write L2, only replace in L1), if any.
+    pub batch_port: Option<u16>,
+    /// An external memcached as L1 (`unix:/path` or `host:port`) instead of the embedded store.
+    pub l1_memcached: Option<String>,
+    /// Connections to that memcached per worker thread, shared by that worker's clients. A
+    /// batch takes the first with room before the next (see `Pool::pick`), so a light load is
+    /// batched onto one link (one memcached thread woken per batch) and a heavy one spreads over
+    /// all of them.
+    pub l1_connections: usize,
+    /// Bytes each L1 link may hold unsent before requests fail.
+    pub l1_max_buffered: usize,
+    /// How long a request to that memcached may take.
+    pub l1_timeout: Duration,
+    /// Data bytes per chunk in that memcached (0: the default, one slab class).
+    pub l1_chunk_size: usize,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            port: 11211,
+            listen: "127.0.0.1".into(),
+            unix_socket: None,
+            max_connections: 1024,
+            threads: 4,
+            item_size_max: 1 << 20,
+            memory_bytes: 64 << 20,
+            chunk_size: 256,
+            max_line: 1 << 20,
+            drain_timeout: Duration::from_secs(5),
+            l2_path: None,
+            l2_max_bytes: 1 << 30,
+            batch_port: None,
+            l1_memcached: None,
+            l1_connections: 2,
+            l1_max_buffered: 64 << 20,
+            l1_timeout: Duration::from_millis(500),
+            l1_chunk_size: 0,
+        }
+    }
+}
+
+impl Settings {
+    /// `l1-l2` with an L2 directory, else `l1-only`.
+    pub fn mode(&self) -> &'static str {
+        if self.l2_path.is_some() {
+            "l1-l2"
+        } else {
+            "l1-only"
+        }
+    }
+
+    pub fn store_config(&self) -> StoreConfig {
+        StoreConfig {
+            memory_bytes: self.memory_bytes,
+            chunk_size: self.chunk_size,
+            item_size_max: self.item_size_max,
+            shards: 64,
+        }
+    }
 }
 
 /// The largest `-I` memcached allows.

@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::engine::Engine;
 use crate::protocol::{binary, text, ConnState, Ctx, Step};
-use crate::server::{ConnInfo, ServerState};
+use crate::state::{ConnInfo, ServerState};
 
 /// What the connection loop needs of a socket: readiness, a non-blocking read and writes.
 pub trait Socket: AsyncWrite + Unpin + Send {
@@ -618,7 +618,7 @@ fn one_round_request(
                 && h.extras_len == 8
                 && (1..=riven_memcache::MAX_KEY_LEN).contains(&usize::from(h.key_len))
                 && value_len <= write_max?
-                && crate::store::item_size_ok(item_size_max, usize::from(h.key_len), u32::MAX, value_len);
+                && crate::model::item_size_ok(item_size_max, usize::from(h.key_len), u32::MAX, value_len);
             ok.then_some((h.frame_len(), Kind::Write, KeyAt::NONE))
         }
     }
@@ -627,7 +627,7 @@ fn one_round_request(
 /// A whole, well-formed text `set` of a small value: its length.
 fn text_set_len(buf: &[u8], write_max: usize, item_size_max: usize) -> Option<usize> {
     let limits = riven_memcache::text::Limits { max_get_line: 0 };
-    let size_ok = |key: &[u8], flags: u32, len: usize| crate::store::item_size_ok(item_size_max, key.len(), flags, len);
+    let size_ok = |key: &[u8], flags: u32, len: usize| crate::model::item_size_ok(item_size_max, key.len(), flags, len);
     match riven_memcache::text::parse_request(buf, &limits, size_ok) {
         Ok((riven_memcache::text::Request::Store { cmd, data, .. }, used))
             if cmd == riven_memcache::text::StoreCmd::Set && data.len() <= write_max =>
@@ -675,7 +675,7 @@ fn plain_ms_len(buf: &[u8], line_end: usize, next: usize, write_max: usize, item
         }
     }
     // Any nonzero client flags cost the item 4 bytes, whatever the value.
-    if datalen > write_max || !crate::store::item_size_ok(item_size_max, key.len(), client_flags, datalen) {
+    if datalen > write_max || !crate::model::item_size_ok(item_size_max, key.len(), client_flags, datalen) {
         return None;
     }
     (buf.get(next + datalen..next + datalen + 2)? == b"\r\n").then_some(next + datalen + 2)
@@ -693,7 +693,7 @@ fn meta_set_len(buf: &[u8], line_end: usize, next: usize, write_max: usize, item
         && !f.invalidate
         && req.late_error.is_none()
         && req.datalen <= write_max
-        && crate::store::item_size_ok(item_size_max, req.key.len(), f.client_flags.unwrap_or(0), req.datalen);
+        && crate::model::item_size_ok(item_size_max, req.key.len(), f.client_flags.unwrap_or(0), req.datalen);
     if !plain {
         return None;
     }

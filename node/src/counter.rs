@@ -1,13 +1,34 @@
 //! Statistics counters that worker threads bump without sharing a cache line.
 //!
 //! A plain atomic bumped by every request makes its cache line travel between the cores on each
-//! request (three or four such bumps per request in proxy mode). Each worker (see
-//! `crate::shard`) bumps its own slot instead; `stats` sums them.
+//! request (three or four such bumps per request in proxy mode). Each thread bumps its own slot
+//! instead (workers by their index, other threads, such as the embedded store's tokio runtime,
+//! by one handed out at their first bump); `stats` sums them.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::cell::Cell;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
-/// Slots per counter. Workers past this many share slots (still correct, just shared lines).
+/// Slots per counter. Threads past this many share slots (still correct, just shared lines).
 const SLOTS: usize = 8;
+
+/// The slot of the next thread that is no worker.
+static NEXT_SLOT: AtomicUsize = AtomicUsize::new(0);
+
+thread_local! {
+    static SLOT: Cell<Option<usize>> = const { Cell::new(None) };
+}
+
+/// The calling thread's slot.
+fn slot() -> usize {
+    SLOT.with(|s| match s.get() {
+        Some(i) => i,
+        None => {
+            let i = crate::shard::current().unwrap_or_else(|| NEXT_SLOT.fetch_add(1, Ordering::Relaxed)) % SLOTS;
+            s.set(Some(i));
+            i
+        }
+    })
+}
 
 /// One slot, alone on its cache line.
 #[derive(Debug, Default)]
@@ -21,9 +42,7 @@ pub struct Counter {
 
 impl Counter {
     pub fn add(&self, n: u64) {
-        // Threads that are no worker (tests, the accept thread) share the last slot.
-        let i = crate::shard::current().map_or(SLOTS - 1, |s| s % SLOTS);
-        self.slots[i].0.fetch_add(n, Ordering::Relaxed);
+        self.slots[slot()].0.fetch_add(n, Ordering::Relaxed);
     }
 
     pub fn inc(&self) {

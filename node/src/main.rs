@@ -1,17 +1,20 @@
-//! `riven-node`: parse the configuration, set up logging, serve until SIGTERM/SIGINT.
+//! `riven-node`: parse the configuration, set up logging, start the node, shut it down in order
+//! on SIGTERM or SIGINT.
+
+use std::process::ExitCode;
 
 use clap::Parser;
 use riven_node::config::{load, Args};
-use riven_node::server::{run, Listeners, ServerState};
+use riven_node::node::Node;
 use tokio_util::sync::CancellationToken;
 
-fn main() {
+fn main() -> ExitCode {
     let args = Args::parse();
     let (settings, verbose) = match load(&args) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("riven-node: {e}");
-            std::process::exit(64);
+            return ExitCode::from(64);
         }
     };
     let level = match verbose {
@@ -23,8 +26,7 @@ fn main() {
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| level.into()))
         .init();
     tracing::info!(?settings, "starting riven-node");
-
-    let workers = riven_node::server::worker_threads(&settings);
+    let workers = riven_node::node::worker_threads(&settings);
     if workers < settings.threads {
         tracing::info!(
             requested = settings.threads,
@@ -32,43 +34,36 @@ fn main() {
             "one worker thread per CPU core at most (half the cores over a memcached on this host)"
         );
     }
-    let (runtime, workers) = match riven_node::server::runtime_for(&settings) {
-        Ok(r) => r,
+    let node = match Node::start(settings) {
+        Ok(n) => n,
         Err(e) => {
-            eprintln!("riven-node: cannot start worker threads: {e}");
-            std::process::exit(71);
+            tracing::error!(error = %e, "cannot start");
+            return ExitCode::from(71);
         }
     };
-    let code = runtime.block_on(async move {
-        let listeners = match Listeners::bind(&settings).await {
-            Ok(l) => l,
-            Err(e) => {
-                tracing::error!(error = %e, port = settings.port, "cannot listen");
-                return 71;
-            }
-        };
-        let state = match ServerState::build(settings, workers.as_ref().map_or(&[][..], |w| w.handles())).await {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::error!(error = %e, "cannot start");
-                return 71;
-            }
-        };
-        let shutdown = CancellationToken::new();
-        tokio::spawn(signals(shutdown.clone()));
-        run(state, listeners, shutdown).await;
-        tracing::info!("stopped");
-        0
+    let signals = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot wait for signals");
+            node.stop();
+            return ExitCode::from(71);
+        }
+    };
+    let token = node.shutdown_token();
+    signals.block_on(async move {
+        wait_for_signal(token).await;
+        node.shutdown().await;
     });
-    std::process::exit(code);
+    tracing::info!("exiting");
+    ExitCode::SUCCESS
 }
 
 /// Cancels `shutdown` on the first SIGTERM or SIGINT.
-async fn signals(shutdown: CancellationToken) {
+async fn wait_for_signal(shutdown: CancellationToken) {
     use tokio::signal::unix::{signal, SignalKind};
     let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
         tracing::error!("cannot install signal handlers");
-        return;
+        return std::future::pending().await;
     };
     tokio::select! {
         _ = term.recv() => tracing::info!("SIGTERM: shutting down"),

@@ -12,11 +12,12 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use crate::counter::Counter;
-use crate::engine::{Backend, BackendError, Result};
-use crate::l2::{AsyncL2, L2Entry, L2Error, Version};
-use crate::store::{
+use crate::l2::{AsyncL2, L2Entry, L2Error};
+use crate::model::{
     ArithOutcome, ArithReq, Clock, DeleteOutcome, Expiry, ItemView, Mode, ReadOpts, StoreOutcome, StoreReq, Value,
 };
+use crate::model::{Backend, BackendError, Result};
+use crate::model::{Hlc, Version};
 
 /// The L2 as the orchestrator needs it. [`AsyncL2`] is the real one; tests script a fake.
 pub trait ColdTier: Send + Sync {
@@ -79,6 +80,8 @@ pub struct Tiers<L1, L2> {
     pub l1: L1,
     pub l2: Option<L2>,
     pub clock: Clock,
+    /// Versions of the writes this layer makes to L2 itself (plain sets go to L2 first).
+    pub versions: Arc<Hlc>,
     pub stats: TierStats,
 }
 
@@ -99,16 +102,17 @@ impl<L1, L2> Clone for Orchestrator<L1, L2> {
 
 fn l2_failed(e: L2Error) -> BackendError {
     tracing::warn!(error = %e, "l2 request failed");
-    BackendError::Failed("l2 storage error")
+    BackendError::failed_by("l2 storage error", e)
 }
 
 impl<L1: Backend + 'static, L2: ColdTier + 'static> Orchestrator<L1, L2> {
-    pub fn new(l1: L1, l2: Option<L2>, clock: Clock) -> Orchestrator<L1, L2> {
+    pub fn new(l1: L1, l2: Option<L2>, clock: Clock, versions: Arc<Hlc>) -> Orchestrator<L1, L2> {
         Orchestrator {
             tiers: Arc::new(Tiers {
                 l1,
                 l2,
                 clock,
+                versions,
                 stats: TierStats::default(),
             }),
             batch: false,
@@ -128,13 +132,14 @@ impl<L1: Backend + 'static, L2: ColdTier + 'static> Orchestrator<L1, L2> {
         &self.tiers
     }
 
-    fn entry(&self, value: &[u8], flags: u32, expiry: Expiry) -> L2Entry {
+    /// An L2 entry of a write with `version` (a new one when `None`).
+    fn entry(&self, value: &[u8], flags: u32, expiry: Expiry, version: Option<Version>) -> L2Entry {
         L2Entry {
             value: Bytes::copy_from_slice(value),
             flags,
             expiry: self.tiers.clock.expiry_to_unix(expiry),
             cas: 0,
-            version: Version::default(),
+            version: version.unwrap_or_else(|| self.tiers.versions.tick()),
         }
     }
 
@@ -159,11 +164,13 @@ impl<L1: Backend + 'static, L2: ColdTier + 'static> Orchestrator<L1, L2> {
                 } else {
                     Expiry(clock.now() + item.ttl as u32)
                 };
-                (v, item.flags, expiry)
+                // L1's own version of the value, where it keeps one, so both tiers agree on it.
+                let version = (item.version != Version::NONE).then_some(item.version);
+                (v, item.flags, expiry, version)
             })
             .await;
         let ok = match current {
-            Ok(Some((v, flags, expiry))) => l2.set(key, self.entry(&v, flags, expiry)).await.is_ok(),
+            Ok(Some((v, flags, expiry, version))) => l2.set(key, self.entry(&v, flags, expiry, version)).await.is_ok(),
             // L1 no longer has it (evicted or deleted meanwhile): L2 must not keep the old one.
             _ => false,
         };
@@ -178,7 +185,7 @@ impl<L1: Backend + 'static, L2: ColdTier + 'static> Orchestrator<L1, L2> {
         let t = &self.tiers;
         if req.mode == Mode::Set && req.cas.is_none() {
             // A plain set: L2 first. If L2 fails nothing changed anywhere and the client is told.
-            l2.set(req.key, self.entry(req.value, req.flags, req.expiry))
+            l2.set(req.key, self.entry(req.value, req.flags, req.expiry, None))
                 .await
                 .map_err(l2_failed)?;
             let l1_req = StoreReq {
@@ -209,7 +216,7 @@ impl<L1: Backend + 'static, L2: ColdTier + 'static> Orchestrator<L1, L2> {
                 Mode::Append | Mode::Prepend => self.write_back(req.key).await,
                 _ => {
                     if l2
-                        .set(req.key, self.entry(req.value, req.flags, req.expiry))
+                        .set(req.key, self.entry(req.value, req.flags, req.expiry, None))
                         .await
                         .is_err()
                     {
@@ -269,6 +276,7 @@ impl<L1: Backend + 'static, L2: ColdTier + 'static> Orchestrator<L1, L2> {
             stale: false,
             win: false,
             win_taken: false,
+            version: entry.version,
             value: Value::slice(&entry.value),
         };
         Ok(Some(f(&view)))
@@ -530,6 +538,7 @@ mod tests {
                     stale: false,
                     win: false,
                     win_taken: false,
+                    version: Version::NONE,
                     value: Value::slice(v),
                 })
             }))
@@ -636,6 +645,7 @@ mod tests {
                 log: log.clone(),
             }),
             Clock::manual(),
+            Arc::new(Hlc::new(0)),
         );
         (o, log)
     }

@@ -4,8 +4,8 @@
 use std::fmt::Display;
 use std::sync::atomic::Ordering;
 
-use crate::engine::StatKind;
-use crate::server::{ServerState, VERSION};
+use crate::model::StatKind;
+use crate::state::{ServerState, VERSION};
 
 /// Calls `f(name, value)` for each stat of `group` ("" is the general stats).
 /// Returns false when the group is unknown.
@@ -95,7 +95,7 @@ fn general(state: &ServerState, put: &mut Put<'_>, count: &mut Count<'_>) {
     counter(put, "bytes_read", st.bytes_read.get());
     counter(put, "bytes_written", st.bytes_written.get());
     put("limit_maxbytes", &state.settings.memory_bytes);
-    put("threads", &crate::server::worker_threads(&state.settings));
+    put("threads", &crate::node::worker_threads(&state.settings));
     put("bytes", &s.bytes);
     put("curr_items", &s.curr_items);
     counter(put, "total_items", s.total_items);

@@ -209,10 +209,10 @@ fn cas_of(addr: SocketAddr, key: &[u8]) -> u64 {
 /// memcached's replies on both nodes.
 struct Servers {
     mc: Memcached,
-    node: riven_node::server::RunningNode,
-    tiered: riven_node::server::RunningNode,
+    node: riven_node::node::Node,
+    tiered: riven_node::node::Node,
     _l2_dir: tempfile::TempDir,
-    proxy: riven_node::server::RunningNode,
+    proxy: riven_node::node::Node,
     _l1: Memcached,
 }
 

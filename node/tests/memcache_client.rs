@@ -60,7 +60,7 @@ fn check(url: &str) {
 fn memcache_crate_text_and_binary() {
     // -I 2m so that a value of exactly 1 MiB fits with its key and item overhead, as it would in
     // memcached started with the same flag.
-    let node = start_node(riven_node::server::Settings {
+    let node = start_node(riven_node::config::Settings {
         item_size_max: 2 << 20,
         memory_bytes: 64 << 20,
         ..test_settings()

@@ -32,7 +32,7 @@ fn memcached_l1_on_a_unix_socket() {
         assert!(Instant::now() < deadline, "memcached did not start on {sock:?}");
         std::thread::sleep(Duration::from_millis(20));
     }
-    let node = start_node(riven_node::server::Settings {
+    let node = start_node(riven_node::config::Settings {
         l1_memcached: Some(format!("unix:{}", sock.display())),
         l1_timeout: Duration::from_secs(5),
         ..test_settings()
@@ -119,7 +119,7 @@ fn pipelined_writes_and_reads_keep_their_order() {
         }
     }
     // Two links as well as one: a connection's requests keep to one link.
-    let node2 = start_node(riven_node::server::Settings {
+    let node2 = start_node(riven_node::config::Settings {
         l1_connections: 2,
         ..proxy_settings(&l1)
     });

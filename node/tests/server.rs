@@ -59,7 +59,7 @@ fn binary_serves_and_exits_zero_on_sigterm_after_answering() {
 
 #[test]
 fn connection_limit_answers_like_memcached() {
-    let node = start_node(riven_node::server::Settings {
+    let node = start_node(riven_node::config::Settings {
         max_connections: 2,
         ..test_settings()
     });
@@ -101,7 +101,7 @@ fn connection_limit_answers_like_memcached() {
 fn unix_socket_serves_the_same_store() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("riven.sock");
-    let node = start_node(riven_node::server::Settings {
+    let node = start_node(riven_node::config::Settings {
         unix_socket: Some(path.to_str().unwrap().into()),
         ..test_settings()
     });
@@ -130,7 +130,7 @@ fn garbage_does_not_hurt_over_a_memcached_l1() {
     garbage_against(proxy_settings(&l1));
 }
 
-fn garbage_against(settings: riven_node::server::Settings) {
+fn garbage_against(settings: riven_node::config::Settings) {
     let node = start_node(settings);
     assert_eq!(
         exchange(node.addr, &[send("set safe 0 0 4\r\nsafe\r\n")]),

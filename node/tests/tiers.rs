@@ -4,7 +4,7 @@
 mod common;
 
 use common::*;
-use riven_node::server::Settings;
+use riven_node::config::Settings;
 
 fn get(addr: std::net::SocketAddr, key: &str) -> Vec<u8> {
     exchange(addr, &[send(format!("get {key}\r\n"))])

@@ -6,11 +6,11 @@ use std::time::Duration;
 use riven_bench::load::{self, LoadConfig};
 use riven_bench::value::{KeySpace, ValueSpec};
 use riven_bench::wire::Protocol;
-use riven_node::server::{RunningNode, Settings};
+use riven_node::{config::Settings, node::Node};
 
 #[test]
 fn every_protocol_against_the_node() {
-    let node = RunningNode::start(Settings {
+    let node = Node::start(Settings {
         port: 0,
         threads: 2,
         ..Settings::default()
@@ -41,7 +41,7 @@ fn every_tool_against_the_node() {
     use riven_bench::sizes::SizesOpts;
     use riven_bench::{blast, setget, setops, sizes};
 
-    let node = RunningNode::start(Settings {
+    let node = Node::start(Settings {
         port: 0,
         threads: 2,
         ..Settings::default()

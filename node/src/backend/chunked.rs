@@ -52,19 +52,19 @@ mod envelope;
 
 use std::collections::HashSet;
 use std::ops::ControlFlow;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use bytes::Bytes;
 
 use self::envelope::{check_chunk, chunk_header, key_hash, ChunkKeys, Envelope, ENV_LEN, STALE, TOKEN_SENT};
 use super::raw::{run_windowed, unix_exptime, RawDeleted, RawItem, RawMode, RawStore, RawStored, RawWrite};
 use crate::counter::Counter;
-use crate::engine::{Backend, BackendError, Result};
-use crate::store::{
+use crate::model::{
     item_size_ok, ArithOutcome, ArithReq, Clock, DeleteOutcome, Expiry, ItemView, Mode, ReadOpts, StoreOutcome,
     StoreReq, StoreStats, Value,
 };
+use crate::model::{Backend, BackendError, Hlc, Result, Version};
 
 pub use self::envelope::{CHUNK_HEADER_LEN, CHUNK_KEY_LEN};
 
@@ -104,8 +104,6 @@ pub struct ChunkConfig {
     pub item_size_max: usize,
     /// Requests of one command in flight at once (chunks written or read together).
     pub window: usize,
-    /// The zone written into envelopes.
-    pub zone: u16,
 }
 
 impl Default for ChunkConfig {
@@ -114,7 +112,6 @@ impl Default for ChunkConfig {
             chunk_size: DEFAULT_CHUNK_SIZE,
             item_size_max: 1 << 20,
             window: 64,
-            zone: 0,
         }
     }
 }
@@ -277,8 +274,8 @@ pub struct Chunked<R> {
     cfg: ChunkConfig,
     /// Padding for last chunks.
     zeros: Box<[u8]>,
-    /// Last hybrid-logical-clock value handed out (versions and client CAS values).
-    hlc: AtomicU64,
+    /// Versions and client CAS values (see [`Chunked::tick`]).
+    hlc: Arc<Hlc>,
     hints: Hints,
     c: Counters,
 }
@@ -339,10 +336,17 @@ impl<R: RawStore> Chunked<R> {
             clock,
             zeros: vec![0u8; cfg.chunk_size].into_boxed_slice(),
             cfg,
-            hlc: AtomicU64::new(0),
+            hlc: Arc::new(Hlc::new(0)),
             hints: Hints::new(),
             c: Counters::default(),
         }
+    }
+
+    /// The same layer stamping its writes with `hlc`: the node's one version clock, so every tier
+    /// orders a key's writes alike.
+    pub fn with_versions(mut self, hlc: Arc<Hlc>) -> Chunked<R> {
+        self.hlc = hlc;
+        self
     }
 
     pub fn raw(&self) -> &R {
@@ -401,21 +405,10 @@ impl<R: RawStore> Chunked<R> {
         }
     }
 
-    /// A hybrid logical clock: unix milliseconds in the high bits, a counter in the low 16, and
-    /// never the same value twice. Versions and CAS values come from it, so CAS values grow like
-    /// memcached's (`ms I` compares them) and survive a node restart without repeating.
+    /// The next hybrid-logical-clock tick: versions and CAS values come from it, so CAS values
+    /// grow like memcached's (`ms I` compares them) and survive a node restart without repeating.
     fn tick(&self) -> u64 {
-        let ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64);
-        let physical = ms << 16;
-        let prev = self
-            .hlc
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |last| {
-                Some(physical.max(last + 1))
-            })
-            .unwrap_or(0);
-        physical.max(prev + 1)
+        self.hlc.tick_raw()
     }
 
     /// An expiry as absolute unix seconds (0 never, 1 already past).
@@ -448,13 +441,15 @@ impl<R: RawStore> Chunked<R> {
         let tick = self.tick();
         Envelope {
             bits: 0,
-            zone: self.cfg.zone,
             flags,
             expiry,
             total_len: len as u32,
             chunk_size: cs as u32,
             chunk_count: if len > cs { len.div_ceil(cs) as u32 } else { 0 },
-            version: tick,
+            version: Version {
+                hlc: tick,
+                zone: self.hlc.zone(),
+            },
             token: rand::random::<u64>(),
             cas: tick,
         }
@@ -471,6 +466,7 @@ impl<R: RawStore> Chunked<R> {
             stale: env.bits & STALE != 0,
             win,
             win_taken: !win && env.bits & TOKEN_SENT != 0,
+            version: env.version,
             value: Value::slice(value),
         }
     }
@@ -797,7 +793,7 @@ impl<R: RawStore> Chunked<R> {
             (Some(r), _) => Ok(r),
             (None, Some(f)) => Err(f),
             // `f` is only taken on the way to `Some`.
-            (None, None) => Ok(Err(BackendError::Failed("read lost its reply"))),
+            (None, None) => Ok(Err(BackendError::failed("read lost its reply"))),
         }
     }
 
@@ -890,7 +886,7 @@ impl<R: RawStore> Chunked<R> {
                             continue;
                         }
                     }
-                    _ => return Err(BackendError::Failed("memcached refused an index update")),
+                    _ => return Err(BackendError::failed("memcached refused an index update")),
                 }
             }
             let mut shown = env;
@@ -1013,7 +1009,7 @@ impl<R: RawStore> Chunked<R> {
                     }
                 }
                 self.delete_chunks(key, &env).await;
-                Err(BackendError::Failed("too much contention on the key"))
+                Err(BackendError::failed("too much contention on the key"))
             }
         }
     }
@@ -1061,7 +1057,7 @@ impl<R: RawStore> Chunked<R> {
             bump(&self.c.races);
         }
         self.delete_chunks(key, env).await;
-        Err(BackendError::Failed("too much contention on the key"))
+        Err(BackendError::failed("too much contention on the key"))
     }
 
     /// append / prepend: read the whole value, write the combined one under a new token, and
@@ -1101,7 +1097,7 @@ impl<R: RawStore> Chunked<R> {
                 Swap::Refused(no) => return Ok(no),
             }
         }
-        Err(BackendError::Failed("too much contention on the key"))
+        Err(BackendError::failed("too much contention on the key"))
     }
 
     async fn delete_impl(&self, key: &[u8], cas: Option<u64>) -> Result<DeleteOutcome> {
@@ -1129,7 +1125,7 @@ impl<R: RawStore> Chunked<R> {
                 _ => bump(&self.c.races),
             }
         }
-        Err(BackendError::Failed("too much contention on the key"))
+        Err(BackendError::failed("too much contention on the key"))
     }
 
     /// md I: mark stale with a new CAS (and optionally a new expiry), clearing the recache token.
@@ -1155,10 +1151,10 @@ impl<R: RawStore> Chunked<R> {
             match self.put_index(key, &env, idx.inline(), Some(idx.mcas)).await? {
                 RawStored::Stored { .. } => return Ok(DeleteOutcome::Deleted),
                 RawStored::Exists | RawStored::NotFound => bump(&self.c.races),
-                _ => return Err(BackendError::Failed("memcached refused an index update")),
+                _ => return Err(BackendError::failed("memcached refused an index update")),
             }
         }
-        Err(BackendError::Failed("too much contention on the key"))
+        Err(BackendError::failed("too much contention on the key"))
     }
 
     /// touch: the chunks first (so they never expire before the index), then the index.
@@ -1179,10 +1175,10 @@ impl<R: RawStore> Chunked<R> {
             match self.put_index(key, &env, idx.inline(), Some(idx.mcas)).await? {
                 RawStored::Stored { .. } => return Ok(true),
                 RawStored::Exists | RawStored::NotFound => bump(&self.c.races),
-                _ => return Err(BackendError::Failed("memcached refused an index update")),
+                _ => return Err(BackendError::failed("memcached refused an index update")),
             }
         }
-        Err(BackendError::Failed("too much contention on the key"))
+        Err(BackendError::failed("too much contention on the key"))
     }
 
     /// incr/decr on an inline value: incr wraps at 2^64, decr stops at 0; a result shorter than
@@ -1266,7 +1262,7 @@ impl<R: RawStore> Chunked<R> {
                 Swap::Refused(_) => return Ok(ArithOutcome::OutOfMemory),
             }
         }
-        Err(BackendError::Failed("too much contention on the key"))
+        Err(BackendError::failed("too much contention on the key"))
     }
 }
 

@@ -12,7 +12,7 @@ use riven_memcache::binary::{self, Opcode, Request, Status, StoreExtras};
 
 use super::pool::{Group, LinkError, Pool, PoolConfig, Reply};
 use super::raw::{run_windowed, RawDeleted, RawItem, RawItemRef, RawMode, RawStore, RawStored, RawWrite};
-use crate::engine::{BackendError, Result};
+use crate::model::{BackendError, Result};
 
 /// A memcached reached through a [`Pool`].
 pub struct Memcached {
@@ -23,14 +23,19 @@ fn link_error(e: LinkError) -> BackendError {
     match e {
         LinkError::Down | LinkError::Lost => BackendError::Unavailable,
         LinkError::Timeout | LinkError::Overloaded => BackendError::Timeout,
-        LinkError::Protocol => BackendError::Failed("bad reply from memcached"),
+        LinkError::Protocol => BackendError::failed_by("bad reply from memcached", e),
     }
 }
+
+/// The cause of an [`unexpected`] failure.
+#[derive(Debug, thiserror::Error)]
+#[error("memcached answered with status {0:?}")]
+struct UnexpectedStatus(Status);
 
 /// A status memcached should not send to this request.
 fn unexpected(status: Status) -> BackendError {
     tracing::debug!(?status, "unexpected memcached status");
-    BackendError::Failed("unexpected reply from memcached")
+    BackendError::failed_by("unexpected reply from memcached", UnexpectedStatus(status))
 }
 
 impl Memcached {
@@ -101,7 +106,7 @@ fn item_in(reply: &Reply) -> Result<Option<RawItemRef<'_>>> {
     match reply.status {
         Status::SUCCESS => {
             let flags =
-                binary::parse_u32_extras(reply.extras()).ok_or(BackendError::Failed("bad reply from memcached"))?;
+                binary::parse_u32_extras(reply.extras()).ok_or(BackendError::failed("bad reply from memcached"))?;
             Ok(Some(RawItemRef {
                 flags,
                 cas: reply.cas,

@@ -1,4 +1,4 @@
-//! Storage tiers other than the embedded store, behind [`crate::engine::Backend`].
+//! Storage tiers other than the embedded store, behind [`crate::model::Backend`].
 //!
 //! `pool` keeps the connections to an external memcached, `memcached` speaks to it item by item
 //! ([`raw::RawStore`]), and `chunked` gives memcached's full semantics on top, splitting large

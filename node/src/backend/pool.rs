@@ -589,6 +589,12 @@ impl Pool {
     }
 
     /// Whether at least one connection is up.
+    /// Stops the links' tasks (what dropping the last handle does, at a point of shutdown's
+    /// choosing): requests still waiting get `LinkError::Lost`.
+    pub fn close(&self) {
+        self.stop.cancel();
+    }
+
     pub fn is_up(&self) -> bool {
         self.links.iter().any(|l| l.state.lock().up)
     }

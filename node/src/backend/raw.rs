@@ -12,8 +12,8 @@ use std::task::Poll;
 
 use bytes::Bytes;
 
-use crate::engine::Result;
-use crate::store::{Clock, Expiry};
+use crate::model::Result;
+use crate::model::{Clock, Expiry};
 
 /// An item as memcached returns it.
 #[derive(Clone, Debug, PartialEq, Eq)]

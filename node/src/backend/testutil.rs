@@ -120,7 +120,7 @@ pub enum ScriptedReply {
     Stored(super::raw::RawStored),
     Deleted(super::raw::RawDeleted),
     Touched(bool),
-    Err(crate::engine::BackendError),
+    Err(crate::model::BackendError),
 }
 
 /// The fake's items: key -> (flags, absolute unix exptime or 0, cas, value).
@@ -244,7 +244,7 @@ async fn hang<T>() -> T {
 }
 
 impl super::raw::RawStore for FakeRaw {
-    async fn get(&self, key: &[u8], touch: Option<u32>) -> crate::engine::Result<Option<super::raw::RawItem>> {
+    async fn get(&self, key: &[u8], touch: Option<u32>) -> crate::model::Result<Option<super::raw::RawItem>> {
         let op = if touch.is_some() { Op::Gat } else { Op::Get };
         match self.begin(op, key) {
             Some(Scripted::Reply(ScriptedReply::Get(r))) => return Ok(r),
@@ -267,7 +267,7 @@ impl super::raw::RawStore for FakeRaw {
         }))
     }
 
-    async fn store(&self, w: super::raw::RawWrite<'_>) -> crate::engine::Result<super::raw::RawStored> {
+    async fn store(&self, w: super::raw::RawWrite<'_>) -> crate::model::Result<super::raw::RawStored> {
         use super::raw::{RawMode, RawStored};
         match self.begin(Op::Store(w.mode), w.key) {
             Some(Scripted::Reply(ScriptedReply::Stored(r))) => return Ok(r),
@@ -303,7 +303,7 @@ impl super::raw::RawStore for FakeRaw {
         Ok(RawStored::Stored { cas })
     }
 
-    async fn delete(&self, key: &[u8], cas: u64) -> crate::engine::Result<super::raw::RawDeleted> {
+    async fn delete(&self, key: &[u8], cas: u64) -> crate::model::Result<super::raw::RawDeleted> {
         use super::raw::RawDeleted;
         match self.begin(Op::Delete, key) {
             Some(Scripted::Reply(ScriptedReply::Deleted(r))) => return Ok(r),
@@ -323,7 +323,7 @@ impl super::raw::RawStore for FakeRaw {
         }
     }
 
-    async fn touch(&self, key: &[u8], exptime: u32) -> crate::engine::Result<bool> {
+    async fn touch(&self, key: &[u8], exptime: u32) -> crate::model::Result<bool> {
         match self.begin(Op::Touch, key) {
             Some(Scripted::Reply(ScriptedReply::Touched(r))) => return Ok(r),
             Some(Scripted::Reply(ScriptedReply::Err(e))) => return Err(e),
@@ -341,7 +341,7 @@ impl super::raw::RawStore for FakeRaw {
         }
     }
 
-    async fn flush_all(&self, delay: u32) -> crate::engine::Result<()> {
+    async fn flush_all(&self, delay: u32) -> crate::model::Result<()> {
         match self.begin(Op::Flush, b"") {
             Some(Scripted::Reply(ScriptedReply::Err(e))) => return Err(e),
             Some(Scripted::Hang) => return hang().await,

@@ -29,7 +29,7 @@
 //!   9..17  u64  absolute expiry, unix seconds, 0 = never
 //!   ```
 
-use super::Version;
+use crate::model::Version;
 
 /// Format byte of the records this code writes.
 pub const FORMAT_V1: u8 = 1;

@@ -176,6 +176,12 @@ impl AsyncL2 {
         self.run(|s| s.flush_all()).await
     }
 
+    /// Waits for the operations queued before it, then makes everything written durable (see
+    /// [`L2Store::persist`]). Shutdown calls it once no request can reach the L2 any more.
+    pub async fn close(&self) -> Result<(), L2Error> {
+        self.run(|s| s.persist()).await
+    }
+
     /// See [`L2Store::stats`].
     pub async fn stats(&self) -> Result<L2Stats, L2Error> {
         self.run(|s| s.stats()).await

@@ -118,15 +118,10 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
+use crate::model::Version;
+
 /// The smallest `max_bytes` accepted.
 pub const MIN_MAX_BYTES: u64 = 4 << 20;
-
-/// A version: hybrid logical clock + zone id (last writer wins across zones).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Version {
-    pub hlc: u64,
-    pub zone: u16,
-}
 
 /// One cached item as the L2 stores it.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -438,6 +438,12 @@ impl L2Store {
         }
     }
 
+    /// Makes every write so far durable (journal synced to disk): what a shutdown does last.
+    pub fn persist(&self) -> Result<(), L2Error> {
+        self.db.persist(PersistMode::SyncAll)?;
+        Ok(())
+    }
+
     /// Makes single-keyspace writes (which fjall already hands to the OS) durable when asked to.
     fn sync(&self) -> Result<(), L2Error> {
         if self.persist == Persist::SyncEachWrite {

@@ -30,8 +30,8 @@ use riven_memcache::MAX_KEY_LEN;
 
 use super::text::item_size_ok;
 use super::{Ctx, Step};
-use crate::engine::{Backend, BackendError};
-use crate::store::{ArithOutcome, ArithReq, DeleteOutcome, Mode, ReadOpts, StoreOutcome, StoreReq};
+use crate::model::{ArithOutcome, ArithReq, DeleteOutcome, Mode, ReadOpts, StoreOutcome, StoreReq};
+use crate::model::{Backend, BackendError};
 
 /// Handles the request at the start of `buf` (which starts at a request header).
 pub async fn handle(ctx: &mut Ctx<'_>, buf: &[u8], out: &mut Vec<u8>) -> Step {
@@ -97,7 +97,7 @@ pub async fn handle(ctx: &mut Ctx<'_>, buf: &[u8], out: &mut Vec<u8>) -> Step {
         }
         Opcode::VERSION => {
             let res = Response {
-                value: crate::server::VERSION.as_bytes(),
+                value: crate::state::VERSION.as_bytes(),
                 ..r.response(Status::SUCCESS)
             };
             r.put(out, &res);
@@ -472,13 +472,14 @@ fn stat(ctx: &Ctx<'_>, group: &[u8], r: &Reply, out: &mut Vec<u8>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::Settings;
     use crate::protocol::ConnState;
-    use crate::server::{ServerState, Settings};
+    use crate::state::ServerState;
     use riven_memcache::binary::{compose_request, Request};
     use std::sync::Arc;
 
     fn state() -> Arc<ServerState> {
-        ServerState::new(Settings {
+        ServerState::embedded(Settings {
             memory_bytes: 8 << 20,
             ..Settings::default()
         })

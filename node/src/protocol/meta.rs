@@ -13,8 +13,8 @@ use riven_memcache::MAX_KEY_LEN;
 use super::text::item_size_ok;
 use super::text::server_error;
 use super::{Ctx, Step};
-use crate::engine::Backend;
-use crate::store::{ArithOutcome, ArithReq, DeleteOutcome, Expiry, Mode, ReadOpts, StoreOutcome, StoreReq};
+use crate::model::Backend;
+use crate::model::{ArithOutcome, ArithReq, DeleteOutcome, Expiry, Mode, ReadOpts, StoreOutcome, StoreReq};
 
 /// Handles one meta request. `buf[..line_end]` is its line without the terminator and `next`
 /// the index after the `\n`; an `ms` data block follows at `buf[next..]`.
@@ -312,12 +312,13 @@ async fn debug(ctx: &Ctx<'_>, req: &Request<'_>, out: &mut Vec<u8>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::Settings;
     use crate::protocol::ConnState;
-    use crate::server::{ServerState, Settings};
+    use crate::state::ServerState;
     use std::sync::Arc;
 
     fn state() -> Arc<ServerState> {
-        ServerState::new(Settings {
+        ServerState::embedded(Settings {
             memory_bytes: 8 << 20,
             ..Settings::default()
         })

@@ -7,7 +7,7 @@ pub mod meta;
 pub mod text;
 
 use crate::engine::Engine;
-use crate::server::ServerState;
+use crate::state::ServerState;
 
 /// What a front end did with the bytes it was given.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

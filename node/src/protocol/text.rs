@@ -6,10 +6,10 @@ use std::sync::atomic::Ordering;
 use riven_memcache::text::{self, reply, Error, Keys, Request, StoreCmd};
 
 use super::{meta, Ctx, Step};
-use crate::engine::{Backend, BackendError};
-use crate::store::{ArithOutcome, ArithReq, DeleteOutcome, Mode, ReadOpts, StoreOutcome, StoreReq};
+use crate::model::{ArithOutcome, ArithReq, DeleteOutcome, Mode, ReadOpts, StoreOutcome, StoreReq};
+use crate::model::{Backend, BackendError};
 
-pub use crate::store::item_size_ok;
+pub use crate::model::item_size_ok;
 
 pub async fn handle(ctx: &mut Ctx<'_>, buf: &[u8], out: &mut Vec<u8>) -> Step {
     let settings = &ctx.state.settings;
@@ -172,7 +172,7 @@ async fn execute(ctx: &mut Ctx<'_>, req: Request<'_>, out: &mut Vec<u8>) -> Opti
         }
         Request::Version => {
             out.extend_from_slice(b"VERSION ");
-            reply::line(out, crate::server::VERSION);
+            reply::line(out, crate::state::VERSION);
         }
         Request::Verbosity { noreply } => {
             // memcached accepts any argument here and answers OK.

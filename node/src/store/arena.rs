@@ -40,6 +40,16 @@ pub(crate) struct Header {
     pub bits: u8,
 }
 
+impl Header {
+    /// The write's version, kept as two fields so the header packs into 56 bytes.
+    pub fn version(&self) -> crate::model::Version {
+        crate::model::Version {
+            hlc: self.version,
+            zone: self.zone,
+        }
+    }
+}
+
 pub(crate) const HEADER: usize = std::mem::size_of::<Header>();
 
 pub(crate) struct Arena {
@@ -262,26 +272,12 @@ impl Arena {
     }
 }
 
-/// A value inside the arena, readable while its shard lock is held.
-pub(crate) struct ValueChunks<'a> {
-    pub(crate) arena: &'a Arena,
-    pub(crate) first: u32,
-    pub(crate) offset: usize,
-    pub(crate) len: usize,
-}
-
-impl ValueChunks<'_> {
-    pub fn len(&self) -> usize {
-        self.len
-    }
-
-    pub fn for_each(&self, mut f: impl FnMut(&[u8])) {
-        // SAFETY: a ValueChunks exists only inside a shard-locked read of its item.
-        unsafe {
-            self.arena.for_each_piece(self.first, self.offset, self.len, |p, n| {
-                f(std::slice::from_raw_parts(p, n))
-            })
-        }
+// SAFETY: `for_each_piece` hands out exactly the requested bytes of the chain; callers of
+// `Value::pieces` hold the item's shard lock while the value is read.
+unsafe impl crate::model::PieceSource for Arena {
+    unsafe fn for_each_piece(&self, first: u32, offset: usize, len: usize, f: &mut dyn FnMut(&[u8])) {
+        // SAFETY: forwarded from the caller.
+        unsafe { Arena::for_each_piece(self, first, offset, len, |p, n| f(std::slice::from_raw_parts(p, n))) }
     }
 }
 

@@ -14,12 +14,17 @@
 //! meta protocol's stale/win flags); the protocol front ends only translate wire formats.
 
 mod arena;
-mod clock;
+mod backend;
 mod shard;
 
-pub use clock::Clock;
-
 use std::sync::Arc;
+
+// The vocabulary the store speaks, for its submodules.
+#[allow(unused_imports)]
+use crate::model::{
+    item_size_ok, ArithOutcome, ArithReq, Clock, DeleteOutcome, Expiry, ItemView, Mode, ReadOpts, StoreOutcome,
+    StoreReq, StoreStats, Value,
+};
 
 /// What a store is built with.
 #[derive(Clone, Debug)]
@@ -43,222 +48,6 @@ impl Default for StoreConfig {
             shards: 64,
         }
     }
-}
-
-/// Whether an item fits under memcached's `-I` limit: memcached counts its item header (48),
-/// the CAS (8), the key's NUL, the data's `\r\n`, and 4 bytes when client flags are set. Every
-/// front end and the store use this one rule, so the largest accepted value is memcached's for
-/// the same `-I`, to the byte.
-pub fn item_size_ok(item_size_max: usize, key_len: usize, flags: u32, value_len: usize) -> bool {
-    let overhead = 48 + 8 + 1 + 2 + if flags != 0 { 4 } else { 0 };
-    key_len + value_len + overhead <= item_size_max
-}
-
-/// An absolute expiry in server seconds (see [`Clock`]); 0 means never.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Expiry(pub u32);
-
-impl Expiry {
-    pub const NEVER: Expiry = Expiry(0);
-}
-
-/// Storage modes of `set`/`add`/`replace`/`append`/`prepend` (and `ms` `M`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Mode {
-    Set,
-    Add,
-    Replace,
-    Append,
-    Prepend,
-}
-
-/// A storage request.
-#[derive(Clone, Copy, Debug)]
-pub struct StoreReq<'a> {
-    pub mode: Mode,
-    pub key: &'a [u8],
-    pub flags: u32,
-    pub expiry: Expiry,
-    pub value: &'a [u8],
-    /// Store only if the item's CAS equals this (memcached `cas`, `ms C`, binary cas != 0).
-    pub cas: Option<u64>,
-    /// `ms I`: with `cas`, a CAS lower than the item's is accepted but the item is marked stale.
-    pub invalidate: bool,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum StoreOutcome {
-    Stored {
-        cas: u64,
-    },
-    NotStored,
-    Exists,
-    NotFound,
-    /// The item is larger than `item_size_max` allows (see [`item_size_ok`]).
-    TooLarge,
-    /// Memory could not be found even after evicting.
-    OutOfMemory,
-}
-
-/// How a read treats the item (memcached `get`/`gat`, `mg` flags).
-#[derive(Clone, Copy, Debug, Default)]
-pub struct ReadOpts {
-    /// Update the expiry on a hit (`gat`, `mg T`, binary touch/GAT).
-    pub touch: Option<Expiry>,
-    /// Do not bump in the LRU, nor mark as fetched nor update last access (`mg u`).
-    pub no_bump: bool,
-    /// `mg N`: on a miss, create an empty stub item with this expiry; the caller wins.
-    pub vivify: Option<Expiry>,
-    /// `mg R`: if the remaining TTL (seconds) is below this, the caller wins the recache.
-    pub recache_below: Option<u32>,
-    /// `R` came before `T` in the request: memcached applies the flags in order, so `R` is
-    /// checked against the TTL before the touch (after it otherwise).
-    pub recache_before_touch: bool,
-    /// Look without any effect (`me`): no win token handed out, no access recorded, not counted
-    /// as a get.
-    pub peek: bool,
-}
-
-/// A found item, as seen under the shard lock.
-pub struct ItemView<'a> {
-    pub flags: u32,
-    pub cas: u64,
-    /// Remaining TTL in seconds, -1 for never, as it was before this read's touch: memcached's
-    /// `mg k t T30` shows the old TTL (a `t` after the `T` shows the new one, which the caller
-    /// knows).
-    pub ttl: i64,
-    /// Whether the item had been fetched before this request (`mg h`).
-    pub fetched_before: bool,
-    /// Seconds since last access, before this request (`mg l`).
-    pub idle_secs: u32,
-    /// Marked stale by `md I` or `ms I` (`mg X`).
-    pub stale: bool,
-    /// This request won the right to recache (`mg W`).
-    pub win: bool,
-    /// Another client already holds the win (`mg Z`).
-    pub win_taken: bool,
-    /// The value, possibly spread over several chunks.
-    pub value: Value<'a>,
-}
-
-/// An item's value: pieces of arena chunks (embedded store) or one slice (a reply buffer of a
-/// remote tier).
-pub struct Value<'a> {
-    inner: ValueInner<'a>,
-}
-
-enum ValueInner<'a> {
-    Chunks(arena::ValueChunks<'a>),
-    Slice(&'a [u8]),
-}
-
-impl<'a> Value<'a> {
-    pub(crate) fn chunks(c: arena::ValueChunks<'a>) -> Value<'a> {
-        Value {
-            inner: ValueInner::Chunks(c),
-        }
-    }
-
-    /// A value held in one contiguous buffer.
-    pub fn slice(s: &'a [u8]) -> Value<'a> {
-        Value {
-            inner: ValueInner::Slice(s),
-        }
-    }
-
-    pub fn len(&self) -> usize {
-        match &self.inner {
-            ValueInner::Chunks(c) => c.len(),
-            ValueInner::Slice(s) => s.len(),
-        }
-    }
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-    /// Appends the value's bytes to `out`.
-    pub fn copy_to(&self, out: &mut Vec<u8>) {
-        out.reserve(self.len());
-        self.for_each(|s| out.extend_from_slice(s));
-    }
-    /// Calls `f` with each piece of the value, in order.
-    pub fn for_each(&self, mut f: impl FnMut(&[u8])) {
-        match &self.inner {
-            ValueInner::Chunks(c) => c.for_each(f),
-            ValueInner::Slice(s) => f(s),
-        }
-    }
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum DeleteOutcome {
-    Deleted,
-    NotFound,
-    Exists,
-}
-
-/// An arithmetic request (`incr`/`decr`, `ma`, binary INCREMENT/DECREMENT).
-#[derive(Clone, Copy, Debug)]
-pub struct ArithReq<'a> {
-    pub key: &'a [u8],
-    pub incr: bool,
-    pub delta: u64,
-    pub cas: Option<u64>,
-    /// On a miss, create the item with this initial value and expiry (`ma N J`, binary).
-    pub vivify: Option<(u64, Expiry)>,
-    /// On success, set the expiry (`ma T`).
-    pub touch: Option<Expiry>,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ArithOutcome {
-    /// The new value, the new CAS and the remaining TTL (-1 never); `created` when the item
-    /// did not exist and autovivify made it (meta `ma N`, binary incr with an initial value).
-    Done {
-        value: u64,
-        cas: u64,
-        ttl: i64,
-        created: bool,
-    },
-    NotFound,
-    /// The item's value is not a decimal number.
-    NonNumeric,
-    Exists,
-    NotStored,
-    OutOfMemory,
-}
-
-/// Counters reported by `stats`.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct StoreStats {
-    pub curr_items: u64,
-    pub total_items: u64,
-    /// Bytes of key + value held.
-    pub bytes: u64,
-    pub evictions: u64,
-    pub expired_unfetched: u64,
-    pub evicted_unfetched: u64,
-    pub reclaimed: u64,
-    pub get_hits: u64,
-    pub get_misses: u64,
-    pub get_expired: u64,
-    pub get_flushed: u64,
-    pub cmd_get: u64,
-    pub cmd_set: u64,
-    pub cmd_touch: u64,
-    pub touch_hits: u64,
-    pub touch_misses: u64,
-    pub delete_hits: u64,
-    pub delete_misses: u64,
-    pub incr_hits: u64,
-    pub incr_misses: u64,
-    pub decr_hits: u64,
-    pub decr_misses: u64,
-    pub cas_hits: u64,
-    pub cas_misses: u64,
-    pub cas_badval: u64,
-    pub total_chunks: u64,
-    pub used_chunks: u64,
-    pub chunk_size: u64,
 }
 
 pub use shard::Store;

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use hashbrown::HashTable;
 use parking_lot::{Mutex, MutexGuard};
 
-use super::arena::{Arena, Header, ValueChunks, FETCHED, HEADER, NIL, STALE, TOKEN_SENT};
+use super::arena::{Arena, Header, FETCHED, HEADER, NIL, STALE, TOKEN_SENT};
 use super::*;
 
 /// Padding so neighbouring shard locks do not share a cache line.
@@ -425,12 +425,9 @@ impl Store {
             stale: h.bits & STALE != 0,
             win,
             win_taken: !win && h.bits & TOKEN_SENT != 0,
-            value: Value::chunks(ValueChunks {
-                arena: &self.arena,
-                first: id,
-                offset: h.key_len as usize,
-                len: h.value_len as usize,
-            }),
+            version: h.version(),
+            // SAFETY: a view exists only inside a shard-locked read of its item.
+            value: unsafe { Value::pieces(&self.arena, id, h.key_len as usize, h.value_len as usize) },
         }
     }
 
@@ -803,16 +800,13 @@ impl Store {
         }
         let mut buf = [0u8; 64];
         let mut at = 0;
-        ValueChunks {
-            arena: &self.arena,
-            first: id,
-            offset: h.key_len as usize,
-            len,
-        }
-        .for_each(|s| {
-            buf[at..at + s.len()].copy_from_slice(s);
-            at += s.len();
-        });
+        // SAFETY: called with the item's shard lock held.
+        unsafe {
+            self.arena.for_each_piece(id, h.key_len as usize, len, |p, n| {
+                buf[at..at + n].copy_from_slice(std::slice::from_raw_parts(p, n));
+                at += n;
+            })
+        };
         let text = std::str::from_utf8(&buf[..len]).ok()?;
         let digits = text.trim_start_matches(|c: char| c.is_ascii_whitespace());
         let end = digits.find(|c: char| !c.is_ascii_digit()).unwrap_or(digits.len());

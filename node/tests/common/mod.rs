@@ -7,7 +7,7 @@ use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use riven_node::server::{RunningNode, Settings};
+use riven_node::{config::Settings, node::Node};
 
 /// A memcached process (the Debian package) on a free loopback port, killed on drop.
 pub struct Memcached {
@@ -90,8 +90,8 @@ pub fn proxy_settings(l1: &Memcached) -> Settings {
 }
 
 /// Starts a node in-process.
-pub fn start_node(settings: Settings) -> RunningNode {
-    RunningNode::start(settings).expect("start node")
+pub fn start_node(settings: Settings) -> Node {
+    Node::start(settings).expect("start node")
 }
 
 /// One step of a scripted exchange.

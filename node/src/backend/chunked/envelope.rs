@@ -37,6 +37,8 @@
 //! change; a reader that finds every chunk under the index's token, each carrying that token and
 //! its number, has read exactly one value.
 
+use crate::model::Version;
+
 /// Length of the index envelope.
 pub const ENV_LEN: usize = 48;
 /// Format byte of this layout.
@@ -55,7 +57,6 @@ pub const CHUNK_HEADER_LEN: usize = 12;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Envelope {
     pub bits: u8,
-    pub zone: u16,
     pub flags: u32,
     /// Absolute unix seconds, 0 = never.
     pub expiry: u32,
@@ -63,7 +64,8 @@ pub struct Envelope {
     pub chunk_size: u32,
     /// 0 when the value is inline.
     pub chunk_count: u32,
-    pub version: u64,
+    /// The write's version (its zone in bytes 2..4, its clock in 24..32).
+    pub version: Version,
     pub token: u64,
     pub cas: u64,
 }
@@ -77,13 +79,13 @@ impl Envelope {
         let mut b = [0u8; ENV_LEN];
         b[0] = FORMAT_V1;
         b[1] = self.bits;
-        b[2..4].copy_from_slice(&self.zone.to_be_bytes());
+        b[2..4].copy_from_slice(&self.version.zone.to_be_bytes());
         b[4..8].copy_from_slice(&self.flags.to_be_bytes());
         b[8..12].copy_from_slice(&self.expiry.to_be_bytes());
         b[12..16].copy_from_slice(&self.total_len.to_be_bytes());
         b[16..20].copy_from_slice(&self.chunk_size.to_be_bytes());
         b[20..24].copy_from_slice(&self.chunk_count.to_be_bytes());
-        b[24..32].copy_from_slice(&self.version.to_be_bytes());
+        b[24..32].copy_from_slice(&self.version.hlc.to_be_bytes());
         b[32..40].copy_from_slice(&self.token.to_be_bytes());
         b[40..48].copy_from_slice(&self.cas.to_be_bytes());
         b
@@ -101,13 +103,15 @@ impl Envelope {
         let u64_at = |i: usize| (u64::from(u32_at(i)) << 32) | u64::from(u32_at(i + 4));
         let env = Envelope {
             bits: b[1],
-            zone: u16::from_be_bytes([b[2], b[3]]),
             flags: u32_at(4),
             expiry: u32_at(8),
             total_len: u32_at(12),
             chunk_size: u32_at(16),
             chunk_count: u32_at(20),
-            version: u64_at(24),
+            version: Version {
+                hlc: u64_at(24),
+                zone: u16::from_be_bytes([b[2], b[3]]),
+            },
             token: u64_at(32),
             cas: u64_at(40),
         };
@@ -202,13 +206,15 @@ mod tests {
     fn sample(chunk_count: u32, total_len: u32) -> Envelope {
         Envelope {
             bits: STALE,
-            zone: 3,
             flags: 0xdead_beef,
             expiry: 1_900_000_000,
             total_len,
             chunk_size: 100,
             chunk_count,
-            version: 0x0102_0304_0506_0708,
+            version: Version {
+                hlc: 0x0102_0304_0506_0708,
+                zone: 3,
+            },
             token: 0x1112_1314_1516_1718,
             cas: 42,
         }
@@ -268,7 +274,7 @@ mod tests {
         assert_ne!(b.key(0), b.key(1));
         let expected = format!("~{:016x}{:016x}{:08x}", key_hash(b"k"), 2, 0x1f);
         assert_eq!(&c.key(0x1f)[..], expected.as_bytes());
-        assert!(crate::store::item_size_ok(1 << 20, CHUNK_KEY_LEN, 0, 0));
+        assert!(crate::model::item_size_ok(1 << 20, CHUNK_KEY_LEN, 0, 0));
         assert!(riven_memcache::key_is_valid(&a.key(u32::MAX)));
     }
 

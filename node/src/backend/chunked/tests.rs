@@ -15,7 +15,6 @@ fn setup() -> Chunked<FakeRaw> {
         chunk_size: CS,
         item_size_max: 1 << 20,
         window: 4,
-        zone: 0,
     };
     Chunked::new(raw, clock, cfg)
 }
@@ -608,13 +607,12 @@ async fn vivify_loses_to_a_concurrent_creator() {
     let other = ch.raw().take_cas();
     let env = Envelope {
         bits: 0,
-        zone: 0,
         flags: 3,
         expiry: 0,
         total_len: 2,
         chunk_size: CS as u32,
         chunk_count: 0,
-        version: 1,
+        version: crate::model::Version { hlc: 1, zone: 0 },
         token: 1,
         cas: 77,
     };

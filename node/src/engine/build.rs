@@ -1,0 +1,82 @@
+//! The one place the storage stack is assembled from the settings, in every mode: the L1 (the
+//! embedded store or chunking over an external memcached), the optional L2, the orchestrator,
+//! and the hooks on top.
+
+use std::io;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::runtime::Handle;
+
+use super::{Engine, Hook, L1};
+use crate::backend::chunked::{ChunkConfig, Chunked};
+use crate::backend::memcached::Memcached;
+use crate::backend::pool::{Endpoint, PoolConfig};
+use crate::config::Settings;
+use crate::l2::{AsyncL2, L2Config};
+use crate::model::{Clock, Hlc};
+use crate::orchestrator::Orchestrator;
+use crate::store::Store;
+
+/// What [`build`] assembles: the engine clients use and the batch listener's view of the same
+/// tiers.
+pub struct Stack {
+    pub engine: Engine,
+    pub batch: Engine,
+}
+
+/// Builds the stack the settings describe, with `hooks` on top. Opens the L2 when configured and
+/// starts the links to an external memcached, on `workers` (see `crate::shard`) or, with none,
+/// on the calling runtime.
+pub async fn build(settings: &Settings, workers: &[Handle], hooks: Vec<Arc<dyn Hook>>) -> io::Result<Stack> {
+    let clock = Clock::start();
+    // Zone ids come with the cluster configuration; until then every node stamps zone 0.
+    let versions = Arc::new(Hlc::new(0));
+    let l2 = match &settings.l2_path {
+        Some(path) => Some(
+            AsyncL2::open(L2Config::new(path, settings.l2_max_bytes))
+                .await
+                .map_err(|e| io::Error::other(format!("cannot open the L2 at {}: {e}", path.display())))?,
+        ),
+        None => None,
+    };
+    let l1 = match &settings.l1_memcached {
+        Some(endpoint) => L1::Memcached(memcached_l1(settings, endpoint, workers, &clock, &versions).await),
+        None => L1::Memory(Store::with_clock(settings.store_config(), clock.clone())),
+    };
+    let engine = Engine::new(Orchestrator::new(l1, l2, clock, versions), hooks);
+    let batch = engine.batch_view();
+    Ok(Stack { engine, batch })
+}
+
+/// Chunking over the memcached at `endpoint`, its links started.
+async fn memcached_l1(
+    settings: &Settings,
+    endpoint: &str,
+    workers: &[Handle],
+    clock: &Clock,
+    versions: &Arc<Hlc>,
+) -> Chunked<Memcached> {
+    let mut pool = PoolConfig::new(Endpoint::parse(endpoint));
+    pool.connections = settings.l1_connections;
+    pool.max_buffered = settings.l1_max_buffered;
+    pool.timeout = settings.l1_timeout;
+    let mut chunks = ChunkConfig {
+        item_size_max: settings.item_size_max,
+        ..ChunkConfig::default()
+    };
+    if settings.l1_chunk_size > 0 {
+        chunks.chunk_size = settings.l1_chunk_size;
+    }
+    let memcached = if workers.is_empty() {
+        Memcached::start(pool)
+    } else {
+        Memcached::start_on(pool, workers)
+    };
+    // Clients accepted before the first link is up would get SERVER_ERROR: give memcached a
+    // moment. The node starts anyway when it is down, and connects once it is up.
+    if !memcached.pool().wait_up(Duration::from_secs(1)).await {
+        tracing::warn!(endpoint = %endpoint, "memcached is not reachable yet; serving SERVER_ERROR until it is");
+    }
+    Chunked::new(memcached, clock.clone(), chunks).with_versions(versions.clone())
+}
