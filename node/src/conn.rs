@@ -157,7 +157,7 @@ impl Batch<'_> {
             });
             if !self.engine.answers_at_once() {
                 let write_max = self.engine.one_round_write_max();
-                if let Some(run) = Run::plan(p, &rbuf[pos..], write_max, self.state.settings.item_size_max) {
+                if let Some(run) = Run::plan(p, &rbuf[pos..], write_max, self.state.config.item_size_max()) {
                     // Boxed apart: a batch of one request (pipeline depth 1) then boxes a small
                     // future, not one with room for a run's.
                     let at = run.at;

@@ -10,14 +10,14 @@ use tokio_util::sync::CancellationToken;
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    let (settings, verbose) = match load(&args) {
-        Ok(s) => s,
+    let config = match load(&args) {
+        Ok(c) => c,
         Err(e) => {
             eprintln!("riven-node: {e}");
             return ExitCode::from(64);
         }
     };
-    let level = match verbose {
+    let level = match config.log.verbose {
         0 => "info",
         1 => "debug",
         _ => "trace",
@@ -25,16 +25,17 @@ fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| level.into()))
         .init();
-    tracing::info!(?settings, "starting riven-node");
-    let workers = riven_node::node::worker_threads(&settings);
-    if workers < settings.threads {
+    // Secrets show redacted (`config::Secret`).
+    tracing::info!(?config, "starting riven-node with this effective configuration");
+    let workers = riven_node::node::worker_threads(&config);
+    if workers < config.server.threads {
         tracing::info!(
-            requested = settings.threads,
+            requested = config.server.threads,
             workers,
             "one worker thread per CPU core at most (half the cores over a memcached on this host)"
         );
     }
-    let node = match Node::start(settings) {
+    let node = match Node::start(config) {
         Ok(n) => n,
         Err(e) => {
             tracing::error!(error = %e, "cannot start");

@@ -15,13 +15,13 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::config::Settings;
+use crate::config::Config;
 use crate::engine::Hook;
 use crate::server::{serve, Listeners};
 use crate::shard::Shards;
 use crate::state::ServerState;
 
-/// Worker threads for the settings' `-t n`: at most one per CPU core. A worker never blocks
+/// Worker threads for the config' `-t n`: at most one per CPU core. A worker never blocks
 /// (disk and memcached waits are async), so threads beyond the cores only take turns on them,
 /// and every turn is a context switch on the request path.
 ///
@@ -29,18 +29,20 @@ use crate::state::ServerState;
 /// cores: memcached needs the others. Both processes wake once per batch, not per request, and
 /// batches are larger when fewer threads split the same clients (BENCHMARKS.md, "Design
 /// measurements"). A memcached elsewhere leaves the node every core.
-pub fn worker_threads(settings: &Settings) -> usize {
+pub fn worker_threads(config: &Config) -> usize {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    workers_for(settings, cores)
+    workers_for(config, cores)
 }
 
-fn workers_for(settings: &Settings, cores: usize) -> usize {
-    let local_memcached = settings
-        .l1_memcached
+fn workers_for(config: &Config, cores: usize) -> usize {
+    let local_memcached = config
+        .l1
+        .memcached
+        .endpoint
         .as_deref()
         .is_some_and(|e| crate::backend::pool::Endpoint::parse(e).is_local());
     let cap = if local_memcached { cores / 2 } else { cores };
-    settings.threads.clamp(1, cap.max(1))
+    config.server.threads.clamp(1, cap.max(1))
 }
 
 /// The runtime a node's accept loops run on, and the workers its connections go to.
@@ -49,9 +51,9 @@ fn workers_for(settings: &Settings, cores: usize) -> usize {
 /// its memcached reply then never change threads. The embedded store and the L2 hand nothing
 /// between tasks, so there the connections run on tokio's work-stealing runtime itself, which
 /// keeps tail latency lower when one thread is held up (BENCHMARKS.md, "Design measurements").
-fn runtime_for(settings: &Settings) -> io::Result<(tokio::runtime::Runtime, Option<Shards>)> {
-    let workers = worker_threads(settings);
-    if settings.l1_memcached.is_some() {
+fn runtime_for(config: &Config) -> io::Result<(tokio::runtime::Runtime, Option<Shards>)> {
+    let workers = worker_threads(config);
+    if config.l1.memcached.endpoint.is_some() {
         let shards = Shards::start(workers)?;
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
         Ok((rt, Some(shards)))
@@ -75,26 +77,26 @@ pub struct Node {
 }
 
 impl Node {
-    /// Starts a node with `settings` (port 0 picks a free port).
-    pub fn start(settings: Settings) -> io::Result<Node> {
-        Node::start_with(settings, Vec::new())
+    /// Starts a node with `config` (port 0 picks a free port).
+    pub fn start(config: Config) -> io::Result<Node> {
+        Node::start_with(config, Vec::new())
     }
 
     /// Starts a node whose engine carries `hooks` (see [`crate::engine::hook`]).
-    pub fn start_with(settings: Settings, hooks: Vec<Arc<dyn Hook>>) -> io::Result<Node> {
-        let (rt, workers) = runtime_for(&settings)?;
+    pub fn start_with(config: Config, hooks: Vec<Arc<dyn Hook>>) -> io::Result<Node> {
+        let (rt, workers) = runtime_for(&config)?;
         let handles = workers.as_ref().map_or(&[][..], |w| w.handles()).to_vec();
         // Listen first: a port in use fails the start before the L2 is opened.
-        let listeners = rt.block_on(Listeners::bind(&settings)).map_err(|e| {
+        let listeners = rt.block_on(Listeners::bind(&config)).map_err(|e| {
             io::Error::new(
                 e.kind(),
-                format!("cannot listen on {}:{}: {e}", settings.listen, settings.port),
+                format!("cannot listen on {}:{}: {e}", config.server.listen, config.server.port),
             )
         })?;
-        let stack = rt.block_on(crate::engine::build(&settings, &handles, hooks))?;
+        let stack = rt.block_on(crate::engine::build(&config, &handles, hooks))?;
         let addr = listeners.tcp.as_ref().expect("tcp listener").local_addr()?;
         let batch_addr = listeners.batch.as_ref().map(|b| b.local_addr()).transpose()?;
-        let state = ServerState::new(settings, stack, handles);
+        let state = ServerState::new(config, stack, handles);
         let shutdown = CancellationToken::new();
         let (tx, stopped) = tokio::sync::oneshot::channel();
         let (st, sd) = (state.clone(), shutdown.clone());
@@ -195,10 +197,11 @@ mod tests {
 
     #[test]
     fn workers_are_capped_by_the_cores_and_share_them_with_a_local_memcached() {
-        let with = |threads: usize, l1: Option<&str>| Settings {
-            threads,
-            l1_memcached: l1.map(str::to_string),
-            ..Settings::default()
+        let with = |threads: usize, l1: Option<&str>| {
+            let mut c = Config::default();
+            c.server.threads = threads;
+            c.l1.memcached.endpoint = l1.map(str::to_string);
+            c
         };
         assert_eq!(workers_for(&with(4, None), 2), 2);
         assert_eq!(workers_for(&with(1, None), 8), 1);

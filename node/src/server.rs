@@ -14,7 +14,7 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::config::Settings;
+use crate::config::Config;
 use crate::conn::Socket;
 use crate::state::{ConnInfo, Peer, ServerState};
 
@@ -28,10 +28,10 @@ pub struct Listeners {
 }
 
 impl Listeners {
-    /// Binds the TCP listener (and the unix socket, if configured) of `settings`.
-    pub async fn bind(settings: &Settings) -> io::Result<Listeners> {
-        let tcp = bind_tcp(&settings.listen, settings.port).await?;
-        let unix = match &settings.unix_socket {
+    /// Binds the TCP listener (and the unix socket, if configured) of `config`.
+    pub async fn bind(config: &Config) -> io::Result<Listeners> {
+        let tcp = bind_tcp(&config.server.listen, config.server.port).await?;
+        let unix = match &config.server.unix_socket {
             Some(path) => {
                 // A socket file left by a previous run would make bind fail.
                 let _ = std::fs::remove_file(path);
@@ -39,8 +39,8 @@ impl Listeners {
             }
             None => None,
         };
-        let batch = match settings.batch_port {
-            Some(port) => Some(bind_tcp(&settings.listen, port).await?),
+        let batch = match config.server.batch_port {
+            Some(port) => Some(bind_tcp(&config.server.listen, port).await?),
             None => None,
         };
         Ok(Listeners {
@@ -76,7 +76,7 @@ async fn bind_tcp(host: &str, port: u16) -> io::Result<TcpListener> {
 /// requests it has read (up to `drain_timeout`) and returns: the first two steps of a node's
 /// shutdown (see `crate::node`).
 pub async fn serve(state: Arc<ServerState>, listeners: Listeners, shutdown: CancellationToken) {
-    let limit = Arc::new(Semaphore::new(state.settings.max_connections));
+    let limit = Arc::new(Semaphore::new(state.config.server.conn_limit));
     let tracker = TaskTracker::new();
     let mut accept_loops = Vec::new();
     for (tcp, batch) in [(listeners.tcp, false), (listeners.batch, true)] {
@@ -106,13 +106,13 @@ pub async fn serve(state: Arc<ServerState>, listeners: Listeners, shutdown: Canc
         let _ = l.await;
     }
     tracker.close();
-    if tokio::time::timeout(state.settings.drain_timeout, tracker.wait())
+    if tokio::time::timeout(state.config.drain_timeout(), tracker.wait())
         .await
         .is_err()
     {
         tracing::warn!(open = tracker.len(), "connections still open after the drain timeout");
     }
-    if let Some(path) = &state.settings.unix_socket {
+    if let Some(path) = &state.config.server.unix_socket {
         let _ = std::fs::remove_file(path);
     }
 }
@@ -154,7 +154,11 @@ async fn accept_unix(
     tracker: TaskTracker,
     shutdown: CancellationToken,
 ) {
-    let local: Arc<str> = format!("unix:{}", state.settings.unix_socket.as_deref().unwrap_or_default()).into();
+    let local: Arc<str> = format!(
+        "unix:{}",
+        state.config.server.unix_socket.as_deref().unwrap_or_default()
+    )
+    .into();
     loop {
         let accepted = tokio::select! {
             a = listener.accept() => a,

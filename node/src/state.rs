@@ -1,4 +1,4 @@
-//! What every connection of a node shares: the engine, the settings, the counters and the
+//! What every connection of a node shares: the engine, the config, the counters and the
 //! registry of open connections.
 
 use std::collections::HashMap;
@@ -10,7 +10,7 @@ use std::time::SystemTime;
 use parking_lot::Mutex;
 use tokio::runtime::Handle;
 
-use crate::config::Settings;
+use crate::config::Config;
 use crate::engine::{Engine, Stack};
 
 /// Server-wide counters (`stats`). Relaxed atomics: they are only reported.
@@ -87,7 +87,7 @@ pub struct ServerState {
     pub engine: Engine,
     /// The batch listener's view of the same tiers (see [`Engine::batch_view`]).
     pub batch_engine: Engine,
-    pub settings: Settings,
+    pub config: Config,
     pub stats: ServerStats,
     pub verbosity: AtomicU8,
     pub started: SystemTime,
@@ -101,11 +101,11 @@ pub struct ServerState {
 impl ServerState {
     /// The state of a node serving `stack`, its connections handed to `workers` (none: they run
     /// on the runtime that accepted them).
-    pub fn new(settings: Settings, stack: Stack, workers: Vec<Handle>) -> Arc<ServerState> {
+    pub fn new(config: Config, stack: Stack, workers: Vec<Handle>) -> Arc<ServerState> {
         Arc::new(ServerState {
             engine: stack.engine,
             batch_engine: stack.batch,
-            settings,
+            config,
             stats: ServerStats::default(),
             verbosity: AtomicU8::new(0),
             started: SystemTime::now(),
@@ -118,10 +118,9 @@ impl ServerState {
     /// A node on the embedded memory store, without listeners or runtime (the front ends' unit
     /// tests): that stack is built without waiting.
     #[cfg(test)]
-    pub fn embedded(settings: Settings) -> Arc<ServerState> {
-        let stack =
-            crate::protocol::block_on(crate::engine::build(&settings, &[], Vec::new())).expect("embedded stack");
-        ServerState::new(settings, stack, Vec::new())
+    pub fn embedded(config: Config) -> Arc<ServerState> {
+        let stack = crate::protocol::block_on(crate::engine::build(&config, &[], Vec::new())).expect("embedded stack");
+        ServerState::new(config, stack, Vec::new())
     }
 
     /// The worker the next connection runs on: the workers in turn, as memcached hands out

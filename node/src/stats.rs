@@ -66,7 +66,7 @@ fn general(state: &ServerState, put: &mut Put<'_>, count: &mut Count<'_>) {
     put("pointer_size", &(usize::BITS));
     put("rusage_user", &format_args!("{user:.6}"));
     put("rusage_system", &format_args!("{system:.6}"));
-    put("max_connections", &state.settings.max_connections);
+    put("max_connections", &state.config.server.conn_limit);
     put("curr_connections", &load(&st.curr_connections));
     counter(put, "total_connections", load(&st.total_connections));
     counter(put, "rejected_connections", load(&st.rejected_connections));
@@ -94,8 +94,8 @@ fn general(state: &ServerState, put: &mut Put<'_>, count: &mut Count<'_>) {
     counter(put, "auth_errors", load(&st.auth_errors));
     counter(put, "bytes_read", st.bytes_read.get());
     counter(put, "bytes_written", st.bytes_written.get());
-    put("limit_maxbytes", &state.settings.memory_bytes);
-    put("threads", &crate::node::worker_threads(&state.settings));
+    put("limit_maxbytes", &state.config.memory_bytes());
+    put("threads", &crate::node::worker_threads(&state.config));
     put("bytes", &s.bytes);
     put("curr_items", &s.curr_items);
     counter(put, "total_items", s.total_items);
@@ -111,35 +111,37 @@ fn general(state: &ServerState, put: &mut Put<'_>, count: &mut Count<'_>) {
 }
 
 fn settings(state: &ServerState, put: &mut Put<'_>) {
-    let cfg = &state.settings;
-    put("maxbytes", &cfg.memory_bytes);
-    put("maxconns", &cfg.max_connections);
-    put("tcpport", &cfg.port);
+    let cfg = &state.config;
+    put("maxbytes", &cfg.memory_bytes());
+    put("maxconns", &cfg.server.conn_limit);
+    put("tcpport", &cfg.server.port);
     put("udpport", &0);
-    put("inter", &cfg.listen);
+    put("inter", &cfg.server.listen);
     put("verbosity", &state.verbosity.load(Ordering::Relaxed));
     put("evictions", &"on");
-    put("domain_socket", &cfg.unix_socket.as_deref().unwrap_or("NULL"));
-    put("chunk_size", &cfg.chunk_size);
-    put("num_threads", &cfg.threads);
+    put("domain_socket", &cfg.server.unix_socket.as_deref().unwrap_or("NULL"));
+    put("chunk_size", &cfg.l1.memory.chunk_size);
+    put("num_threads", &cfg.server.threads);
     put("cas_enabled", &"yes");
-    put("item_size_max", &cfg.item_size_max);
+    put("item_size_max", &cfg.item_size_max());
     put("key_max", &riven_memcache::MAX_KEY_LEN);
-    put("max_line", &cfg.max_line);
+    put("max_line", &cfg.limits.max_line);
     put("flush_enabled", &"yes");
     put("tier_mode", &cfg.mode());
     put(
         "l1",
-        &cfg.l1_memcached
+        &cfg.l1
+            .memcached
+            .endpoint
             .as_ref()
             .map_or("embedded".to_string(), |m| format!("memcached:{m}")),
     );
     put(
         "l2_path",
-        &cfg.l2_path.as_ref().map_or("NULL".into(), |p| p.display().to_string()),
+        &cfg.l2.path.as_ref().map_or("NULL".into(), |p| p.display().to_string()),
     );
-    put("l2_max_bytes", &cfg.l2_max_bytes);
-    put("batch_port", &cfg.batch_port.unwrap_or(0));
+    put("l2_max_bytes", &cfg.l2.max_bytes.0);
+    put("batch_port", &cfg.server.batch_port.unwrap_or(0));
 }
 
 fn items(state: &ServerState, put: &mut Put<'_>, count: &mut Count<'_>) {

@@ -488,7 +488,7 @@ fn meta_commands_match_memcached_over_a_memcached_l1() {
     diff_against(proxy_settings(&l1), true);
 }
 
-fn diff_against(settings: riven_node::config::Settings, no_access_bits: bool) {
+fn diff_against(settings: riven_node::config::Config, no_access_bits: bool) {
     let mc = Memcached::start(&[]);
     let node = start_node(settings);
     let show = std::env::var_os("RIVEN_DIFF_SHOW").is_some();

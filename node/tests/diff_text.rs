@@ -193,11 +193,7 @@ fn text_protocol_matches_memcached() {
 #[test]
 fn text_protocol_matches_memcached_in_l1_l2_mode() {
     let dir = tempfile::tempdir().unwrap();
-    diff_against(riven_node::config::Settings {
-        l2_path: Some(dir.path().to_path_buf()),
-        l2_max_bytes: 64 << 20,
-        ..test_settings()
-    });
+    diff_against(common::with_l2(test_settings(), dir.path()));
 }
 
 /// The same scripts against a node whose L1 is another real memcached (l1-only, chunked values).
@@ -212,14 +208,10 @@ fn text_protocol_matches_memcached_over_a_memcached_l1() {
 fn text_protocol_matches_memcached_over_a_memcached_l1_and_l2() {
     let l1 = Memcached::start(&[]);
     let dir = tempfile::tempdir().unwrap();
-    diff_against(riven_node::config::Settings {
-        l2_path: Some(dir.path().to_path_buf()),
-        l2_max_bytes: 64 << 20,
-        ..proxy_settings(&l1)
-    });
+    diff_against(common::with_l2(proxy_settings(&l1), dir.path()));
 }
 
-fn diff_against(settings: riven_node::config::Settings) {
+fn diff_against(settings: riven_node::config::Config) {
     let mc = Memcached::start(&[]);
     let node = start_node(settings);
     let mut failures = Vec::new();
@@ -317,10 +309,11 @@ fn large_values_in_every_mode() {
         "append big6 0 0 3\r\nxyz\r\nprepend big6 0 0 2\r\n<<\r\ntouch big6 100\r\nget big6\r\n",
     ));
     script.push(send("delete big7\r\nget big7\r\n"));
-    let with_limit = |s: riven_node::config::Settings| riven_node::config::Settings {
-        item_size_max: 16 << 20,
-        memory_bytes: 64 << 20,
-        ..s
+    let with_limit = |s| {
+        common::with(s, |c| {
+            c.limits.max_item_size = riven_node::config::Size(16 << 20);
+            c.l1.memory.limit_mb = 64;
+        })
     };
     let mc = Memcached::start(&["-I", "16m", "-m", "256"]);
     let want = normalize_text(&exchange(mc.addr, &script));

@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use common::{exchange, proxy_settings, send, test_settings, tiered_settings, Memcached};
-use riven_node::config::Settings;
+use riven_node::config::Config;
 use riven_node::engine::{Change, Hook, Mutation, Origin};
 use riven_node::model::{Backend, Expiry, Mode, StoreReq};
 use riven_node::node::Node;
@@ -48,7 +48,7 @@ impl Hook for Recorder {
     }
 }
 
-fn start(settings: Settings) -> (Node, Arc<Recorder>) {
+fn start(settings: Config) -> (Node, Arc<Recorder>) {
     let rec = Arc::new(Recorder::default());
     let node = Node::start_with(settings, vec![rec.clone() as Arc<dyn Hook>]).expect("start node");
     *rec.state.lock().unwrap() = Some(Arc::downgrade(&node.state));
@@ -126,7 +126,7 @@ fn normalized(seen: &[(Origin, String, Change)]) -> Vec<(Origin, String, Change)
         .collect()
 }
 
-fn check_mode(name: &str, settings: Settings) {
+fn check_mode(name: &str, settings: Config) {
     let (node, rec) = start(settings);
     let replies = exchange(node.addr, &[send(script())]);
     let text = String::from_utf8_lossy(&replies);
@@ -196,11 +196,8 @@ fn check_mode(name: &str, settings: Settings) {
     assert_eq!(rec.flushes.lock().unwrap().len(), 1, "{name}");
 }
 
-fn with_batch(settings: Settings) -> Settings {
-    Settings {
-        batch_port: Some(0),
-        ..settings
-    }
+fn with_batch(settings: Config) -> Config {
+    common::with(settings, |c| c.server.batch_port = Some(0))
 }
 
 #[test]
@@ -213,17 +210,13 @@ fn the_hook_sees_every_successful_mutation_in_every_mode() {
     let dir = tempfile::tempdir().unwrap();
     check_mode(
         "over memcached and l2",
-        with_batch(Settings {
-            l2_path: Some(dir.path().to_path_buf()),
-            l2_max_bytes: 64 << 20,
-            ..proxy_settings(&mc)
-        }),
+        with_batch(common::with_l2(proxy_settings(&mc), dir.path())),
     );
 }
 
 /// A connection in the middle of a request when shutdown starts gets its reply; the hook is
 /// flushed after that connection closed, with its mutation already seen; then shutdown returns.
-fn check_ordered_shutdown(name: &str, settings: Settings) {
+fn check_ordered_shutdown(name: &str, settings: Config) {
     let (node, rec) = start(settings);
     let mut conn = TcpStream::connect(node.addr).unwrap();
     conn.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
@@ -290,4 +283,52 @@ fn shutdown_closes_the_l2_and_a_restart_finds_its_data() {
     let (node, _) = start(tiered_settings(dir.path()));
     let replies = exchange(node.addr, &[send("get kept\r\n")]);
     assert_eq!(replies, b"VALUE kept 0 4\r\ndata\r\nEND\r\n");
+}
+
+/// The binary refuses a bad configuration with a non-zero status and a message naming the key.
+#[test]
+fn a_bad_config_exits_non_zero_naming_the_key() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_riven-node"))
+        .args(["-p", "0", "-t", "0"])
+        .env("RIVEN_L2__MAX_BYTES", "1g")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("server.threads (-t) = 0: must be from 1 to 1024"), "{err}");
+}
+
+/// `main` goes through the same ordered shutdown on SIGTERM and exits 0, logging its effective
+/// configuration at start.
+#[test]
+fn the_binary_serves_then_stops_cleanly_on_sigterm() {
+    let port = common::free_port();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_riven-node"))
+        .args(["-p", &port.to_string(), "-t", "1"])
+        .env("RIVEN_L1__MEMORY__LIMIT_MB", "16")
+        .env("RUST_LOG", "info")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while TcpStream::connect(addr).is_err() {
+        assert!(std::time::Instant::now() < deadline, "the node did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(
+        exchange(addr, &[send("set a 0 0 1\r\nx\r\nget a\r\n")]),
+        b"STORED\r\nVALUE a 0 1\r\nx\r\nEND\r\n"
+    );
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let log = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        log.contains("effective configuration") && log.contains("limit_mb: 16"),
+        "{log}"
+    );
+    assert!(log.contains("SIGTERM") && log.contains("stopped"), "{log}");
 }

@@ -60,11 +60,10 @@ fn check(url: &str) {
 fn memcache_crate_text_and_binary() {
     // -I 2m so that a value of exactly 1 MiB fits with its key and item overhead, as it would in
     // memcached started with the same flag.
-    let node = start_node(riven_node::config::Settings {
-        item_size_max: 2 << 20,
-        memory_bytes: 64 << 20,
-        ..test_settings()
-    });
+    let node = start_node(common::with(test_settings(), |c| {
+        c.limits.max_item_size = riven_node::config::Size(2 << 20);
+        c.l1.memory.limit_mb = 64;
+    }));
     // The same checks against a real memcached with the same -I keep them honest.
     let mc = Memcached::start(&["-I", "2m"]);
     for port in [mc.addr.port(), node.addr.port()] {

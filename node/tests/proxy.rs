@@ -32,11 +32,10 @@ fn memcached_l1_on_a_unix_socket() {
         assert!(Instant::now() < deadline, "memcached did not start on {sock:?}");
         std::thread::sleep(Duration::from_millis(20));
     }
-    let node = start_node(riven_node::config::Settings {
-        l1_memcached: Some(format!("unix:{}", sock.display())),
-        l1_timeout: Duration::from_secs(5),
-        ..test_settings()
-    });
+    let node = start_node(common::with(test_settings(), |c| {
+        c.l1.memcached.endpoint = Some(format!("unix:{}", sock.display()));
+        c.l1.memcached.timeout_ms = 5000;
+    }));
     let value = "v".repeat(50_000); // chunked
     let reply = exchange(
         node.addr,
@@ -119,10 +118,7 @@ fn pipelined_writes_and_reads_keep_their_order() {
         }
     }
     // Two links as well as one: a connection's requests keep to one link.
-    let node2 = start_node(riven_node::config::Settings {
-        l1_connections: 2,
-        ..proxy_settings(&l1)
-    });
+    let node2 = start_node(common::with(proxy_settings(&l1), |c| c.l1.memcached.connections = 2));
     for (script, node_addr) in [
         (text.clone(), node.addr),
         (meta.clone(), node.addr),

@@ -59,10 +59,7 @@ fn binary_serves_and_exits_zero_on_sigterm_after_answering() {
 
 #[test]
 fn connection_limit_answers_like_memcached() {
-    let node = start_node(riven_node::config::Settings {
-        max_connections: 2,
-        ..test_settings()
-    });
+    let node = start_node(common::with(test_settings(), |c| c.server.conn_limit = 2));
     let mut a = TcpStream::connect(node.addr).unwrap();
     let mut b = TcpStream::connect(node.addr).unwrap();
     for s in [&mut a, &mut b] {
@@ -101,10 +98,9 @@ fn connection_limit_answers_like_memcached() {
 fn unix_socket_serves_the_same_store() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("riven.sock");
-    let node = start_node(riven_node::config::Settings {
-        unix_socket: Some(path.to_str().unwrap().into()),
-        ..test_settings()
-    });
+    let node = start_node(common::with(test_settings(), |c| {
+        c.server.unix_socket = Some(path.to_str().unwrap().into())
+    }));
     let mut u = UnixStream::connect(&path).unwrap();
     u.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     u.write_all(b"set via-unix 0 0 2\r\nok\r\n").unwrap();
@@ -130,7 +126,7 @@ fn garbage_does_not_hurt_over_a_memcached_l1() {
     garbage_against(proxy_settings(&l1));
 }
 
-fn garbage_against(settings: riven_node::config::Settings) {
+fn garbage_against(settings: riven_node::config::Config) {
     let node = start_node(settings);
     assert_eq!(
         exchange(node.addr, &[send("set safe 0 0 4\r\nsafe\r\n")]),

@@ -4,7 +4,6 @@
 mod common;
 
 use common::*;
-use riven_node::config::Settings;
 
 fn get(addr: std::net::SocketAddr, key: &str) -> Vec<u8> {
     exchange(addr, &[send(format!("get {key}\r\n"))])
@@ -54,11 +53,10 @@ fn restart_keeps_data_and_expired_data_never_returns() {
 fn l1_evictions_are_served_from_l2() {
     let dir = tempfile::tempdir().unwrap();
     // 2 MiB of L1 for 8 MiB of values.
-    let node = start_node(Settings {
-        memory_bytes: 2 << 20,
-        item_size_max: 1 << 20,
-        ..tiered_settings(dir.path())
-    });
+    let node = start_node(common::with(tiered_settings(dir.path()), |c| {
+        c.l1.memory.limit_mb = 2;
+        c.limits.max_item_size = riven_node::config::Size(1 << 20);
+    }));
     let value = "x".repeat(4000);
     let script: Vec<_> = (0..2000)
         .map(|i| send(format!("set big{i} 0 0 {}\r\n{value}\r\n", value.len())))
@@ -76,10 +74,9 @@ fn l1_evictions_are_served_from_l2() {
 #[test]
 fn batch_listener_writes_l2_without_filling_l1() {
     let dir = tempfile::tempdir().unwrap();
-    let node = start_node(Settings {
-        batch_port: Some(0),
-        ..tiered_settings(dir.path())
-    });
+    let node = start_node(common::with(tiered_settings(dir.path()), |c| {
+        c.server.batch_port = Some(0)
+    }));
     let batch = node.batch_addr.expect("batch listener");
     assert_eq!(exchange(node.addr, &[send("set hot 0 0 3\r\nold\r\n")]), b"STORED\r\n");
     let load: Vec<_> = (0..100).map(|i| send(format!("set bulk{i} 0 0 1\r\nb\r\n"))).collect();

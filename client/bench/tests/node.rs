@@ -6,16 +6,20 @@ use std::time::Duration;
 use riven_bench::load::{self, LoadConfig};
 use riven_bench::value::{KeySpace, ValueSpec};
 use riven_bench::wire::Protocol;
-use riven_node::{config::Settings, node::Node};
+use riven_node::config::Config;
+use riven_node::node::Node;
+
+/// A node on a free port with two threads.
+fn test_config() -> Config {
+    let mut c = Config::default();
+    c.server.port = 0;
+    c.server.threads = 2;
+    c
+}
 
 #[test]
 fn every_protocol_against_the_node() {
-    let node = Node::start(Settings {
-        port: 0,
-        threads: 2,
-        ..Settings::default()
-    })
-    .expect("node starts");
+    let node = Node::start(test_config()).expect("node starts");
     let rt = load::runtime(1).unwrap();
     for protocol in Protocol::ALL {
         for (pipeline, values) in [(1, "100"), (16, "100"), (8, "0..20k")] {
@@ -41,12 +45,7 @@ fn every_tool_against_the_node() {
     use riven_bench::sizes::SizesOpts;
     use riven_bench::{blast, setget, setops, sizes};
 
-    let node = Node::start(Settings {
-        port: 0,
-        threads: 2,
-        ..Settings::default()
-    })
-    .expect("node starts");
+    let node = Node::start(test_config()).expect("node starts");
     let rt = load::runtime(1).unwrap();
     for p in Protocol::ALL {
         let mut c = Common::new(node.addr.to_string(), p, KeySpace::new("t:", 0, 200).unwrap());

@@ -1,4 +1,4 @@
-//! The one place the storage stack is assembled from the settings, in every mode: the L1 (the
+//! The one place the storage stack is assembled from the config, in every mode: the L1 (the
 //! embedded store or chunking over an external memcached), the optional L2, the orchestrator,
 //! and the hooks on top.
 
@@ -12,7 +12,7 @@ use super::{Engine, Hook, L1};
 use crate::backend::chunked::{ChunkConfig, Chunked};
 use crate::backend::memcached::Memcached;
 use crate::backend::pool::{Endpoint, PoolConfig};
-use crate::config::Settings;
+use crate::config::Config;
 use crate::l2::{AsyncL2, L2Config};
 use crate::model::{Clock, Hlc};
 use crate::orchestrator::Orchestrator;
@@ -25,24 +25,24 @@ pub struct Stack {
     pub batch: Engine,
 }
 
-/// Builds the stack the settings describe, with `hooks` on top. Opens the L2 when configured and
+/// Builds the stack the config describes, with `hooks` on top. Opens the L2 when configured and
 /// starts the links to an external memcached, on `workers` (see `crate::shard`) or, with none,
 /// on the calling runtime.
-pub async fn build(settings: &Settings, workers: &[Handle], hooks: Vec<Arc<dyn Hook>>) -> io::Result<Stack> {
+pub async fn build(config: &Config, workers: &[Handle], hooks: Vec<Arc<dyn Hook>>) -> io::Result<Stack> {
     let clock = Clock::start();
     // Zone ids come with the cluster configuration; until then every node stamps zone 0.
     let versions = Arc::new(Hlc::new(0));
-    let l2 = match &settings.l2_path {
+    let l2 = match &config.l2.path {
         Some(path) => Some(
-            AsyncL2::open(L2Config::new(path, settings.l2_max_bytes))
+            AsyncL2::open(L2Config::new(path, config.l2.max_bytes.0))
                 .await
                 .map_err(|e| io::Error::other(format!("cannot open the L2 at {}: {e}", path.display())))?,
         ),
         None => None,
     };
-    let l1 = match &settings.l1_memcached {
-        Some(endpoint) => L1::Memcached(memcached_l1(settings, endpoint, workers, &clock, &versions).await),
-        None => L1::Memory(Store::with_clock(settings.store_config(), clock.clone())),
+    let l1 = match &config.l1.memcached.endpoint {
+        Some(endpoint) => L1::Memcached(memcached_l1(config, endpoint, workers, &clock, &versions).await),
+        None => L1::Memory(Store::with_clock(config.store_config(), clock.clone())),
     };
     let engine = Engine::new(Orchestrator::new(l1, l2, clock, versions), hooks);
     let batch = engine.batch_view();
@@ -51,22 +51,22 @@ pub async fn build(settings: &Settings, workers: &[Handle], hooks: Vec<Arc<dyn H
 
 /// Chunking over the memcached at `endpoint`, its links started.
 async fn memcached_l1(
-    settings: &Settings,
+    config: &Config,
     endpoint: &str,
     workers: &[Handle],
     clock: &Clock,
     versions: &Arc<Hlc>,
 ) -> Chunked<Memcached> {
     let mut pool = PoolConfig::new(Endpoint::parse(endpoint));
-    pool.connections = settings.l1_connections;
-    pool.max_buffered = settings.l1_max_buffered;
-    pool.timeout = settings.l1_timeout;
+    pool.connections = config.l1.memcached.connections;
+    pool.max_buffered = config.l1.memcached.max_buffered.0 as usize;
+    pool.timeout = config.l1.memcached.timeout();
     let mut chunks = ChunkConfig {
-        item_size_max: settings.item_size_max,
+        item_size_max: config.item_size_max(),
         ..ChunkConfig::default()
     };
-    if settings.l1_chunk_size > 0 {
-        chunks.chunk_size = settings.l1_chunk_size;
+    if config.l1.memcached.chunk_size > 0 {
+        chunks.chunk_size = config.l1.memcached.chunk_size;
     }
     let memcached = if workers.is_empty() {
         Memcached::start(pool)

@@ -72,7 +72,7 @@
 //! ~500 bytes and up; with smaller values the index can outgrow it (it is in [`L2Stats`]).
 //!
 //! Changing `max_bytes` or `max_age_secs` empties the L2 at the next open: fjall stores a
-//! keyspace's compaction settings with it, so the old layout is dropped and a new one created.
+//! keyspace's compaction config with it, so the old layout is dropped and a new one created.
 //!
 //! # Durability
 //!

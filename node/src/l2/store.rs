@@ -30,7 +30,7 @@ const FLOOR_REFRESH_EVERY: u64 = 256;
 const BACKPRESSURE_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Sizes derived from `max_bytes`. Part of the on-disk layout: fjall stores a keyspace's
-/// compaction settings with it, so they are fixed when the keyspaces are created.
+/// compaction config with it, so they are fixed when the keyspaces are created.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Layout {
     /// Memtable of the log, and so the size of each log table, and the step in which FIFO evicts.
@@ -119,7 +119,7 @@ impl L2Store {
         }
         std::fs::create_dir_all(&cfg.path)?;
         let layout = Layout::new(cfg.max_bytes);
-        // The settings fjall persists per keyspace are in the names, so a change of settings
+        // The config fjall persists per keyspace are in the names, so a change of config
         // opens fresh keyspaces instead of silently keeping the old limits. Bump "v1" when the
         // record formats' meaning or `Layout`'s formulas change.
         let tag = format!("v1-{}-{}", cfg.max_bytes, cfg.max_age_secs.unwrap_or(0));
@@ -144,7 +144,7 @@ impl L2Store {
         for stale in db.list_keyspace_names() {
             let stale: &str = &stale;
             if stale != log_name && stale != index_name {
-                tracing::warn!(keyspace = stale, "l2: settings changed, dropping the old contents");
+                tracing::warn!(keyspace = stale, "l2: config changed, dropping the old contents");
                 let handle = db.keyspace(stale, KeyspaceCreateOptions::default)?;
                 db.delete_keyspace(handle)?;
             }

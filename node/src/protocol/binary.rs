@@ -297,7 +297,7 @@ async fn store(ctx: &Ctx<'_>, req: &Head<'_>, r: &Reply, buf: &[u8], out: &mut V
     let state = ctx.state;
     let engine = ctx.engine;
     let extras = StoreExtras::parse(req.extras).unwrap_or(StoreExtras { flags: 0, exptime: 0 });
-    if !item_size_ok(state.settings.item_size_max, req.key.len(), extras.flags, req.value_len) {
+    if !item_size_ok(state.config.item_size_max(), req.key.len(), extras.flags, req.value_len) {
         r.error(out, Status::E2BIG);
         // memcached drops the old value of a SET it could not store, so readers do not go on
         // seeing the value the client meant to replace.
@@ -417,7 +417,7 @@ async fn arith(ctx: &Ctx<'_>, req: &Head<'_>, r: &Reply, out: &mut Vec<u8>) -> S
 }
 
 /// STAT: one reply per stat (key = name, value = value), then an empty reply ends the list.
-/// memcached matches "reset", "settings" and "detail" as prefixes and other groups exactly, and
+/// memcached matches "reset", "config" and "detail" as prefixes and other groups exactly, and
 /// knows no "conns" group in binary.
 fn stat(ctx: &Ctx<'_>, group: &[u8], r: &Reply, out: &mut Vec<u8>) {
     let put_stat = |out: &mut Vec<u8>, name: &str, value: &[u8]| {
@@ -431,8 +431,8 @@ fn stat(ctx: &Ctx<'_>, group: &[u8], r: &Reply, out: &mut Vec<u8>) {
     let group = if group.starts_with(b"reset") {
         crate::stats::reset(ctx.state);
         None
-    } else if group.starts_with(b"settings") {
-        Some("settings")
+    } else if group.starts_with(b"config") {
+        Some("config")
     } else if let Some(sub) = group.strip_prefix(b"detail") {
         // Per-prefix stats are not kept: "on" and "off" are accepted and the dump is empty, as
         // memcached's is before any prefix was seen.
@@ -472,17 +472,16 @@ fn stat(ctx: &Ctx<'_>, group: &[u8], r: &Reply, out: &mut Vec<u8>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Settings;
+    use crate::config::Config;
     use crate::protocol::ConnState;
     use crate::state::ServerState;
     use riven_memcache::binary::{compose_request, Request};
     use std::sync::Arc;
 
     fn state() -> Arc<ServerState> {
-        ServerState::embedded(Settings {
-            memory_bytes: 8 << 20,
-            ..Settings::default()
-        })
+        let mut config = Config::default();
+        config.l1.memory.limit_mb = 8;
+        ServerState::embedded(config)
     }
 
     /// Feeds `input` to the front end as the connection loop does, returning the replies, the
@@ -627,7 +626,7 @@ mod tests {
     fn too_large_is_answered_from_the_head_and_swallowed() {
         let st = state();
         let mut input = req(Opcode::SET, 1, &set_extras(0, 0), b"big", b"old");
-        let big_len = st.settings.item_size_max;
+        let big_len = st.config.item_size_max();
         let mut big = req(Opcode::SETQ, 2, &set_extras(0, 0), b"big", &vec![b'x'; big_len]);
         // Only the head has arrived: the reply must not wait for the value.
         big.truncate(24 + 8 + 3);

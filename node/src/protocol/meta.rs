@@ -131,7 +131,7 @@ async fn set(ctx: &Ctx<'_>, req: &Request<'_>, data: &[u8], next: usize, out: &m
     let f = &req.flags;
     let flags = f.client_flags.unwrap_or(0);
     let block_end = next + req.datalen + 2;
-    if !item_size_ok(ctx.state.settings.item_size_max, req.key.len(), flags, req.datalen) {
+    if !item_size_ok(ctx.state.config.item_size_max(), req.key.len(), flags, req.datalen) {
         reply::error(out, errors::TOO_LARGE);
         // memcached drops the old value whatever the mode, so a reader never sees the value the
         // client meant to replace.
@@ -312,16 +312,15 @@ async fn debug(ctx: &Ctx<'_>, req: &Request<'_>, out: &mut Vec<u8>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Settings;
+    use crate::config::Config;
     use crate::protocol::ConnState;
     use crate::state::ServerState;
     use std::sync::Arc;
 
     fn state() -> Arc<ServerState> {
-        ServerState::embedded(Settings {
-            memory_bytes: 8 << 20,
-            ..Settings::default()
-        })
+        let mut config = Config::default();
+        config.l1.memory.limit_mb = 8;
+        ServerState::embedded(config)
     }
 
     /// One call of the front end on `input`, which starts with a whole line.

@@ -12,11 +12,11 @@ use crate::model::{Backend, BackendError};
 pub use crate::model::item_size_ok;
 
 pub async fn handle(ctx: &mut Ctx<'_>, buf: &[u8], out: &mut Vec<u8>) -> Step {
-    let settings = &ctx.state.settings;
+    let config = &ctx.state.config;
     let limits = text::Limits {
-        max_get_line: settings.max_line,
+        max_get_line: config.limits.max_line,
     };
-    let max = settings.item_size_max;
+    let max = config.item_size_max();
     let parsed = text::parse_request(buf, &limits, |key, flags, len| item_size_ok(max, key.len(), flags, len));
     match parsed {
         Ok((Request::Meta { cmd, line_end, next }, _)) => {

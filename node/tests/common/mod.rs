@@ -7,7 +7,8 @@ use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use riven_node::{config::Settings, node::Node};
+use riven_node::config::{Config, Size};
+use riven_node::node::Node;
 
 /// A memcached process (the Debian package) on a free loopback port, killed on drop.
 pub struct Memcached {
@@ -62,35 +63,43 @@ impl Drop for Memcached {
 }
 
 /// A node with test-friendly settings: port 0 on loopback, 2 threads.
-pub fn test_settings() -> Settings {
-    Settings {
-        port: 0,
-        listen: "127.0.0.1".into(),
-        threads: 2,
-        ..Settings::default()
-    }
+pub fn test_settings() -> Config {
+    with(Config::default(), |c| {
+        c.server.port = 0;
+        c.server.listen = "127.0.0.1".into();
+        c.server.threads = 2;
+    })
+}
+
+/// `config` changed by `f`.
+pub fn with(mut config: Config, f: impl FnOnce(&mut Config)) -> Config {
+    f(&mut config);
+    config
 }
 
 /// Test settings for a node in l1-l2 mode with its L2 in `dir`.
-pub fn tiered_settings(dir: &std::path::Path) -> Settings {
-    Settings {
-        l2_path: Some(dir.to_path_buf()),
-        l2_max_bytes: 64 << 20,
-        ..test_settings()
-    }
+pub fn tiered_settings(dir: &std::path::Path) -> Config {
+    with_l2(test_settings(), dir)
+}
+
+/// `config` with its L2 in `dir`.
+pub fn with_l2(config: Config, dir: &std::path::Path) -> Config {
+    with(config, |c| {
+        c.l2.path = Some(dir.to_path_buf());
+        c.l2.max_bytes = Size(64 << 20);
+    })
 }
 
 /// Test settings for a node whose L1 is the memcached at `l1` (values chunked).
-pub fn proxy_settings(l1: &Memcached) -> Settings {
-    Settings {
-        l1_memcached: Some(l1.addr.to_string()),
-        l1_timeout: Duration::from_secs(5),
-        ..test_settings()
-    }
+pub fn proxy_settings(l1: &Memcached) -> Config {
+    with(test_settings(), |c| {
+        c.l1.memcached.endpoint = Some(l1.addr.to_string());
+        c.l1.memcached.timeout_ms = 5000;
+    })
 }
 
 /// Starts a node in-process.
-pub fn start_node(settings: Settings) -> Node {
+pub fn start_node(settings: Config) -> Node {
     Node::start(settings).expect("start node")
 }
 
