@@ -303,7 +303,7 @@ fn a_bad_config_exits_non_zero_naming_the_key() {
 #[test]
 fn the_binary_serves_then_stops_cleanly_on_sigterm() {
     let port = common::free_port();
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_riven-node"))
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_riven-node"))
         .args(["-p", &port.to_string(), "-t", "1"])
         .env("RIVEN_L1__MEMORY__LIMIT_MB", "16")
         .env("RUST_LOG", "info")
