@@ -1,5 +1,5 @@
 //! One client connection: read, hand every complete request to the front end, write all replies
-//! of the batch with one write.
+//! of the burst with one write.
 //!
 //! An idle connection holds no buffers: they are taken from a per-thread pool when bytes arrive
 //! and given back once everything read has been answered. This is what keeps tens of thousands
@@ -130,8 +130,9 @@ enum Proto {
 /// memcached's binary protocol request magic.
 const BINARY_MAGIC: u8 = 0x80;
 
-/// Everything one batch of requests (the complete requests of one read) works on.
-struct Batch<'a> {
+/// A burst: the complete requests of one read from the connection, and everything answering
+/// them works on. (A *run* is a stretch of a burst answered together, see [`Run`].)
+struct Burst<'a> {
     state: &'a ServerState,
     engine: &'a Engine,
     conn: &'a mut ConnState,
@@ -139,7 +140,7 @@ struct Batch<'a> {
     swallow: &'a mut usize,
 }
 
-impl Batch<'_> {
+impl Burst<'_> {
     /// Handles every complete request in `rbuf`, replies appended to `out`. Returns how many
     /// bytes were used and whether the connection must close.
     async fn run(mut self, rbuf: &[u8], out: &mut Vec<u8>) -> (usize, bool) {
@@ -158,7 +159,7 @@ impl Batch<'_> {
             if !self.engine.answers_at_once() {
                 let write_max = self.engine.one_round_write_max();
                 if let Some(run) = Run::plan(p, &rbuf[pos..], write_max, self.state.config.item_size_max()) {
-                    // Boxed apart: a batch of one request (pipeline depth 1) then boxes a small
+                    // Boxed apart: a burst of one request (pipeline depth 1) then boxes a small
                     // future, not one with room for a run's.
                     let at = run.at;
                     crate::reuse::Reused::new(|| self.concurrent_run(p, &rbuf[pos..], run, out)).await;
@@ -191,7 +192,7 @@ impl Batch<'_> {
     }
 }
 
-impl Batch<'_> {
+impl Burst<'_> {
     /// Pipelined requests that each finish in one round trip to the tier (reads: `get`, `gets`,
     /// `mg` without touch/vivify/recache, binary GET/GETQ/GETK/GETKQ; and where the engine
     /// allows, plain sets of small values) are run together, and their replies appended in
@@ -204,7 +205,7 @@ impl Batch<'_> {
         let Run {
             ends, kinds, keys, n, ..
         } = run;
-        if let (Some(memcached), Some(group)) = (self.engine.memcached(), crate::backend::pool::Pool::group()) {
+        if let (Some(memcached), Some(group)) = (self.engine.memcached(), crate::backend::links::Links::group()) {
             self.prefetched_run(p, buf, &ends[..n], &kinds[..n], &keys[..n], memcached, &group, out)
                 .await;
             return;
@@ -217,9 +218,9 @@ impl Batch<'_> {
     }
 }
 
-impl Batch<'_> {
+impl Burst<'_> {
     /// A run over an external memcached, in two passes. First, in request order, every read's
-    /// GETs are sent (and kept, see `Pool::prefetch`) and every write is started, which sends its
+    /// GETs are sent (and kept, see `Links::prefetch`) and every write is started, which sends its
     /// one request: memcached gets the whole run in the client's order, in one write. Then each
     /// request runs in order through the ordinary front end and engine, whose GET finds its reply
     /// already asked for: a read is answered straight into `out` (no future kept per request, no
@@ -234,7 +235,7 @@ impl Batch<'_> {
         kinds: &[Kind],
         keys: &[KeyAt],
         memcached: &crate::backend::memcached::Memcached,
-        group: &std::sync::Arc<crate::backend::pool::Group>,
+        group: &std::sync::Arc<crate::backend::links::Group>,
         out: &mut Vec<u8>,
     ) {
         let (state, engine) = (self.state, self.engine);
@@ -310,7 +311,7 @@ impl Batch<'_> {
     }
 }
 
-/// Reads of a run whose GETs are to be sent together (see `Batch::prefetched_run`).
+/// Reads of a run whose GETs are to be sent together (see `Burst::prefetched_run`).
 struct Gathered {
     /// Their requests' indices in the run.
     reads: [u8; MAX_RUN],
@@ -335,7 +336,7 @@ impl Gathered {
     fn send<'b>(
         &mut self,
         memcached: &crate::backend::memcached::Memcached,
-        group: &std::sync::Arc<crate::backend::pool::Group>,
+        group: &std::sync::Arc<crate::backend::links::Group>,
         request: &impl Fn(usize) -> &'b [u8],
         keys: &[KeyAt],
         stashed: &mut [u8; MAX_RUN],
@@ -471,7 +472,7 @@ fn nth_request<'b>(buf: &'b [u8], ends: &[usize], i: usize) -> &'b [u8] {
 /// The most requests one run takes.
 const MAX_RUN: usize = 64;
 
-/// Pipelined requests to run together (see `Batch::concurrent_run`).
+/// Pipelined requests to run together (see `Burst::concurrent_run`).
 struct Run {
     /// Where each request ends, from the start of the run.
     ends: [usize; MAX_RUN],
@@ -768,26 +769,26 @@ pub async fn serve<S: Socket>(
         if out.capacity() == 0 {
             out = take_buf();
         }
-        let batch = Batch {
+        let burst = Burst {
             state,
             engine,
             conn: &mut conn,
             proto: &mut proto,
             swallow: &mut swallow,
         };
-        // The embedded store answers at once: run the batch on the stack, so its (large) future
+        // The embedded store answers at once: run the burst on the stack, so its (large) future
         // is not part of this connection's task and an idle connection stays small. Tiers that
-        // may wait (a disk, a remote memcached) get the batch boxed, once per read.
+        // may wait (a disk, a remote memcached) get the burst boxed, once per read.
         let (pos, close) = if engine.answers_at_once() {
-            run_now(batch.run(&rbuf, &mut out))
+            run_now(burst.run(&rbuf, &mut out))
         } else if engine.memcached().is_some() {
-            // The batch's requests to memcached share one link and one wake-up per reply pass.
-            let group = crate::backend::pool::Group::for_batch();
-            let done = crate::reuse::Reused::new(|| group.scope(batch.run(&rbuf, &mut out))).await;
-            crate::backend::pool::Group::give_back(group);
+            // The burst's requests to memcached share one link and one wake-up per reply pass.
+            let group = crate::backend::links::Group::for_burst();
+            let done = crate::reuse::Reused::new(|| group.scope(burst.run(&rbuf, &mut out))).await;
+            crate::backend::links::Group::give_back(group);
             done
         } else {
-            crate::reuse::Reused::new(|| batch.run(&rbuf, &mut out)).await
+            crate::reuse::Reused::new(|| burst.run(&rbuf, &mut out)).await
         };
         if !out.is_empty() {
             sock.write_all(&out).await?;

@@ -23,7 +23,7 @@ fn slot() -> usize {
     SLOT.with(|s| match s.get() {
         Some(i) => i,
         None => {
-            let i = crate::shard::current().unwrap_or_else(|| NEXT_SLOT.fetch_add(1, Ordering::Relaxed)) % SLOTS;
+            let i = crate::workers::current().unwrap_or_else(|| NEXT_SLOT.fetch_add(1, Ordering::Relaxed)) % SLOTS;
             s.set(Some(i));
             i
         }
@@ -64,7 +64,7 @@ mod tests {
     #[test]
     fn bumps_from_workers_and_other_threads_all_count() {
         let c = std::sync::Arc::new(Counter::default());
-        let workers = crate::shard::Shards::start(3).unwrap();
+        let workers = crate::workers::Workers::start(3).unwrap();
         for h in workers.handles() {
             let c = c.clone();
             let (tx, rx) = std::sync::mpsc::channel();

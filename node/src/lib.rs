@@ -19,7 +19,7 @@ pub mod orchestrator;
 pub mod protocol;
 pub mod reuse;
 pub mod server;
-pub mod shard;
 pub mod state;
 pub mod stats;
 pub mod store;
+pub mod workers;

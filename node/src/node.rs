@@ -18,8 +18,8 @@ use tokio_util::task::TaskTracker;
 use crate::config::Config;
 use crate::engine::Hook;
 use crate::server::{serve, Listeners};
-use crate::shard::Shards;
 use crate::state::ServerState;
+use crate::workers::Workers;
 
 /// Worker threads for the config' `-t n`: at most one per CPU core. A worker never blocks
 /// (disk and memcached waits are async), so threads beyond the cores only take turns on them,
@@ -40,23 +40,23 @@ fn workers_for(config: &Config, cores: usize) -> usize {
         .memcached
         .endpoint
         .as_deref()
-        .is_some_and(|e| crate::backend::pool::Endpoint::parse(e).is_local());
+        .is_some_and(|e| crate::backend::links::Endpoint::parse(e).is_local());
     let cap = if local_memcached { cores / 2 } else { cores };
     config.server.threads.clamp(1, cap.max(1))
 }
 
 /// The runtime a node's accept loops run on, and the workers its connections go to.
 ///
-/// Over an external memcached, worker threads of their own (see `crate::shard`): a request and
+/// Over an external memcached, worker threads of their own (see `crate::workers`): a request and
 /// its memcached reply then never change threads. The embedded store and the L2 hand nothing
 /// between tasks, so there the connections run on tokio's work-stealing runtime itself, which
 /// keeps tail latency lower when one thread is held up (BENCHMARKS.md, "Design measurements").
-fn runtime_for(config: &Config) -> io::Result<(tokio::runtime::Runtime, Option<Shards>)> {
+fn runtime_for(config: &Config) -> io::Result<(tokio::runtime::Runtime, Option<Workers>)> {
     let workers = worker_threads(config);
     if config.l1.memcached.endpoint.is_some() {
-        let shards = Shards::start(workers)?;
+        let threads = Workers::start(workers)?;
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-        Ok((rt, Some(shards)))
+        Ok((rt, Some(threads)))
     } else {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(workers)
@@ -176,7 +176,7 @@ async fn run(state: Arc<ServerState>, listeners: Listeners, shutdown: Cancellati
     tracing::info!("stopped");
 }
 
-/// Background reclaim of expired and flushed items, one key partition per tick, so memory held by
+/// Background reclaim of expired and flushed items, one shard of keys per tick, so memory held by
 /// dead items comes back even when nobody reads them (reads also expire items lazily).
 async fn reclaim(state: Arc<ServerState>, shutdown: CancellationToken) {
     let mut tick = tokio::time::interval(Duration::from_millis(20));

@@ -1,6 +1,6 @@
-//! Heap room for the futures a connection boxes on every batch, kept per thread for the next.
+//! Heap room for the futures a connection boxes on every burst, kept per thread for the next.
 //!
-//! A connection over memcached or an L2 boxes its batch's future (several KiB: it holds the
+//! A connection over memcached or an L2 boxes its burst's future (several KiB: it holds the
 //! whole request path's state), so that an idle connection's task stays small. Allocations that
 //! size miss glibc's per-thread cache and cost the node about 3 % of its CPU at pipeline depth
 //! 16 (malloc, free and their bin bookkeeping, in perf). [`Reused`] boxes a future in a block
@@ -18,7 +18,7 @@ use std::pin::Pin;
 use std::ptr::NonNull;
 use std::task::{Context, Poll};
 
-/// Most bytes of blocks a thread keeps. Every connection with a batch in flight holds its
+/// Most bytes of blocks a thread keeps. Every connection with a burst in flight holds its
 /// blocks until its replies come, so a thread needs about three per busy connection (50
 /// connections at pipeline depth 16 keep about 150 blocks of 3–6 KiB in use).
 const KEPT_BYTES: usize = 1 << 20;
@@ -98,7 +98,7 @@ unsafe impl<F: Future + Sync> Sync for Reused<F> {}
 impl<F: Future> Reused<F> {
     /// Boxes the future `make` returns. Taking a maker rather than the future lets the compiler
     /// build the future straight in its block: a future passed by value is first built on the
-    /// stack, then copied whole (several KiB per batch, most of it room for states the future
+    /// stack, then copied whole (several KiB per burst, most of it room for states the future
     /// has not reached yet), which perf showed as 6 % of the node's time, in `memcpy`.
     #[inline(always)]
     pub fn new(make: impl FnOnce() -> F) -> Reused<F> {

@@ -92,7 +92,7 @@ pub struct ServerState {
     pub verbosity: AtomicU8,
     pub started: SystemTime,
     pub conns: ConnRegistry,
-    /// The worker runtimes connections are handed to, round robin (see `crate::shard`); none:
+    /// The worker runtimes connections are handed to, round robin (see `crate::workers`); none:
     /// connections run on the runtime that accepted them.
     pub(crate) workers: Vec<Handle>,
     next_worker: AtomicUsize,

@@ -46,7 +46,7 @@
 //! * An item in memcached without an envelope (written by another client) reads as a miss, and
 //!   `add` replaces it.
 //! * A chunked value is gathered into one buffer before the reply is written (one copy more than
-//!   an inline value, which is served straight from the pool's read buffer).
+//!   an inline value, which is served straight from the links's read buffer).
 
 mod envelope;
 
@@ -84,7 +84,7 @@ pub const CHUNK_ITEM_OVERHEAD: usize = 48 + 8 + CHUNK_KEY_LEN + 1 + 2 + CHUNK_HE
 ///
 /// Why this class: the last chunk is padded to full size, so a chunked value wastes half a chunk
 /// on average; ~17 KB keeps that small (a 100 KB value takes 6 chunks, 1% slack) while a 100 KB
-/// value still needs only 7 requests, pipelined in one batch. Inline values (up to one chunk)
+/// value still needs only 7 requests, pipelined in one burst. Inline values (up to one chunk)
 /// and chunked values' small index items stay in classes 1-24, so memcached never needs its
 /// chained "large item" path (above 512 KiB) at all.
 pub const DEFAULT_CHUNK_ITEM_SIZE: usize = 17352;
@@ -765,7 +765,7 @@ impl<R: RawStore> Chunked<R> {
     /// it takes: a miss, or a live value held inline that is not stale, so nothing is to be
     /// recorded. This is what `read_impl` does for such a read, in one call instead of a chain
     /// of futures: over memcached at pipeline depth 16 most reads are these. Otherwise `f` back,
-    /// and the reply stays for `read_impl`'s GET (so a write later in the same batch cannot
+    /// and the reply stays for `read_impl`'s GET (so a write later in the same burst cannot
     /// slip in front of the read).
     fn read_ready<T, F>(&self, key: &[u8], opts: &ReadOpts, f: F) -> std::result::Result<Result<Option<T>>, F>
     where
@@ -830,13 +830,13 @@ impl<R: RawStore> Chunked<R> {
             if let Some(t) = touch {
                 env.expiry = t;
             }
-            // A win handed out by a request before this one in its pipelined batch: this one's
-            // GET was sent before that win was recorded (see `RawStore::batch_mark`), so it read
+            // A win handed out by a request before this one in its pipelined burst: this one's
+            // GET was sent before that win was recorded (see `RawStore::burst_mark`), so it read
             // the very item the winner read (same memcached CAS), without the record.
             // Only a stale value or a recache check can win: other reads hash nothing here.
             let may_win = env.bits & STALE != 0 || opts.recache_below.is_some();
             let mark = may_win.then(|| (key_hash(key), idx.mcas));
-            let won_before = mark.is_some_and(|m| env.bits & TOKEN_SENT == 0 && self.raw.batch_marked(m));
+            let won_before = mark.is_some_and(|m| env.bits & TOKEN_SENT == 0 && self.raw.burst_marked(m));
             let mut win = false;
             // A peek (`me`) hands out no token.
             if env.bits & TOKEN_SENT == 0 && !won_before && !opts.peek {
@@ -858,7 +858,7 @@ impl<R: RawStore> Chunked<R> {
                 env.bits |= TOKEN_SENT;
                 // A win needs `may_win`: the mark is there.
                 if let Some(m) = mark {
-                    self.raw.batch_mark(m);
+                    self.raw.burst_mark(m);
                 }
             }
             // With a touch, chunks are read with GAT so they live as long as the index will.

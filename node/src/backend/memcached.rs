@@ -1,4 +1,4 @@
-//! A raw key-value client for an external memcached, over the pool's binary-protocol links.
+//! A raw key-value client for an external memcached, over the links's binary-protocol links.
 //!
 //! It only translates: one memcached request per call, replies mapped onto [`RawStored`] and
 //! friends, link failures onto [`BackendError`] (so the node answers `SERVER_ERROR` while
@@ -10,13 +10,13 @@ use std::sync::Arc;
 
 use riven_memcache::binary::{self, Opcode, Request, Status, StoreExtras};
 
-use super::pool::{Group, LinkError, Pool, PoolConfig, Reply};
+use super::links::{Group, LinkError, Links, LinksConfig, Reply};
 use super::raw::{run_windowed, RawDeleted, RawItem, RawItemRef, RawMode, RawStore, RawStored, RawWrite};
 use crate::model::{BackendError, Result};
 
-/// A memcached reached through a [`Pool`].
+/// A memcached reached through a [`Links`].
 pub struct Memcached {
-    pool: Pool,
+    links: Links,
 }
 
 fn link_error(e: LinkError) -> BackendError {
@@ -39,29 +39,29 @@ fn unexpected(status: Status) -> BackendError {
 }
 
 impl Memcached {
-    pub fn new(pool: Pool) -> Memcached {
-        Memcached { pool }
+    pub fn new(links: Links) -> Memcached {
+        Memcached { links }
     }
 
-    /// Starts a pool (on the current tokio runtime) and a client over it.
-    pub fn start(cfg: PoolConfig) -> Memcached {
-        Memcached::new(Pool::start(cfg))
+    /// Starts the links (on the current tokio runtime) and a client over them.
+    pub fn start(cfg: LinksConfig) -> Memcached {
+        Memcached::new(Links::start(cfg))
     }
 
-    /// Starts a pool with links on each of `workers` (see [`Pool::start_on`]).
-    pub fn start_on(cfg: PoolConfig, workers: &[tokio::runtime::Handle]) -> Memcached {
-        Memcached::new(Pool::start_on(cfg, workers))
+    /// Starts links on each of `workers` (see [`Links::start_on`]).
+    pub fn start_on(cfg: LinksConfig, workers: &[tokio::runtime::Handle]) -> Memcached {
+        Memcached::new(Links::start_on(cfg, workers))
     }
 
-    pub fn pool(&self) -> &Pool {
-        &self.pool
+    pub fn links(&self) -> &Links {
+        &self.links
     }
 
     async fn call(&self, req: Request<'_>, tail: &[&[u8]]) -> Result<Reply> {
-        self.pool.call_parts(req, tail).await.map_err(link_error)
+        self.links.call_parts(req, tail).await.map_err(link_error)
     }
 
-    /// Gets many keys at once: up to `window` requests are in flight together, so the pool sends
+    /// Gets many keys at once: up to `window` requests are in flight together, so the links sends
     /// them in a few writes and memcached answers them back to back. Results are in key order.
     pub async fn get_many<K: AsRef<[u8]> + Sync>(&self, keys: &[K], window: usize) -> Result<Vec<Option<RawItem>>> {
         let mut out = vec![None; keys.len()];
@@ -128,17 +128,17 @@ fn plain_get(key: &[u8]) -> Request<'_> {
 
 impl Memcached {
     /// Sends a plain GET of each of `keys` now, for the next `get` of that key in `group` (this
-    /// task's) to find (see [`Pool::prefetch`]). False if they were not sent.
+    /// task's) to find (see [`Links::prefetch`]). False if they were not sent.
     pub fn prefetch_gets(&self, group: &Arc<Group>, keys: &[&[u8]]) -> bool {
-        self.pool.prefetch(group, keys, plain_get)
+        self.links.prefetch(group, keys, plain_get)
     }
 }
 
 impl RawStore for Memcached {
     async fn get(&self, key: &[u8], touch: Option<u32>) -> Result<Option<RawItem>> {
         let reply = match touch {
-            // A plain GET of this key may already be on its way (see `Pool::prefetch`).
-            None => match self.pool.stashed(key) {
+            // A plain GET of this key may already be on its way (see `Links::prefetch`).
+            None => match self.links.stashed(key) {
                 Some(wait) => wait.await.map_err(link_error)?,
                 None => self.call(plain_get(key), &[]).await?,
             },
@@ -156,7 +156,7 @@ impl RawStore for Memcached {
     }
 
     fn use_ready<T>(&self, key: &[u8], use_: impl FnOnce(Result<Option<RawItemRef<'_>>>) -> Option<T>) -> Option<T> {
-        self.pool.use_ready_stashed(key, |reply| {
+        self.links.use_ready_stashed(key, |reply| {
             use_(match reply {
                 Ok(reply) => item_in(reply),
                 Err(e) => Err(link_error(e.clone())),
@@ -164,12 +164,12 @@ impl RawStore for Memcached {
         })
     }
 
-    fn batch_mark(&self, mark: (u64, u64)) {
-        self.pool.batch_mark(mark)
+    fn burst_mark(&self, mark: (u64, u64)) {
+        self.links.burst_mark(mark)
     }
 
-    fn batch_marked(&self, mark: (u64, u64)) -> bool {
-        self.pool.batch_marked(mark)
+    fn burst_marked(&self, mark: (u64, u64)) -> bool {
+        self.links.burst_marked(mark)
     }
 
     async fn store(&self, w: RawWrite<'_>) -> Result<RawStored> {
@@ -356,7 +356,7 @@ mod tests {
     #[tokio::test]
     async fn down_is_unavailable() {
         let port = crate::backend::testutil::free_port();
-        let mut cfg = PoolConfig::new(super::super::pool::Endpoint::Tcp(format!("127.0.0.1:{port}")));
+        let mut cfg = LinksConfig::new(super::super::links::Endpoint::Tcp(format!("127.0.0.1:{port}")));
         cfg.connections = 1;
         let m = Memcached::start(cfg);
         assert_eq!(m.get(b"k", None).await, Err(BackendError::Unavailable));

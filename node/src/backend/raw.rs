@@ -94,18 +94,18 @@ pub trait RawStore: Send + Sync {
     fn get(&self, key: &[u8], touch: Option<u32>) -> impl Future<Output = Result<Option<RawItem>>> + Send;
     fn store(&self, w: RawWrite<'_>) -> impl Future<Output = Result<RawStored>> + Send;
     /// Hands the reply to a plain GET of `key` to `use_` where it lies, if one was sent ahead
-    /// for the caller and has already come (see `Pool::prefetch`): a hit, a miss (`Ok(None)`)
+    /// for the caller and has already come (see `Links::prefetch`): a hit, a miss (`Ok(None)`)
     /// or an error. It is taken if `use_` returns `Some`, and otherwise left for the next `get`
     /// of `key`. `None` if there is no such reply; by default nothing is sent ahead.
     fn use_ready<T>(&self, _key: &[u8], _use: impl FnOnce(Result<Option<RawItemRef<'_>>>) -> Option<T>) -> Option<T> {
         None
     }
-    /// Notes `mark` for the later requests of the caller's batch of pipelined requests, whose
-    /// reads may have been sent before the caller's writes (see `Pool::batch_mark`). By default
-    /// there are no such batches.
-    fn batch_mark(&self, _mark: (u64, u64)) {}
-    /// Whether an earlier request of the caller's batch noted `mark`.
-    fn batch_marked(&self, _mark: (u64, u64)) -> bool {
+    /// Notes `mark` for the later requests of the caller's burst of pipelined requests, whose
+    /// reads may have been sent before the caller's writes (see `Links::burst_mark`). By default
+    /// there are no such bursts.
+    fn burst_mark(&self, _mark: (u64, u64)) {}
+    /// Whether an earlier request of the caller's burst noted `mark`.
+    fn burst_marked(&self, _mark: (u64, u64)) -> bool {
         false
     }
     /// DELETE; `cas` 0 means unconditional.
@@ -128,11 +128,11 @@ impl<T: RawStore> RawStore for std::sync::Arc<T> {
     fn use_ready<U>(&self, key: &[u8], use_: impl FnOnce(Result<Option<RawItemRef<'_>>>) -> Option<U>) -> Option<U> {
         (**self).use_ready(key, use_)
     }
-    fn batch_mark(&self, mark: (u64, u64)) {
-        (**self).batch_mark(mark)
+    fn burst_mark(&self, mark: (u64, u64)) {
+        (**self).burst_mark(mark)
     }
-    fn batch_marked(&self, mark: (u64, u64)) -> bool {
-        (**self).batch_marked(mark)
+    fn burst_marked(&self, mark: (u64, u64)) -> bool {
+        (**self).burst_marked(mark)
     }
     fn delete(&self, key: &[u8], cas: u64) -> impl Future<Output = Result<RawDeleted>> + Send {
         (**self).delete(key, cas)
@@ -176,7 +176,7 @@ pub fn unix_exptime(unix: i64) -> u32 {
 /// (in completion order, with its index) as soon as it is ready. Stops early, dropping the
 /// futures still running, when `on_done` breaks (callers record why in what `on_done` captures).
 ///
-/// Issuing many requests at once is what lets the pool batch them into one write; the window
+/// Issuing many requests at once is what lets the links send them in one write; the window
 /// keeps a huge value from queueing thousands of requests (and their replies) at the same time.
 pub async fn run_windowed<T, Fut>(
     n: usize,

@@ -5,8 +5,8 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use super::links::{Endpoint, LinksConfig};
 use super::memcached::Memcached;
-use super::pool::{Endpoint, PoolConfig};
 
 /// A port nobody listens on right now.
 pub fn free_port() -> u16 {
@@ -64,16 +64,16 @@ impl MemcachedProcess {
         }
     }
 
-    pub fn pool_config(&self) -> PoolConfig {
-        let mut cfg = PoolConfig::new(Endpoint::Tcp(self.addr.to_string()));
+    pub fn links_config(&self) -> LinksConfig {
+        let mut cfg = LinksConfig::new(Endpoint::Tcp(self.addr.to_string()));
         // Generous: the tests move megabytes on a 2-core machine that also runs memcached.
         cfg.timeout = Duration::from_secs(5);
         cfg
     }
 
-    /// A client whose pool is connected.
+    /// A client whose links are connected.
     pub async fn client(&self) -> Memcached {
-        let m = Memcached::start(self.pool_config());
+        let m = Memcached::start(self.links_config());
         wait_up(&m).await;
         m
     }
@@ -85,11 +85,11 @@ impl Drop for MemcachedProcess {
     }
 }
 
-/// Waits until the client's pool has a connection up.
+/// Waits until one of the client's links is up.
 pub async fn wait_up(m: &Memcached) {
     let deadline = Instant::now() + Duration::from_secs(10);
-    while !m.pool().is_up() {
-        assert!(Instant::now() < deadline, "pool did not connect");
+    while !m.links().is_up() {
+        assert!(Instant::now() < deadline, "links did not connect");
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }

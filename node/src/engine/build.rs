@@ -10,8 +10,8 @@ use tokio::runtime::Handle;
 
 use super::{Engine, Hook, L1};
 use crate::backend::chunked::{ChunkConfig, Chunked};
+use crate::backend::links::{Endpoint, LinksConfig};
 use crate::backend::memcached::Memcached;
-use crate::backend::pool::{Endpoint, PoolConfig};
 use crate::config::Config;
 use crate::l2::{AsyncL2, L2Config};
 use crate::model::{Clock, Hlc};
@@ -26,7 +26,7 @@ pub struct Stack {
 }
 
 /// Builds the stack the config describes, with `hooks` on top. Opens the L2 when configured and
-/// starts the links to an external memcached, on `workers` (see `crate::shard`) or, with none,
+/// starts the links to an external memcached, on `workers` (see `crate::workers`) or, with none,
 /// on the calling runtime.
 pub async fn build(config: &Config, workers: &[Handle], hooks: Vec<Arc<dyn Hook>>) -> io::Result<Stack> {
     let clock = Clock::start();
@@ -57,10 +57,10 @@ async fn memcached_l1(
     clock: &Clock,
     versions: &Arc<Hlc>,
 ) -> Chunked<Memcached> {
-    let mut pool = PoolConfig::new(Endpoint::parse(endpoint));
-    pool.connections = config.l1.memcached.connections;
-    pool.max_buffered = config.l1.memcached.max_buffered.0 as usize;
-    pool.timeout = config.l1.memcached.timeout();
+    let mut links = LinksConfig::new(Endpoint::parse(endpoint));
+    links.connections = config.l1.memcached.connections;
+    links.max_buffered = config.l1.memcached.max_buffered.0 as usize;
+    links.timeout = config.l1.memcached.timeout();
     let mut chunks = ChunkConfig {
         item_size_max: config.item_size_max(),
         ..ChunkConfig::default()
@@ -69,13 +69,13 @@ async fn memcached_l1(
         chunks.chunk_size = config.l1.memcached.chunk_size;
     }
     let memcached = if workers.is_empty() {
-        Memcached::start(pool)
+        Memcached::start(links)
     } else {
-        Memcached::start_on(pool, workers)
+        Memcached::start_on(links, workers)
     };
     // Clients accepted before the first link is up would get SERVER_ERROR: give memcached a
     // moment. The node starts anyway when it is down, and connects once it is up.
-    if !memcached.pool().wait_up(Duration::from_secs(1)).await {
+    if !memcached.links().wait_up(Duration::from_secs(1)).await {
         tracing::warn!(endpoint = %endpoint, "memcached is not reachable yet; serving SERVER_ERROR until it is");
     }
     Chunked::new(memcached, clock.clone(), chunks).with_versions(versions.clone())

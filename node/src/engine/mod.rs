@@ -167,7 +167,7 @@ impl Engine {
             f("chunked_reads", c.chunked_reads, Count);
             f("chunked_broken_reads", c.broken_reads, Count);
             f("chunks_deleted", c.chunks_deleted, Count);
-            f("l1_up", l1.raw().pool().is_up() as u64, Level);
+            f("l1_up", l1.raw().links().is_up() as u64, Level);
         }
         if let Some(s) = t.l2.as_ref().and_then(|l2| l2.store().stats().ok()) {
             f("l2_bytes", s.dir_bytes, Level);
@@ -190,7 +190,7 @@ impl Engine {
             }
         }
         if let L1::Memcached(c) = &t.l1 {
-            c.raw().pool().close();
+            c.raw().links().close();
         }
     }
 

@@ -22,13 +22,13 @@ use super::{L2Config, L2Entry, L2Error, L2Stats, L2Store};
 pub struct AsyncL2 {
     store: Arc<L2Store>,
     permits: Arc<Semaphore>,
-    workers: Arc<Workers>,
+    threads: Arc<L2Threads>,
 }
 
 type Job = Box<dyn FnOnce(&L2Store) + Send>;
 
 /// The L2 threads and their queue. Dropping the last handle stops them once the queue is empty.
-struct Workers {
+struct L2Threads {
     shared: Arc<Shared>,
     threads: Vec<std::thread::JoinHandle<()>>,
 }
@@ -46,10 +46,10 @@ struct Queue {
     stop: bool,
 }
 
-impl Workers {
+impl L2Threads {
     /// Starts up to `threads` threads (at least one). Fails only if none starts: with no thread,
     /// every queued operation would wait forever, so the node must not start at all.
-    fn start(store: &Arc<L2Store>, threads: usize) -> Result<Workers, L2Error> {
+    fn start(store: &Arc<L2Store>, threads: usize) -> Result<L2Threads, L2Error> {
         let shared = Arc::new(Shared {
             queue: Mutex::new(Queue::default()),
             wake: Condvar::new(),
@@ -71,7 +71,7 @@ impl Workers {
         }
         match (handles.is_empty(), failed) {
             (true, Some(e)) => Err(L2Error::Io(e)),
-            _ => Ok(Workers {
+            _ => Ok(L2Threads {
                 shared,
                 threads: handles,
             }),
@@ -88,7 +88,7 @@ impl Workers {
     }
 }
 
-impl Drop for Workers {
+impl Drop for L2Threads {
     fn drop(&mut self) {
         self.shared.queue.lock().unwrap_or_else(|p| p.into_inner()).stop = true;
         self.shared.wake.notify_all();
@@ -130,11 +130,11 @@ impl AsyncL2 {
     /// Wraps an open store, allowing `max_in_flight` operations at once (at least 1). Fails if
     /// no L2 thread can be started.
     pub fn new(store: Arc<L2Store>, max_in_flight: usize) -> Result<AsyncL2, L2Error> {
-        let workers = Arc::new(Workers::start(&store, Self::THREADS)?);
+        let threads = Arc::new(L2Threads::start(&store, Self::THREADS)?);
         Ok(AsyncL2 {
             store,
             permits: Arc::new(Semaphore::new(max_in_flight.max(1))),
-            workers,
+            threads,
         })
     }
 
@@ -202,7 +202,7 @@ impl AsyncL2 {
         let (tx, rx) = oneshot::channel();
         // Once queued the operation runs to completion even if the caller stops waiting, so a
         // cancelled request never leaves a write half done; the permit is held until it ends.
-        self.workers.submit(Box::new(move |store| {
+        self.threads.submit(Box::new(move |store| {
             let _permit = permit;
             let _ = tx.send(op(store));
         }));

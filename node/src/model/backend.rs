@@ -94,7 +94,7 @@ pub trait Backend: Send + Sync {
         R: Send,
         F: FnOnce(&ItemView<'_>) -> R + Send;
     /// `read`, answered at once if the backend can without waiting; `f` back if it cannot (then
-    /// `read`). A batch of pipelined reads over memcached, whose GETs went out together, finds
+    /// `read`). A burst of pipelined reads over memcached, whose GETs went out together, finds
     /// most replies already in: answering them here skips a chain of futures per read. By
     /// default no read is answered at once.
     fn read_now<R, F>(&self, _key: &[u8], _opts: &ReadOpts, f: F) -> std::result::Result<Result<Option<R>>, F>

@@ -4,7 +4,7 @@
 //!
 //! - memcached reads the header, extras and key (the "head") before it acts; only then does it
 //!   judge the request. A frame without the request magic closes the connection at once, with
-//!   no reply, and memcached drops the replies it has not sent yet: those after the batch's last
+//!   no reply, and memcached drops the replies it has not sent yet: those after the burst's last
 //!   NOOP (a NOOP makes memcached send what it has).
 //!   Key + extras longer than the body: "Unknown command", then close. A key over 250 bytes, or
 //!   extras/key/body lengths an opcode does not allow: "Invalid arguments", then close.
@@ -125,7 +125,7 @@ pub async fn handle(ctx: &mut Ctx<'_>, buf: &[u8], out: &mut Vec<u8>) -> Step {
 }
 
 /// On a frame that is not a request memcached hangs up at once, dropping the replies it has not
-/// sent. It sends what it has after each NOOP, so of this batch's replies (`out`) those up to the
+/// sent. It sends what it has after each NOOP, so of this burst's replies (`out`) those up to the
 /// last NOOP reply reached the client; the rest are dropped. (memcached also sends what it has
 /// every 20 requests; clients cannot rely on that and we do not copy it.)
 fn drop_unflushed_replies(out: &mut Vec<u8>) {

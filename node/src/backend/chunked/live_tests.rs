@@ -145,13 +145,13 @@ async fn round_trip_from_0_bytes_to_8_mib() {
     assert_eq!(items_in_class(mc.addr, 24), 0);
 }
 
-/// Reads whose GETs a batch sent ahead: a plain one whose reply is in is answered at once from
+/// Reads whose GETs a burst sent ahead: a plain one whose reply is in is answered at once from
 /// it (`read_now`); the others take the same reply through their ordinary GET. Either way each
 /// answers what memcached held when its GET was sent, even with a write to its key sent after
 /// it, and is counted once.
 #[tokio::test]
 async fn reads_answered_from_replies_sent_ahead() {
-    use crate::backend::pool::Group;
+    use crate::backend::links::Group;
     let mc = MemcachedProcess::start(&["-m", "64"]);
     let ch = setup(&mc).await;
     let big = gen(2, 0, 3 * DEFAULT_CHUNK_SIZE + 5);
@@ -162,18 +162,18 @@ async fn reads_answered_from_replies_sent_ahead() {
         ));
     }
     let before = ch.stats();
-    let group = Group::for_batch();
+    let group = Group::for_burst();
     let keys: [&[u8]; 4] = [b"small", b"big", b"missing", b"peeked"];
     assert!(ch.raw().prefetch_gets(&group, &keys));
     let got = group
         .scope(async {
-            // Writes sent after the reads, as in a pipelined batch: each read must answer what
+            // Writes sent after the reads, as in a pipelined burst: each read must answer what
             // its GET found, whether from the reply alone (the small value) or not (the index
             // of the chunked one, which must not be asked for again).
             let overwrites: Vec<_> = [&b"small"[..], b"big"]
                 .into_iter()
                 .map(|key| {
-                    ch.raw().pool().send(
+                    ch.raw().links().send(
                         riven_memcache::binary::Request {
                             key,
                             value: b"new",
@@ -522,7 +522,7 @@ async fn cas_append_incr_touch_on_chunked_values() {
 #[tokio::test]
 async fn memcached_down_is_an_error_and_recovery_is_automatic() {
     let mut mc = MemcachedProcess::start(&[]);
-    let mut cfg = mc.pool_config();
+    let mut cfg = mc.links_config();
     cfg.backoff_max = Duration::from_millis(200);
     let m = Memcached::start(cfg);
     crate::backend::testutil::wait_up(&m).await;

@@ -686,7 +686,7 @@ async fn md_invalidate() {
 
 /// A win (or touch) whose record finds a newer value in place answers what it read: the read
 /// came before that write. Reading again would answer with the newer value, which over
-/// memcached may be a write pipelined behind this read in the same batch.
+/// memcached may be a write pipelined behind this read in the same burst.
 #[tokio::test]
 async fn a_win_overtaken_by_a_new_value_answers_what_it_read() {
     let ch = setup();

@@ -1,12 +1,12 @@
 //! A link to an external memcached over its binary protocol.
 //!
-//! A small pool of long-lived connections is shared by every client connection of the node (one
+//! A small set of long-lived connections is shared by every client connection of the node (one
 //! backend connection per client connection is what costs Rend ~26 KB per idle client). Callers
 //! append their request to a link's write buffer under a short lock; the link's writer task sends
 //! everything buffered in one write, so requests from many clients are batched; the reader task
 //! matches replies to waiters in order, checking the opaque the request carried.
 //!
-//! The requests a client connection makes while answering one batch of its requests form a
+//! The requests a client connection makes while answering one burst of its requests form a
 //! [`Group`] (set for the task with [`Group::scope`]): they all go over one link, so memcached
 //! runs them in the order they were made, and their replies are dropped into the group's slots,
 //! with one wake-up of the connection per pass of the link's reader instead of a channel and a
@@ -61,9 +61,9 @@ impl Endpoint {
 }
 
 #[derive(Clone, Debug)]
-pub struct PoolConfig {
+pub struct LinksConfig {
     pub endpoint: Endpoint,
-    /// Connections in the pool.
+    /// Connections to open.
     pub connections: usize,
     /// How long a request may wait for its reply.
     pub timeout: Duration,
@@ -74,9 +74,9 @@ pub struct PoolConfig {
     pub max_buffered: usize,
 }
 
-impl PoolConfig {
-    pub fn new(endpoint: Endpoint) -> PoolConfig {
-        PoolConfig {
+impl LinksConfig {
+    pub fn new(endpoint: Endpoint) -> LinksConfig {
+        LinksConfig {
             endpoint,
             connections: 2,
             timeout: Duration::from_millis(500),
@@ -166,19 +166,19 @@ tokio::task_local! {
 /// Most groups a thread keeps for reuse.
 const SPARE_GROUPS: usize = 64;
 
-/// Requests in flight on a link beyond which new batches go to the next link (see `Pool::pick`).
+/// Requests in flight on a link beyond which new bursts go to the next link (see `Links::pick`).
 /// Above a pipeline-1 load of 50 connections, below what pipeline 16 keeps in flight.
 const SPILL_AT: usize = 64;
 
 thread_local! {
-    /// Groups of finished batches, with the room their slots and stash grew to.
+    /// Groups of finished bursts, with the room their slots and stash grew to.
     static SPARE: std::cell::RefCell<Vec<Arc<Group>>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
-/// The requests of one client connection's batch (see the module's documentation).
+/// The requests of one client connection's burst (see the module's documentation).
 pub struct Group {
     state: Mutex<GroupState>,
-    /// Replies asked for ahead of their caller, by key (see [`Pool::prefetch`]). Only the
+    /// Replies asked for ahead of their caller, by key (see [`Links::prefetch`]). Only the
     /// connection's own task uses it.
     stash: Mutex<Stash>,
 }
@@ -193,7 +193,7 @@ struct Stash {
     waits: VecDeque<(usize, Pending)>,
     /// Where the oldest wait's key starts.
     taken: usize,
-    /// What callers noted for the rest of the batch (see [`Pool::batch_mark`]).
+    /// What callers noted for the rest of the burst (see [`Links::burst_mark`]).
     marks: Vec<(u64, u64)>,
 }
 
@@ -217,7 +217,7 @@ struct GroupState {
     slots: Vec<Slot>,
     /// Slots not yet taken by their call.
     live: usize,
-    /// The link this group's requests go over (an index into the pool's links).
+    /// The link this group's requests go over (an index into the links).
     link: Option<usize>,
 }
 
@@ -241,14 +241,14 @@ impl Group {
         })
     }
 
-    /// A group for one batch: one this thread used before if there is one, so a batch does not
+    /// A group for one burst: one this thread used before if there is one, so a burst does not
     /// allocate its group, nor grow its slots and stash again (about 1.3 allocations per
     /// request at pipeline depth 16). Give it back with [`Group::give_back`].
-    pub fn for_batch() -> Arc<Group> {
+    pub fn for_burst() -> Arc<Group> {
         SPARE.with(|s| s.borrow_mut().pop()).unwrap_or_else(Group::new)
     }
 
-    /// Keeps a finished batch's group for the next batch on this thread, unless something still
+    /// Keeps a finished burst's group for the next burst on this thread, unless something still
     /// holds it (a reply still due: the link's queue keeps a handle until it comes).
     pub fn give_back(mut group: Arc<Group>) {
         group.clear_stash();
@@ -259,7 +259,7 @@ impl Group {
         st.slots.clear();
         st.live = 0;
         st.generation = st.generation.wrapping_add(1);
-        // The next batch picks its link afresh (this one may have moved off a broken one).
+        // The next burst picks its link afresh (this one may have moved off a broken one).
         st.link = None;
         let stash = g.stash.get_mut();
         stash.open = 0;
@@ -327,7 +327,7 @@ impl Group {
     /// the wait was for `key` and its reply is in; the wait is taken only if `use_` returns
     /// `Some`. A read that finds its reply so is answered without waiting (see `Chunked`'s
     /// `read_now`), and one that needs more than the reply (a chunked value) leaves it for its
-    /// ordinary GET. Both locks are held while `use_` runs: it must not call the pool.
+    /// ordinary GET. Both locks are held while `use_` runs: it must not call the links.
     fn use_ready_stashed<T>(&self, key: &[u8], use_: impl FnOnce(&Result<Reply, LinkError>) -> Option<T>) -> Option<T> {
         let mut stash = self.stash.lock();
         let (end, Pending::Slot(wait)) = stash.waits.front()? else {
@@ -358,7 +358,7 @@ impl Group {
         Some(out)
     }
 
-    /// Runs `fut` with every pool call it makes in this group. Not an `async fn`: that would
+    /// Runs `fut` with every call to the links it makes in this group. Not an `async fn`: that would
     /// hold `fut` and move it (several KiB) into the task-local scope on its first poll.
     pub fn scope<F: Future>(self: &Arc<Group>, fut: F) -> impl Future<Output = F::Output> {
         GROUP.scope(self.clone(), fut)
@@ -503,36 +503,36 @@ impl Link {
     }
 }
 
-/// The pool. Cheap to share (`Arc`); dropping the last handle stops its tasks.
-pub struct Pool {
-    /// `per_shard` links for each worker thread, worker 0's first.
-    links: Vec<Arc<Link>>,
-    per_shard: usize,
+/// The links to one memcached. Cheap to share (`Arc`); dropping the last handle stops its tasks.
+pub struct Links {
+    /// `per_worker` links for each worker thread, worker 0's first.
+    conns: Vec<Arc<Link>>,
+    per_worker: usize,
     max_buffered: usize,
     stop: CancellationToken,
 }
 
-impl Drop for Pool {
+impl Drop for Links {
     fn drop(&mut self) {
         self.stop.cancel();
     }
 }
 
-impl Pool {
-    /// Creates the pool and starts connecting in the background (on the current tokio runtime).
-    pub fn start(cfg: PoolConfig) -> Pool {
-        Pool::start_on(cfg, &[tokio::runtime::Handle::current()])
+impl Links {
+    /// Creates the links and starts connecting in the background (on the current tokio runtime).
+    pub fn start(cfg: LinksConfig) -> Links {
+        Links::start_on(cfg, &[tokio::runtime::Handle::current()])
     }
 
-    /// Creates `cfg.connections` links for each worker (see `crate::shard`), each link's tasks
+    /// Creates `cfg.connections` links for each worker (see `crate::workers`), each link's tasks
     /// on its worker's runtime: a worker's connections use its own links, so a request and its
     /// reply never cross threads.
-    pub fn start_on(cfg: PoolConfig, workers: &[tokio::runtime::Handle]) -> Pool {
+    pub fn start_on(cfg: LinksConfig, workers: &[tokio::runtime::Handle]) -> Links {
         let stop = CancellationToken::new();
-        let per_shard = cfg.connections.max(1);
+        let per_worker = cfg.connections.max(1);
         let mut links = Vec::new();
         for handle in workers {
-            for _ in 0..per_shard {
+            for _ in 0..per_worker {
                 let link = Arc::new(Link {
                     state: Mutex::new(LinkState {
                         up: false,
@@ -546,9 +546,9 @@ impl Pool {
                 links.push(link);
             }
         }
-        Pool {
-            links,
-            per_shard,
+        Links {
+            conns: links,
+            per_worker,
             max_buffered: cfg.max_buffered,
             stop,
         }
@@ -556,25 +556,25 @@ impl Pool {
 
     /// The links the calling thread should use first: its worker's, or all of them elsewhere.
     fn home(&self) -> (usize, usize) {
-        match crate::shard::current() {
-            Some(s) if (s + 1) * self.per_shard <= self.links.len() => (s * self.per_shard, self.per_shard),
-            _ => (0, self.links.len()),
+        match crate::workers::current() {
+            Some(s) if (s + 1) * self.per_worker <= self.conns.len() => (s * self.per_worker, self.per_worker),
+            _ => (0, self.conns.len()),
         }
     }
 
-    /// The link a new batch (or a call outside one) goes over: the first of this worker's links
+    /// The link a new burst (or a call outside one) goes over: the first of this worker's links
     /// with fewer than [`SPILL_AT`] requests in flight, else the least loaded.
     ///
     /// Filling the first link before the next keeps a light load on one memcached thread: at
     /// pipeline depth 1 (50 connections, 2 cores), turns taken over two links woke two memcached
-    /// threads for half a batch each, and memcached behind the node cost 6.1–7.7 µs of CPU per
+    /// threads for half a burst each, and memcached behind the node cost 6.1–7.7 µs of CPU per
     /// request; filling first, 4.0–4.4 µs. A heavy load (pipeline 16: hundreds in flight) still
     /// spreads over every link, which keeps two memcached threads busy there.
     fn pick(&self, base: usize, n: usize) -> usize {
         let mut best = (usize::MAX, base);
         for k in base..base + n {
             let in_flight = {
-                let st = self.links[k].state.lock();
+                let st = self.conns[k].state.lock();
                 if !st.up {
                     continue;
                 }
@@ -596,7 +596,7 @@ impl Pool {
     }
 
     pub fn is_up(&self) -> bool {
-        self.links.iter().any(|l| l.state.lock().up)
+        self.conns.iter().any(|l| l.state.lock().up)
     }
 
     /// Waits until a connection is up, at most `limit`; whether one is.
@@ -611,12 +611,12 @@ impl Pool {
         true
     }
 
-    /// Sends one request; `req.opaque` is set by the pool.
+    /// Sends one request; `req.opaque` is set here.
     pub async fn call(&self, req: binary::Request<'_>) -> Result<Reply, LinkError> {
         self.call_parts(req, &[]).await
     }
 
-    /// Like [`Pool::call`], with the value made of `req.value` followed by the `tail` pieces: a
+    /// Like [`Links::call`], with the value made of `req.value` followed by the `tail` pieces: a
     /// value held in pieces (an envelope and a slice of the user's data) is copied once, into the
     /// link's write buffer, instead of being gathered into one buffer first.
     pub async fn call_parts(&self, req: binary::Request<'_>, tail: &[&[u8]]) -> Result<Reply, LinkError> {
@@ -625,7 +625,7 @@ impl Pool {
 
     /// Within `group`, the calling task's (see [`Group::scope`]): sends a request for each of
     /// `keys` now, in order (`req` makes each), and keeps each wait for the first call to
-    /// [`Pool::stashed`] with its key while the stash is open. This is how a batch sends the reads
+    /// [`Links::stashed`] with its key while the stash is open. This is how a burst sends the reads
     /// of many requests at once and then runs each request's own logic, which finds its reply
     /// waiting. The group, the link and the stash are each locked once for all the keys: one
     /// request at a time cost about 400 instructions each (callgrind, pipeline depth 16). False,
@@ -672,13 +672,13 @@ impl Pool {
         true
     }
 
-    /// The wait [`Pool::prefetch`] kept for `key`, if it is the oldest one kept and the stash is
+    /// The wait [`Links::prefetch`] kept for `key`, if it is the oldest one kept and the stash is
     /// open.
     pub fn stashed(&self, key: &[u8]) -> Option<Pending> {
         GROUP.try_with(|g| g.take_stashed(key)).ok().flatten()
     }
 
-    /// Like [`Pool::stashed`], but only a reply that is already in, handed to `use_` where it
+    /// Like [`Links::stashed`], but only a reply that is already in, handed to `use_` where it
     /// lies and taken only if `use_` returns `Some` (see `Group::use_ready_stashed`).
     pub fn use_ready_stashed<T>(
         &self,
@@ -688,16 +688,16 @@ impl Pool {
         GROUP.try_with(|g| g.use_ready_stashed(key, use_)).ok().flatten()
     }
 
-    /// Notes `mark` until the end of the calling task's batch (its group), if it has one.
-    /// Requests of a batch send their reads ahead, before the requests in front of them have
+    /// Notes `mark` until the end of the calling task's burst (its group), if it has one.
+    /// Requests of a burst send their reads ahead, before the requests in front of them have
     /// done their own writes: a mark is how such a write (the chunking layer's record of a
-    /// recache win) reaches the requests behind it in the batch.
-    pub fn batch_mark(&self, mark: (u64, u64)) {
+    /// recache win) reaches the requests behind it in the burst.
+    pub fn burst_mark(&self, mark: (u64, u64)) {
         let _ = GROUP.try_with(|g| g.stash.lock().marks.push(mark));
     }
 
-    /// Whether `mark` was noted earlier in the calling task's batch.
-    pub fn batch_marked(&self, mark: (u64, u64)) -> bool {
+    /// Whether `mark` was noted earlier in the calling task's burst.
+    pub fn burst_marked(&self, mark: (u64, u64)) -> bool {
         GROUP
             .try_with(|g| g.stash.lock().marks.contains(&mark))
             .unwrap_or(false)
@@ -711,7 +711,7 @@ impl Pool {
     /// Sends a request now (into the link's write buffer, in call order) and returns the wait
     /// for its reply: callers that make several requests start them all, then wait.
     pub fn send(&self, req: binary::Request<'_>, tail: &[&[u8]]) -> Result<Pending, LinkError> {
-        self.send_in(Pool::group(), req, tail)
+        self.send_in(Links::group(), req, tail)
     }
 
     /// The links to try a request on, in order. A group keeps to its link (`preferred`), so
@@ -719,7 +719,7 @@ impl Pool {
     /// this worker's links that is up, then any other: one broken connection must not fail
     /// requests.
     fn candidates(&self, preferred: Option<usize>) -> impl Iterator<Item = usize> {
-        let total = self.links.len();
+        let total = self.conns.len();
         let (base, n) = self.home();
         let i = preferred.unwrap_or_else(|| self.pick(base, n));
         std::iter::once(i)
@@ -727,7 +727,7 @@ impl Pool {
             .chain((0..total).map(move |k| (base + n + k) % total))
     }
 
-    /// [`Pool::send`] within `group` (the task's, looked up once by the caller).
+    /// [`Links::send`] within `group` (the task's, looked up once by the caller).
     fn send_in(
         &self,
         group: Option<Arc<Group>>,
@@ -778,7 +778,7 @@ impl Pool {
     }
 
     /// The link a request of `group` is queued on, locked: the first of
-    /// [`Pool::candidates`] that is up. The group moves to it if it is not its `preferred` one.
+    /// [`Links::candidates`] that is up. The group moves to it if it is not its `preferred` one.
     /// `Overloaded` if its write buffer is over the bound (memcached is not reading), `Down` if
     /// no link is up.
     fn lock_link(
@@ -787,7 +787,7 @@ impl Pool {
         preferred: Option<usize>,
     ) -> Result<(&Link, MutexGuard<'_, LinkState>), LinkError> {
         for k in self.candidates(preferred) {
-            let link = &*self.links[k];
+            let link = &*self.conns[k];
             let st = link.state.lock();
             if !st.up {
                 continue;
@@ -816,10 +816,10 @@ fn unlock_and_wake(link: &Link, st: MutexGuard<'_, LinkState>, start: usize) {
     }
 }
 
-/// The wait for one reply (see [`Pool::send`]).
+/// The wait for one reply (see [`Links::send`]).
 ///
 /// No timer per request: the link's reader fails every waiter at once when the oldest request
-/// has waited longer than the timeout (see `read_loop`), which costs one clock read per batch of
+/// has waited longer than the timeout (see `read_loop`), which costs one clock read per burst of
 /// replies instead of a timer wheel entry per request.
 pub enum Pending {
     Slot(SlotWait),
@@ -857,7 +857,7 @@ fn append_tail(wbuf: &mut Vec<u8>, start: usize, tail: &[&[u8]]) -> bool {
 }
 
 /// Keeps one link connected: connect, serve until it breaks, back off, again.
-async fn supervise(link: Arc<Link>, cfg: PoolConfig, stop: CancellationToken) {
+async fn supervise(link: Arc<Link>, cfg: LinksConfig, stop: CancellationToken) {
     let mut backoff = cfg.backoff_min;
     loop {
         let mut why = LinkError::Lost;
@@ -909,7 +909,7 @@ async fn connect(endpoint: &Endpoint) -> std::io::Result<Stream> {
 }
 
 /// Runs a connected link until it fails; returns why, for the requests it leaves unanswered.
-async fn serve_link<R, W>(link: &Link, r: R, w: W, cfg: &PoolConfig, stop: &CancellationToken) -> LinkError
+async fn serve_link<R, W>(link: &Link, r: R, w: W, cfg: &LinksConfig, stop: &CancellationToken) -> LinkError
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
@@ -1027,7 +1027,7 @@ fn deliver_replies(link: &Link, buf: &mut BytesMut, to_wake: &mut Vec<Waker>) ->
             _ => return Err(LinkError::Protocol),
         };
         if let Some(waker) = waiter.deliver(Ok(reply)) {
-            // A batch's requests are sent, and so answered, together: comparing with the last
+            // A burst's requests are sent, and so answered, together: comparing with the last
             // waker is enough to wake each connection about once per pass.
             if !to_wake.last().is_some_and(|w| w.will_wake(&waker)) {
                 to_wake.push(waker);
@@ -1051,10 +1051,10 @@ mod tests {
         }
     }
 
-    async fn up(pool: &Pool) {
+    async fn up(links: &Links) {
         let deadline = Instant::now() + Duration::from_secs(10);
-        while !pool.is_up() {
-            assert!(Instant::now() < deadline, "pool never connected");
+        while !links.is_up() {
+            assert!(Instant::now() < deadline, "links never connected");
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
     }
@@ -1062,22 +1062,22 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn concurrent_calls_get_their_own_replies() {
         let mc = MemcachedProcess::start(&[]);
-        let pool = Arc::new(Pool::start(mc.pool_config()));
-        up(&pool).await;
+        let links = Arc::new(Links::start(mc.links_config()));
+        up(&links).await;
         let extras = StoreExtras { flags: 0, exptime: 0 }.to_bytes();
         let mut tasks = Vec::new();
         for t in 0..8 {
-            let pool = pool.clone();
+            let links = links.clone();
             tasks.push(tokio::spawn(async move {
                 // Many requests in flight at once per task, so they are batched and pipelined.
                 let keys: Vec<String> = (0..200).map(|i| format!("k{t}-{i}")).collect();
                 let sets = keys
                     .iter()
-                    .map(|k| pool.call(set_req(k.as_bytes(), k.as_bytes(), &extras)));
+                    .map(|k| links.call(set_req(k.as_bytes(), k.as_bytes(), &extras)));
                 for r in join_all(sets).await {
                     assert_eq!(r.unwrap().status, Status::SUCCESS);
                 }
-                let gets = keys.iter().map(|k| pool.call(get_req(k.as_bytes())));
+                let gets = keys.iter().map(|k| links.call(get_req(k.as_bytes())));
                 for (k, r) in keys.iter().zip(join_all(gets).await) {
                     assert_eq!(r.unwrap().value(), k.as_bytes());
                 }
@@ -1095,37 +1095,37 @@ mod tests {
         }
     }
 
-    /// A pool, up, over a fresh memcached holding `items` (key, value).
-    async fn pool_holding(items: &[(&[u8], &[u8])]) -> (MemcachedProcess, Pool) {
+    /// Links, up, over a fresh memcached holding `items` (key, value).
+    async fn links_holding(items: &[(&[u8], &[u8])]) -> (MemcachedProcess, Links) {
         let mc = MemcachedProcess::start(&[]);
-        let pool = Pool::start(mc.pool_config());
-        up(&pool).await;
+        let links = Links::start(mc.links_config());
+        up(&links).await;
         let extras = StoreExtras { flags: 0, exptime: 0 }.to_bytes();
         for (key, value) in items {
-            let r = pool.call(set_req(key, value, &extras)).await.unwrap();
+            let r = links.call(set_req(key, value, &extras)).await.unwrap();
             assert_eq!(r.status, Status::SUCCESS);
         }
-        (mc, pool)
+        (mc, links)
     }
 
     #[tokio::test]
     async fn prefetched_gets_wait_in_order_for_their_own_keys() {
-        let (_mc, pool) = pool_holding(&[(b"a", b"a"), (b"b", b"b")]).await;
-        let group = Group::for_batch();
+        let (_mc, links) = links_holding(&[(b"a", b"a"), (b"b", b"b")]).await;
+        let group = Group::for_burst();
         let keys: [&[u8]; 3] = [b"a", b"missing", b"b"];
-        assert!(pool.prefetch(&group, &keys, get_req));
+        assert!(links.prefetch(&group, &keys, get_req));
         let replies = group
             .scope(async {
                 // Closed, nothing is handed out; open for one, only the oldest key matches.
                 group.open_stash(0);
-                assert!(pool.stashed(b"a").is_none(), "the stash is closed");
+                assert!(links.stashed(b"a").is_none(), "the stash is closed");
                 group.open_stash(3);
-                assert!(pool.stashed(b"b").is_none(), "b waits behind a");
+                assert!(links.stashed(b"b").is_none(), "b waits behind a");
                 let mut replies = Vec::new();
                 for k in keys {
-                    replies.push(pool.stashed(k).expect("stashed").await.unwrap());
+                    replies.push(links.stashed(k).expect("stashed").await.unwrap());
                 }
-                assert!(pool.stashed(b"a").is_none(), "each is taken once");
+                assert!(links.stashed(b"a").is_none(), "each is taken once");
                 replies
             })
             .await;
@@ -1139,26 +1139,26 @@ mod tests {
     /// A reply already in is handed over where it lies, and taken only when its user says so.
     #[tokio::test]
     async fn a_ready_reply_is_taken_only_when_used() {
-        let (_mc, pool) = pool_holding(&[(b"a", b"va")]).await;
-        let group = Group::for_batch();
+        let (_mc, links) = links_holding(&[(b"a", b"va")]).await;
+        let group = Group::for_burst();
         let keys: [&[u8]; 2] = [b"a", b"b"];
-        assert!(pool.prefetch(&group, &keys, get_req));
+        assert!(links.prefetch(&group, &keys, get_req));
         group
             .scope(async {
                 // Both replies in before they are asked for.
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 group.open_stash(2);
                 let value = |r: &Result<Reply, LinkError>| r.as_ref().ok().map(|r| r.value().to_vec());
-                assert_eq!(pool.use_ready_stashed(b"b", value), None, "b waits behind a");
-                assert_eq!(pool.use_ready_stashed(b"a", |_| None::<()>), None, "declined");
+                assert_eq!(links.use_ready_stashed(b"b", value), None, "b waits behind a");
+                assert_eq!(links.use_ready_stashed(b"a", |_| None::<()>), None, "declined");
                 assert_eq!(
-                    pool.use_ready_stashed(b"a", value),
+                    links.use_ready_stashed(b"a", value),
                     Some(b"va".to_vec()),
                     "left in place"
                 );
-                assert_eq!(pool.use_ready_stashed(b"a", value), None, "taken once");
+                assert_eq!(links.use_ready_stashed(b"a", value), None, "taken once");
                 let miss = |r: &Result<Reply, LinkError>| r.as_ref().ok().map(|r| r.status);
-                assert_eq!(pool.use_ready_stashed(b"b", miss), Some(Status::KEY_ENOENT));
+                assert_eq!(links.use_ready_stashed(b"b", miss), Some(Status::KEY_ENOENT));
             })
             .await;
         assert_eq!(group.state.lock().live, 0, "every slot was taken");
@@ -1166,23 +1166,23 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn prefetch_over_a_down_pool_sends_nothing_and_gives_its_slots_up() {
-        let mut cfg = PoolConfig::new(Endpoint::Tcp(format!("127.0.0.1:{}", free_port())));
+    async fn prefetch_over_down_links_sends_nothing_and_gives_its_slots_up() {
+        let mut cfg = LinksConfig::new(Endpoint::Tcp(format!("127.0.0.1:{}", free_port())));
         cfg.connections = 1;
-        let pool = Pool::start(cfg);
+        let links = Links::start(cfg);
         tokio::time::sleep(Duration::from_millis(50)).await;
-        let group = Group::for_batch();
-        assert!(!pool.prefetch(&group, &[b"a".as_slice(), b"b"], get_req));
+        let group = Group::for_burst();
+        assert!(!links.prefetch(&group, &[b"a".as_slice(), b"b"], get_req));
         assert_eq!(group.state.lock().live, 0, "no slot left open");
         group.open_stash(2);
         assert!(
-            group.scope(async { pool.stashed(b"a").is_none() }).await,
+            group.scope(async { links.stashed(b"a").is_none() }).await,
             "nothing stashed"
         );
         Group::give_back(group);
     }
 
-    /// Polls every future together (the pool gets them all before its writer runs).
+    /// Polls every future together (the links gets them all before its writer runs).
     async fn join_all<F: std::future::Future>(futs: impl Iterator<Item = F>) -> Vec<F::Output> {
         let mut futs: Vec<Option<F>> = futs.map(Some).collect();
         let n = futs.len();
@@ -1203,10 +1203,10 @@ mod tests {
     #[tokio::test]
     async fn value_in_pieces_arrives_whole() {
         let mc = MemcachedProcess::start(&[]);
-        let pool = Pool::start(mc.pool_config());
-        up(&pool).await;
+        let links = Links::start(mc.links_config());
+        up(&links).await;
         let extras = StoreExtras { flags: 0, exptime: 0 }.to_bytes();
-        let r = pool
+        let r = links
             .call_parts(set_req(b"k", b"ab", &extras), &[b"cd", b"", b"efg"])
             .await
             .unwrap();
@@ -1215,38 +1215,38 @@ mod tests {
             key: b"k",
             ..binary::Request::new(Opcode::GET)
         };
-        assert_eq!(pool.call(get).await.unwrap().value(), b"abcdefg");
+        assert_eq!(links.call(get).await.unwrap().value(), b"abcdefg");
     }
 
     #[tokio::test]
     async fn memcached_killed_fails_fast_then_recovers_by_itself() {
         let mut mc = MemcachedProcess::start(&[]);
-        let mut cfg = mc.pool_config();
+        let mut cfg = mc.links_config();
         cfg.backoff_max = Duration::from_millis(200);
-        let pool = Pool::start(cfg);
-        up(&pool).await;
+        let links = Links::start(cfg);
+        up(&links).await;
         let noop = || binary::Request::new(Opcode::NOOP);
-        assert_eq!(pool.call(noop()).await.unwrap().status, Status::SUCCESS);
+        assert_eq!(links.call(noop()).await.unwrap().status, Status::SUCCESS);
 
         mc.kill();
         // Every call fails, and fast: well under the 5 s request timeout.
         for _ in 0..20 {
             let started = Instant::now();
-            let r = pool.call(noop()).await;
+            let r = links.call(noop()).await;
             assert!(matches!(r, Err(LinkError::Down | LinkError::Lost)), "{r:?}");
             assert!(started.elapsed() < Duration::from_millis(500));
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        assert!(!pool.is_up());
+        assert!(!links.is_up());
 
         mc.restart();
         let deadline = Instant::now() + Duration::from_secs(5);
         loop {
-            if let Ok(r) = pool.call(noop()).await {
+            if let Ok(r) = links.call(noop()).await {
                 assert_eq!(r.status, Status::SUCCESS);
                 break;
             }
-            assert!(Instant::now() < deadline, "pool did not reconnect");
+            assert!(Instant::now() < deadline, "links did not reconnect");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
@@ -1266,16 +1266,16 @@ mod tests {
                 drop(s);
             }
         });
-        let mut cfg = PoolConfig::new(Endpoint::Tcp(addr.to_string()));
+        let mut cfg = LinksConfig::new(Endpoint::Tcp(addr.to_string()));
         cfg.connections = 1;
-        let pool = Pool::start(cfg);
-        up(&pool).await;
-        let r = pool.call(binary::Request::new(Opcode::NOOP)).await;
+        let links = Links::start(cfg);
+        up(&links).await;
+        let r = links.call(binary::Request::new(Opcode::NOOP)).await;
         assert_eq!(r.unwrap_err(), LinkError::Lost);
     }
 
-    /// A one-connection pool config for a server that accepts and then never reads nor answers.
-    async fn silent_memcached() -> PoolConfig {
+    /// A one-connection links config for a server that accepts and then never reads nor answers.
+    async fn silent_memcached() -> LinksConfig {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         tokio::spawn(async move {
@@ -1284,7 +1284,7 @@ mod tests {
                 held.push(s);
             }
         });
-        let mut cfg = PoolConfig::new(Endpoint::Tcp(addr.to_string()));
+        let mut cfg = LinksConfig::new(Endpoint::Tcp(addr.to_string()));
         cfg.connections = 1;
         cfg
     }
@@ -1294,10 +1294,10 @@ mod tests {
         // memcached hung.
         let mut cfg = silent_memcached().await;
         cfg.timeout = Duration::from_millis(100);
-        let pool = Pool::start(cfg);
-        up(&pool).await;
+        let links = Links::start(cfg);
+        up(&links).await;
         let started = Instant::now();
-        let r = pool.call(binary::Request::new(Opcode::NOOP)).await;
+        let r = links.call(binary::Request::new(Opcode::NOOP)).await;
         assert_eq!(r.unwrap_err(), LinkError::Timeout);
         assert!(started.elapsed() < Duration::from_secs(1));
     }
@@ -1308,8 +1308,8 @@ mod tests {
         let mut cfg = silent_memcached().await;
         cfg.timeout = Duration::from_secs(30);
         cfg.max_buffered = 256 << 10;
-        let pool = Pool::start(cfg);
-        up(&pool).await;
+        let links = Links::start(cfg);
+        up(&links).await;
         let extras = StoreExtras { flags: 0, exptime: 0 }.to_bytes();
         let value = vec![b'v'; 16 << 10];
         let mut waits = Vec::new();
@@ -1317,7 +1317,7 @@ mod tests {
         // Socket buffers take some megabytes; past them the link's buffer fills to its bound.
         for i in 0..100_000 {
             let key = format!("k{i}");
-            match pool.send(set_req(key.as_bytes(), &value, &extras), &[]) {
+            match links.send(set_req(key.as_bytes(), &value, &extras), &[]) {
                 Ok(w) => waits.push(w),
                 Err(e) => {
                     refused = Some(e);
@@ -1329,7 +1329,7 @@ mod tests {
             }
         }
         assert_eq!(refused, Some(LinkError::Overloaded));
-        let buffered = pool.links[0].state.lock().wbuf.len();
+        let buffered = links.conns[0].state.lock().wbuf.len();
         assert!(buffered <= (256 << 10) + (17 << 10), "{buffered} bytes buffered");
     }
 
@@ -1338,18 +1338,18 @@ mod tests {
         let mut cfg = silent_memcached().await;
         cfg.connections = 2;
         cfg.timeout = Duration::from_secs(30);
-        let pool = Pool::start(cfg);
+        let links = Links::start(cfg);
         for _ in 0..500 {
-            if pool.links.iter().all(|l| l.state.lock().up) {
+            if links.conns.iter().all(|l| l.state.lock().up) {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        let in_flight = |k: usize| pool.links[k].state.lock().pending.len();
+        let in_flight = |k: usize| links.conns[k].state.lock().pending.len();
         let mut waits = Vec::new();
         let mut send = |n: usize| {
             for _ in 0..n {
-                waits.push(pool.send(binary::Request::new(Opcode::NOOP), &[]).unwrap());
+                waits.push(links.send(binary::Request::new(Opcode::NOOP), &[]).unwrap());
             }
         };
         // Up to SPILL_AT in flight, everything goes over the first link.
@@ -1364,28 +1364,28 @@ mod tests {
 
     #[tokio::test]
     async fn nothing_listening_is_down() {
-        let mut cfg = PoolConfig::new(Endpoint::Tcp(format!("127.0.0.1:{}", free_port())));
+        let mut cfg = LinksConfig::new(Endpoint::Tcp(format!("127.0.0.1:{}", free_port())));
         cfg.connections = 1;
-        let pool = Pool::start(cfg);
+        let links = Links::start(cfg);
         tokio::time::sleep(Duration::from_millis(50)).await;
         assert_eq!(
-            pool.call(binary::Request::new(Opcode::NOOP)).await.unwrap_err(),
+            links.call(binary::Request::new(Opcode::NOOP)).await.unwrap_err(),
             LinkError::Down
         );
     }
 
     #[test]
     fn a_finished_group_is_reused_but_not_one_a_reply_is_still_due_to() {
-        let g = Group::for_batch();
+        let g = Group::for_burst();
         let ptr = Arc::as_ptr(&g);
         g.open(1);
         Group::give_back(g);
-        let again = Group::for_batch();
+        let again = Group::for_burst();
         assert_eq!(Arc::as_ptr(&again), ptr, "given back, taken again");
         assert!(again.state.lock().slots.is_empty(), "its slots start empty");
         let held = again.clone();
         Group::give_back(again);
-        let other = Group::for_batch();
+        let other = Group::for_burst();
         assert_ne!(Arc::as_ptr(&other), Arc::as_ptr(&held), "still held, so not handed out");
         drop(held);
     }

@@ -1,7 +1,7 @@
 //! Worker threads, one single-threaded runtime each: memcached's threading model.
 //!
 //! Each accepted connection belongs to one worker for its whole life, and each worker has its own
-//! memcached links (see `backend::pool`). A connection's task, the link it uses and the link's
+//! memcached links (see `backend::links`). A connection's task, the link it uses and the link's
 //! reader and writer therefore all run on one thread: handing a request to the link and its
 //! reply back to the connection is a plain wake-up on the same thread, with no cross-thread
 //! signal, no work stealing and no lock that another core holds. On a 2-core host shared with
@@ -17,24 +17,24 @@ use tokio::runtime::Handle;
 use tokio_util::sync::CancellationToken;
 
 thread_local! {
-    static SHARD: Cell<Option<usize>> = const { Cell::new(None) };
+    static WORKER: Cell<Option<usize>> = const { Cell::new(None) };
 }
 
 /// The index of the worker the calling thread is, if it is one.
 pub fn current() -> Option<usize> {
-    SHARD.with(Cell::get)
+    WORKER.with(Cell::get)
 }
 
 /// The running workers. Dropping it stops them (their tasks are dropped) and joins their threads.
-pub struct Shards {
+pub struct Workers {
     handles: Vec<Handle>,
     stop: CancellationToken,
     threads: Vec<JoinHandle<()>>,
 }
 
-impl Shards {
+impl Workers {
     /// Starts `n` workers (at least one), each a thread running its own runtime.
-    pub fn start(n: usize) -> io::Result<Shards> {
+    pub fn start(n: usize) -> io::Result<Workers> {
         let stop = CancellationToken::new();
         let mut handles = Vec::new();
         let mut threads = Vec::new();
@@ -45,12 +45,12 @@ impl Shards {
             let thread = std::thread::Builder::new()
                 .name(format!("riven-worker-{i}"))
                 .spawn(move || {
-                    SHARD.with(|s| s.set(Some(i)));
+                    WORKER.with(|s| s.set(Some(i)));
                     rt.block_on(stop.cancelled());
                 })?;
             threads.push(thread);
         }
-        Ok(Shards { handles, stop, threads })
+        Ok(Workers { handles, stop, threads })
     }
 
     pub fn handles(&self) -> &[Handle] {
@@ -66,7 +66,7 @@ impl Shards {
     }
 }
 
-impl Drop for Shards {
+impl Drop for Workers {
     fn drop(&mut self) {
         self.stop.cancel();
         for t in self.threads.drain(..) {
@@ -81,13 +81,13 @@ mod tests {
 
     #[test]
     fn each_worker_knows_its_index() {
-        let shards = Shards::start(3).unwrap();
+        let workers = Workers::start(3).unwrap();
         assert_eq!(current(), None, "the test thread is no worker");
-        for (i, handle) in shards.handles().iter().enumerate() {
+        for (i, handle) in workers.handles().iter().enumerate() {
             let (tx, rx) = std::sync::mpsc::channel();
             handle.spawn(async move { tx.send(current()).unwrap() });
             assert_eq!(rx.recv().unwrap(), Some(i));
         }
-        drop(shards);
+        drop(workers);
     }
 }
