@@ -13,7 +13,7 @@ use tokio::io::{AsyncWrite, AsyncWriteExt, Interest};
 use tokio::net::{TcpStream, UnixStream};
 use tokio_util::sync::CancellationToken;
 
-use crate::engine::Engine;
+use crate::engine::{Engine, ReadAhead};
 use crate::protocol::{binary, text, ConnState, Ctx, Step};
 use crate::state::{ConnInfo, ServerState};
 
@@ -198,15 +198,15 @@ impl Burst<'_> {
     /// allows, plain sets of small values) are run together, and their replies appended in
     /// order. Answering them one after another would cost a round trip each. Their first (and
     /// for a write, only visible) request to the tier is made on their first poll, in request
-    /// order, over one link (see `pool::Group`), so the tier sees them in the order the client
+    /// order, over one link (see [`Engine::burst_scope`]), so the tier sees them in the order the client
     /// sent them: a `get` after a `set` reads what the `set` wrote. `run` is what
     /// [`Run::plan`] found.
     async fn concurrent_run(&mut self, p: Proto, buf: &[u8], run: Run, out: &mut Vec<u8>) {
         let Run {
             ends, kinds, keys, n, ..
         } = run;
-        if let (Some(memcached), Some(group)) = (self.engine.memcached(), crate::backend::links::Links::group()) {
-            self.prefetched_run(p, buf, &ends[..n], &kinds[..n], &keys[..n], memcached, &group, out)
+        if let Some(ahead) = self.engine.read_ahead() {
+            self.prefetched_run(p, buf, &ends[..n], &kinds[..n], &keys[..n], &ahead, out)
                 .await;
             return;
         }
@@ -234,8 +234,7 @@ impl Burst<'_> {
         ends: &[usize],
         kinds: &[Kind],
         keys: &[KeyAt],
-        memcached: &crate::backend::memcached::Memcached,
-        group: &std::sync::Arc<crate::backend::links::Group>,
+        ahead: &ReadAhead<'_>,
         out: &mut Vec<u8>,
     ) {
         let (state, engine) = (self.state, self.engine);
@@ -247,7 +246,7 @@ impl Burst<'_> {
         let mut writes = Vec::new();
         let mut done: Vec<(usize, Vec<u8>)> = Vec::new();
         let mut gathered = Gathered::new();
-        group.open_stash(0);
+        ahead.open(0);
         for (i, kind) in kinds.iter().enumerate() {
             let req = request(i);
             if *kind != Kind::Write {
@@ -258,13 +257,13 @@ impl Burst<'_> {
                         }
                     }
                     None => {
-                        gathered.send(memcached, group, &request, keys, &mut stashed);
-                        stashed[i] = for_each_read_key(p, req, |key| memcached.prefetch_gets(group, &[key]));
+                        gathered.send(ahead, &request, keys, &mut stashed);
+                        stashed[i] = for_each_read_key(p, req, |key| ahead.send_gets(&[key]));
                     }
                 }
                 continue;
             }
-            gathered.send(memcached, group, &request, keys, &mut stashed);
+            gathered.send(ahead, &request, keys, &mut stashed);
             let mut fut = crate::reuse::Reused::new(|| answer_alone(state, engine, p, req));
             // Its first poll sends its write (see `one_round_request`).
             match futures_util::poll!(&mut fut) {
@@ -272,7 +271,7 @@ impl Burst<'_> {
                 std::task::Poll::Pending => writes.push((i, fut)),
             }
         }
-        gathered.send(memcached, group, &request, keys, &mut stashed);
+        gathered.send(ahead, &request, keys, &mut stashed);
         // Pass 2, in order.
         let mut left: usize = stashed.iter().map(|&k| usize::from(k)).sum();
         let (mut writes, mut done) = (writes.into_iter().peekable(), done.into_iter().peekable());
@@ -280,7 +279,7 @@ impl Burst<'_> {
             if *kind == Kind::Write {
                 // Closed while a write carries on: a lookup of its own goes to memcached. (A
                 // read opens it for its own GETs, below, so it is not closed after each read.)
-                group.open_stash(0);
+                ahead.open(0);
                 if let Some((_, reply)) = done.next_if(|(j, _)| *j == i) {
                     append_reply(out, reply);
                 } else if let Some((_, fut)) = writes.next_if(|(j, _)| *j == i) {
@@ -289,7 +288,7 @@ impl Burst<'_> {
                 continue;
             }
             // What earlier requests did not take is dropped, so this one's GETs come first.
-            group.trim_and_open_stash(left, usize::from(stashed[i]));
+            ahead.keep_and_open(left, usize::from(stashed[i]));
             left -= usize::from(stashed[i]);
             let mut ctx = Ctx {
                 state,
@@ -307,7 +306,7 @@ impl Burst<'_> {
                 }
             }
         }
-        group.clear_stash();
+        ahead.close();
     }
 }
 
@@ -335,8 +334,7 @@ impl Gathered {
     /// notes them in `stashed`.
     fn send<'b>(
         &mut self,
-        memcached: &crate::backend::memcached::Memcached,
-        group: &std::sync::Arc<crate::backend::links::Group>,
+        ahead: &ReadAhead<'_>,
         request: &impl Fn(usize) -> &'b [u8],
         keys: &[KeyAt],
         stashed: &mut [u8; MAX_RUN],
@@ -350,7 +348,7 @@ impl Gathered {
             let i = usize::from(i);
             *k = keys[i].of(request(i)).unwrap_or_default();
         }
-        if memcached.prefetch_gets(group, &ks[..reads.len()]) {
+        if ahead.send_gets(&ks[..reads.len()]) {
             for &i in reads {
                 stashed[usize::from(i)] = 1;
             }
@@ -781,14 +779,10 @@ pub async fn serve<S: Socket>(
         // may wait (a disk, a remote memcached) get the burst boxed, once per read.
         let (pos, close) = if engine.answers_at_once() {
             run_now(burst.run(&rbuf, &mut out))
-        } else if engine.memcached().is_some() {
-            // The burst's requests to memcached share one link and one wake-up per reply pass.
-            let group = crate::backend::links::Group::for_burst();
-            let done = crate::reuse::Reused::new(|| group.scope(burst.run(&rbuf, &mut out))).await;
-            crate::backend::links::Group::give_back(group);
-            done
         } else {
-            crate::reuse::Reused::new(|| burst.run(&rbuf, &mut out)).await
+            // Over memcached the burst's requests share one link and one wake-up per reply pass.
+            let scope = engine.burst_scope();
+            crate::reuse::Reused::new(|| scope.run(burst.run(&rbuf, &mut out))).await
         };
         if !out.is_empty() {
             sock.write_all(&out).await?;

@@ -9,17 +9,18 @@
 //! over the L2, and on top the [`Hook`]s, the one place where a layer that applies to every mode
 //! goes in.
 
+mod ahead;
 pub mod build;
 pub mod hook;
 mod l1;
 
 use std::sync::Arc;
 
+pub use ahead::{BurstScope, ReadAhead};
 pub use build::{build, Stack};
 pub use hook::{Change, Hook, Mutation, Origin};
 pub use l1::L1;
 
-use crate::backend::memcached::Memcached;
 use crate::l2::AsyncL2;
 use crate::model::{
     ArithOutcome, ArithReq, Backend, Clock, DeleteOutcome, Expiry, ItemView, ReadOpts, Result, StatKind, StoreOutcome,
@@ -126,16 +127,8 @@ impl Engine {
         }
     }
 
-    /// The external memcached L1, if this engine has one.
-    pub fn memcached(&self) -> Option<&Memcached> {
-        match self.l1() {
-            L1::Memcached(c) => Some(c.raw()),
-            L1::Memory(_) => None,
-        }
-    }
-
     /// The embedded memory tier, if this engine has one.
-    pub fn memory(&self) -> Option<&Store> {
+    fn memory(&self) -> Option<&Store> {
         match self.l1() {
             L1::Memory(s) => Some(s),
             L1::Memcached(_) => None,
