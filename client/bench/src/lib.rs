@@ -18,6 +18,7 @@ pub mod blast;
 pub mod chart;
 pub mod common;
 pub mod compare;
+pub mod cpu;
 pub mod engine;
 pub mod fill;
 pub mod hist;
@@ -29,6 +30,7 @@ pub mod schedule;
 pub mod setget;
 pub mod setops;
 pub mod sizes;
+pub mod stream;
 pub mod value;
 pub mod wire;
 
