@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+use super::cpu;
 use super::hist::{median, ratio};
 use super::idle;
 use super::load::{self, LoadConfig};
@@ -267,6 +268,10 @@ pub struct TargetResult {
     pub round_ratio: Option<f64>,
     /// Median p99 over the baseline's.
     pub p99_ratio: Option<f64>,
+    /// Median of the rounds' load-generator CPU shares (see [`cpu`]).
+    pub gen_cpu: Option<f64>,
+    /// `gen_cpu` reached [`cpu::SATURATED`]: the throughput is the load tool's, not the target's.
+    pub saturated: bool,
     pub error: Option<String>,
 }
 
@@ -278,6 +283,8 @@ pub struct RunSample {
     pub p99_us: f64,
     pub p999_us: f64,
     pub hit_ratio: f64,
+    /// The load generator's CPU use as a share of its threads.
+    pub gen_cpu: f64,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -295,6 +302,8 @@ impl TargetResult {
         self.p50_us = median(&self.runs.iter().map(|r| r.p50_us).collect::<Vec<_>>());
         self.p99_us = median(&self.runs.iter().map(|r| r.p99_us).collect::<Vec<_>>());
         self.p999_us = median(&self.runs.iter().map(|r| r.p999_us).collect::<Vec<_>>());
+        self.gen_cpu = median(&self.runs.iter().map(|r| r.gen_cpu).collect::<Vec<_>>());
+        self.saturated = self.gen_cpu.is_some_and(cpu::is_saturated);
         self.spread = self.ops_per_sec.filter(|m| *m > 0.0 && ops.len() > 1).map(|m| {
             let max = ops.iter().copied().fold(f64::MIN, f64::max);
             let min = ops.iter().copied().fold(f64::MAX, f64::min);
@@ -554,12 +563,13 @@ fn run_setting(
                 String::new()
             };
             log(&format!(
-                "{label} round {}: {:<12} {:>10.0} ops/s  p50 {:>7.1} µs  p99 {:>7.1} µs{hits}",
+                "{label} round {}: {:<12} {:>10.0} ops/s  p50 {:>7.1} µs  p99 {:>7.1} µs  gen cpu {}{hits}",
                 round + 1,
                 s.name,
                 r.ops_per_sec,
                 r.latency.p50_us,
-                r.latency.p99_us
+                r.latency.p99_us,
+                cpu::cell(Some(r.cpu.fraction))
             ));
             setting.targets[i].runs.push(RunSample {
                 ops_per_sec: r.ops_per_sec,
@@ -567,6 +577,7 @@ fn run_setting(
                 p99_us: r.latency.p99_us,
                 p999_us: r.latency.p999_us,
                 hit_ratio,
+                gen_cpu: r.cpu.fraction,
             });
         }
     }
@@ -614,6 +625,7 @@ mod tests {
             p99_us: p99,
             p999_us: p99 * 2.0,
             hit_ratio: 1.0,
+            gen_cpu: 0.5,
         }
     }
 

@@ -72,6 +72,28 @@ pub fn is_saturated(fraction: f64) -> bool {
     fraction >= SATURATED
 }
 
+/// The mark of a figure the tool bound, in tables.
+pub const MARK: &str = "*";
+
+/// What the `gen cpu` column and its mark mean, for under a table.
+pub fn legend() -> String {
+    format!(
+        "`gen cpu`: the load generator's own CPU time (user + system) over the wall clock of the \
+         measured rounds, as a share of the threads it may use (median over the rounds). \
+         `{MARK}`: {:.0} % or more, load tool saturated; the figure measures the tool, not the server.",
+        SATURATED * 100.0
+    )
+}
+
+/// A `gen cpu` cell: the share, marked when it is saturated.
+pub fn cell(fraction: Option<f64>) -> String {
+    match fraction {
+        Some(f) if is_saturated(f) => format!("{:.0} % {MARK}", f * 100.0),
+        Some(f) => format!("{:.0} %", f * 100.0),
+        None => "-".into(),
+    }
+}
+
 /// The process's CPU time and the wall clock at the start of an interval.
 #[derive(Clone, Copy, Debug)]
 pub struct CpuClock {
@@ -152,5 +174,9 @@ mod tests {
         assert!(c.human().ends_with("40 % of 2 threads"), "{}", c.human());
         assert!(is_saturated(SATURATED) && !is_saturated(SATURATED - 0.01));
         assert_eq!(CpuUse::new(0.0, 0.0, 0.0, 0).fraction, 0.0);
+        assert_eq!(cell(Some(0.95)), "95 % *");
+        assert_eq!(cell(Some(0.42)), "42 %");
+        assert_eq!(cell(None), "-");
+        assert!(legend().contains("90 % or more, load tool saturated; the figure measures the tool"));
     }
 }

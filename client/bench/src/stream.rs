@@ -189,7 +189,7 @@ pub fn stream_digest(seed: u64, len: usize) -> u64 {
     for (j, w) in words[..n].iter_mut().enumerate() {
         *w = chunk(seed, full * LANES + j);
     }
-    if rest % 8 != 0 {
+    if !rest.is_multiple_of(8) {
         // The last word keeps only the bytes the value has, as `digest` reads them.
         words[n - 1] &= u64::MAX >> (8 * (8 - rest % 8));
     }
@@ -334,7 +334,9 @@ mod tests {
         cases.push((repeated, 4096));
         for (i, (v, at)) in cases.iter().enumerate() {
             match cache.check(&e, Some(e.flags), v) {
-                Err(Mismatch::Byte { offset, .. }) => assert!(offset >= *at && offset < at + 4096, "case {i}: {offset}"),
+                Err(Mismatch::Byte { offset, .. }) => {
+                    assert!(offset >= *at && offset < at + 4096, "case {i}: {offset}")
+                }
                 r => panic!("case {i}: {r:?}"),
             }
         }

@@ -10,9 +10,9 @@ use std::fmt;
 
 use riven_memcache::{key_is_valid, MAX_KEY_LEN};
 
-use super::stream::{self, splitmix};
 #[cfg(test)]
 use super::stream::ALPHABET;
+use super::stream::{self, splitmix};
 
 /// Room for one key, on the stack: composing a request never allocates for its key.
 pub type KeyBuf = [u8; MAX_KEY_LEN];

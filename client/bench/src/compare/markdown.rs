@@ -1,6 +1,7 @@
 //! The comparison as Markdown: what `BENCHMARKS.md` holds.
 
 use super::*;
+use crate::cpu;
 
 /// The report as Markdown (what `BENCHMARKS.md` holds): a header with the date, machine and
 /// exact commands, the throughput and latency table, the idle-connection table, skipped targets
@@ -36,6 +37,7 @@ pub fn render_markdown(r: &CompareReport, chart: Option<&str>) -> String {
         "value",
         "target",
         "ops/s (median)",
+        "gen cpu",
         "spread",
         &format!("ops vs {base}"),
         "same round (median)",
@@ -62,13 +64,20 @@ pub fn render_markdown(r: &CompareReport, chart: Option<&str>) -> String {
                     "-".into(),
                     "-".into(),
                     "-".into(),
+                    "-".into(),
                 ],
                 None => [
                     s.protocol.to_string(),
                     s.pipeline.to_string(),
                     value,
                     t.name.clone(),
-                    fmt_opt(t.ops_per_sec, 0),
+                    // The figure itself carries the mark, so a ratio quoted from the table is not
+                    // mistaken for the server's.
+                    match t.saturated {
+                        true => format!("{} {}", fmt_opt(t.ops_per_sec, 0), cpu::MARK),
+                        false => fmt_opt(t.ops_per_sec, 0),
+                    },
+                    cpu::cell(t.gen_cpu),
                     t.spread
                         .map(|x| format!("{:.1} %", x * 100.0))
                         .unwrap_or_else(|| "-".into()),
@@ -85,8 +94,11 @@ pub fn render_markdown(r: &CompareReport, chart: Option<&str>) -> String {
     }
     out += &table(
         &rows,
-        &[false, true, true, false, true, true, true, true, true, true, true, true],
+        &[
+            false, true, true, false, true, true, true, true, true, true, true, true, true,
+        ],
     );
+    out += &format!("\n{}\n", cpu::legend());
     if let Some(c) = chart {
         out += &format!("\n![throughput ratios and latency percentiles]({c})\n");
     }
@@ -188,6 +200,10 @@ mod tests {
     #[test]
     fn markdown_table() {
         let mut s = setting();
+        // The second target's load generator was saturated.
+        for r in &mut s.targets[1].runs {
+            r.gen_cpu = 0.97;
+        }
         s.finish();
         let mut report = CompareReport {
             ok: true,
@@ -246,6 +262,9 @@ mod tests {
             "{md}"
         );
         assert!(md.contains("- riven-node/memcached: unexpected argument"), "{md}");
-        assert!(lines[0].contains("p99.9 µs"), "{md}");
+        assert!(lines[0].contains("p99.9 µs") && lines[0].contains("gen cpu"), "{md}");
+        assert!(lines[2].contains("50 %") && !lines[2].contains('*'), "{md}");
+        assert!(lines[3].contains("99 *") && lines[3].contains("97 % *"), "{md}");
+        assert!(md.contains("load tool saturated; the figure measures the tool"), "{md}");
     }
 }
