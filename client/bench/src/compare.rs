@@ -11,12 +11,16 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+use super::cpu;
 use super::hist::{median, ratio};
 use super::idle;
 use super::load::{self, LoadConfig};
 use super::proc::{self, Machine, Server, ServerSpec};
 use super::value::{KeySpace, ValueSpec};
 use super::wire::Protocol;
+
+mod markdown;
+pub use markdown::render_markdown;
 
 /// A server to benchmark.
 #[derive(Clone, Debug, Serialize)]
@@ -264,6 +268,10 @@ pub struct TargetResult {
     pub round_ratio: Option<f64>,
     /// Median p99 over the baseline's.
     pub p99_ratio: Option<f64>,
+    /// Median of the rounds' load-generator CPU shares (see [`cpu`]).
+    pub gen_cpu: Option<f64>,
+    /// `gen_cpu` reached [`cpu::SATURATED`]: the throughput is the load tool's, not the target's.
+    pub saturated: bool,
     pub error: Option<String>,
 }
 
@@ -275,6 +283,8 @@ pub struct RunSample {
     pub p99_us: f64,
     pub p999_us: f64,
     pub hit_ratio: f64,
+    /// The load generator's CPU use as a share of its threads.
+    pub gen_cpu: f64,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -292,6 +302,8 @@ impl TargetResult {
         self.p50_us = median(&self.runs.iter().map(|r| r.p50_us).collect::<Vec<_>>());
         self.p99_us = median(&self.runs.iter().map(|r| r.p99_us).collect::<Vec<_>>());
         self.p999_us = median(&self.runs.iter().map(|r| r.p999_us).collect::<Vec<_>>());
+        self.gen_cpu = median(&self.runs.iter().map(|r| r.gen_cpu).collect::<Vec<_>>());
+        self.saturated = self.gen_cpu.is_some_and(cpu::is_saturated);
         self.spread = self.ops_per_sec.filter(|m| *m > 0.0 && ops.len() > 1).map(|m| {
             let max = ops.iter().copied().fold(f64::MIN, f64::max);
             let min = ops.iter().copied().fold(f64::MAX, f64::min);
@@ -551,12 +563,13 @@ fn run_setting(
                 String::new()
             };
             log(&format!(
-                "{label} round {}: {:<12} {:>10.0} ops/s  p50 {:>7.1} µs  p99 {:>7.1} µs{hits}",
+                "{label} round {}: {:<12} {:>10.0} ops/s  p50 {:>7.1} µs  p99 {:>7.1} µs  gen cpu {}{hits}",
                 round + 1,
                 s.name,
                 r.ops_per_sec,
                 r.latency.p50_us,
-                r.latency.p99_us
+                r.latency.p99_us,
+                cpu::cell(Some(r.cpu.fraction))
             ));
             setting.targets[i].runs.push(RunSample {
                 ops_per_sec: r.ops_per_sec,
@@ -564,6 +577,7 @@ fn run_setting(
                 p99_us: r.latency.p99_us,
                 p999_us: r.latency.p999_us,
                 hit_ratio,
+                gen_cpu: r.cpu.fraction,
             });
         }
     }
@@ -600,199 +614,22 @@ fn collect_errors(report: &mut CompareReport) {
     report.ok = report.errors.is_empty();
 }
 
-/// The report as Markdown (what `BENCHMARKS.md` holds): a header with the date, machine and
-/// exact commands, the throughput and latency table, the idle-connection table, skipped targets
-/// and errors, and the chart when one was written (`chart`: its path relative to the Markdown
-/// file). Columns are padded so it also reads well in a terminal.
-pub fn render_markdown(r: &CompareReport, chart: Option<&str>) -> String {
-    let base = r.servers.first().map(|s| s.name.as_str()).unwrap_or("baseline");
-    let mut out = String::new();
-    out += "# Benchmarks\n\n";
-    out += "Written by `riven-bench compare` (run by `scripts/bench.sh`); every figure below comes from the run described here.\n\n";
-    out += &format!("- date: {}\n", r.machine.date);
-    out += &format!(
-        "- machine: {} cores ({}), {} memory\n- kernel: {}\n- /proc/version: {}\n",
-        r.machine.cores, r.machine.cpu, r.machine.memory, r.machine.uname, r.machine.kernel
-    );
-    out += &format!("- command: `{}`\n", r.command);
-    for s in &r.servers {
-        out += &format!("- {}: `{}`\n", s.name, s.command);
-    }
-    out += &format!(
-        "- load: {} connections, {:.0} % gets, up to {} keys, rounds: {} x {:.1} s per target and setting (targets alternating), load generator threads: {}, every hit verified\n\n",
-        r.connections,
-        r.get_ratio * 100.0,
-        r.keys,
-        r.rounds,
-        r.round_secs,
-        r.client_threads
-    );
-
-    let mut rows = vec![[
-        "protocol",
-        "pipeline",
-        "value",
-        "target",
-        "ops/s (median)",
-        "spread",
-        &format!("ops vs {base}"),
-        "same round (median)",
-        "p50 µs",
-        "p99 µs",
-        "p99.9 µs",
-        &format!("p99 vs {base}"),
-    ]
-    .map(String::from)];
-    for s in &r.settings {
-        for t in &s.targets {
-            let value = super::chart::human_size(s.value_size);
-            let row = match &t.error {
-                Some(_) => [
-                    s.protocol.to_string(),
-                    s.pipeline.to_string(),
-                    value,
-                    t.name.clone(),
-                    "error".into(),
-                    "-".into(),
-                    "-".into(),
-                    "-".into(),
-                    "-".into(),
-                    "-".into(),
-                    "-".into(),
-                    "-".into(),
-                ],
-                None => [
-                    s.protocol.to_string(),
-                    s.pipeline.to_string(),
-                    value,
-                    t.name.clone(),
-                    fmt_opt(t.ops_per_sec, 0),
-                    t.spread
-                        .map(|x| format!("{:.1} %", x * 100.0))
-                        .unwrap_or_else(|| "-".into()),
-                    fmt_opt(t.ops_ratio, 2),
-                    fmt_opt(t.round_ratio, 2),
-                    fmt_opt(t.p50_us, 1),
-                    fmt_opt(t.p99_us, 1),
-                    fmt_opt(t.p999_us, 1),
-                    fmt_opt(t.p99_ratio, 2),
-                ],
-            };
-            rows.push(row);
-        }
-    }
-    out += &table(
-        &rows,
-        &[false, true, true, false, true, true, true, true, true, true, true, true],
-    );
-    if let Some(c) = chart {
-        out += &format!("\n![throughput ratios and latency percentiles]({c})\n");
-    }
-
-    if !r.idle.is_empty() {
-        out += "\nIdle connections (RSS from /proc/<pid>/status; for a node over memcached, both processes):\n\n";
-        let mut rows = vec![[
-            "target",
-            "connections",
-            "still open",
-            "RSS before KiB",
-            "RSS after KiB",
-            "bytes per connection",
-        ]
-        .map(String::from)];
-        for i in &r.idle {
-            rows.push(match &i.report {
-                Some(x) => [
-                    i.name.clone(),
-                    x.connections.to_string(),
-                    x.still_open.to_string(),
-                    x.rss_before_kib.map(|v| v.to_string()).unwrap_or_else(|| "-".into()),
-                    x.rss_after_kib.map(|v| v.to_string()).unwrap_or_else(|| "-".into()),
-                    fmt_opt(x.bytes_per_conn, 0),
-                ],
-                None => [
-                    i.name.clone(),
-                    "error".into(),
-                    "-".into(),
-                    "-".into(),
-                    "-".into(),
-                    "-".into(),
-                ],
-            });
-        }
-        out += &table(&rows, &[false, true, true, true, true, true]);
-    }
-    if !r.skipped.is_empty() {
-        out += "\nSkipped targets:\n\n";
-        for k in &r.skipped {
-            out += &format!("- {}: {}\n", k.name, k.reason);
-        }
-    }
-    if !r.errors.is_empty() {
-        out += "\nErrors:\n\n";
-        for e in &r.errors {
-            out += &format!("- {e}\n");
-        }
-    }
-    out
-}
-
-fn fmt_opt(v: Option<f64>, decimals: usize) -> String {
-    v.map(|x| format!("{x:.decimals$}")).unwrap_or_else(|| "-".into())
-}
-
-/// A Markdown table with padded columns; `right[i]` right-aligns column `i`.
-fn table<const N: usize>(rows: &[[String; N]], right: &[bool; N]) -> String {
-    let mut width = [3usize; N];
-    for row in rows {
-        for (w, cell) in width.iter_mut().zip(row) {
-            *w = (*w).max(cell.chars().count());
-        }
-    }
-    let mut out = String::new();
-    for (n, row) in rows.iter().enumerate() {
-        out.push('|');
-        for i in 0..N {
-            let pad = width[i] - row[i].chars().count();
-            let cell = if right[i] {
-                format!("{}{}", " ".repeat(pad), row[i])
-            } else {
-                format!("{}{}", row[i], " ".repeat(pad))
-            };
-            out += &format!(" {cell} |");
-        }
-        out.push('\n');
-        if n == 0 {
-            out.push('|');
-            for i in 0..N {
-                let dashes = "-".repeat(width[i] - 1);
-                out += &if right[i] {
-                    format!(" {dashes}: |")
-                } else {
-                    format!(" {dashes}- |")
-                };
-            }
-            out.push('\n');
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn sample(ops: f64, p50: f64, p99: f64) -> RunSample {
+    pub(super) fn sample(ops: f64, p50: f64, p99: f64) -> RunSample {
         RunSample {
             ops_per_sec: ops,
             p50_us: p50,
             p99_us: p99,
             p999_us: p99 * 2.0,
             hit_ratio: 1.0,
+            gen_cpu: 0.5,
         }
     }
 
-    fn setting() -> SettingResult {
+    pub(super) fn setting() -> SettingResult {
         SettingResult {
             protocol: Protocol::Text,
             pipeline: 16,
@@ -851,70 +688,6 @@ mod tests {
         assert_eq!(s.targets[1].ops_ratio, None);
         assert_eq!(s.targets[1].round_ratio, None);
         assert_eq!(s.targets[1].ops_per_sec, Some(99.0));
-    }
-
-    #[test]
-    fn markdown_table() {
-        let mut s = setting();
-        s.finish();
-        let mut report = CompareReport {
-            ok: true,
-            machine: Machine::describe(),
-            command: "riven-bench compare".into(),
-            servers: vec![
-                ServerInfo {
-                    name: "memcached".into(),
-                    command: "memcached -p 1".into(),
-                },
-                ServerInfo {
-                    name: "riven-node".into(),
-                    command: "riven-node -p 2".into(),
-                },
-            ],
-            connections: 50,
-            keys: 1000,
-            get_ratio: 0.9,
-            rounds: 3,
-            round_secs: 3.0,
-            client_threads: 1,
-            settings: vec![s],
-            idle: vec![IdleResult {
-                name: "memcached".into(),
-                report: None,
-                error: Some("refused".into()),
-            }],
-            skipped: vec![Skipped {
-                name: "riven-node/memcached".into(),
-                reason: "unexpected argument '--l1-memcached'".into(),
-            }],
-            errors: Vec::new(),
-        };
-        collect_errors(&mut report);
-        assert!(!report.ok);
-        let md = render_markdown(&report, Some("BENCHMARKS.png"));
-        let lines: Vec<&str> = md.lines().filter(|l| l.starts_with('|')).collect();
-        assert!(lines[0].contains("ops vs memcached"), "{md}");
-        assert!(lines[1].starts_with("| ---"), "{md}");
-        assert!(lines[2].contains("memcached") && lines[2].contains("1.00"), "{md}");
-        assert!(
-            lines[3].contains("riven-node") && lines[3].contains("0.90") && lines[3].contains("1.10"),
-            "{md}"
-        );
-        // Every row of a table has the same width.
-        assert!(
-            lines[..4].iter().all(|l| l.chars().count() == lines[0].chars().count()),
-            "{md}"
-        );
-        assert!(md.contains("idle: memcached: refused"), "{md}");
-        assert!(md.contains("- command: `riven-bench compare`"));
-        assert!(md.starts_with("# Benchmarks"), "{md}");
-        assert!(md.contains("- date: ") && md.contains("- kernel: Linux"), "{md}");
-        assert!(
-            md.contains("![throughput ratios and latency percentiles](BENCHMARKS.png)"),
-            "{md}"
-        );
-        assert!(md.contains("- riven-node/memcached: unexpected argument"), "{md}");
-        assert!(lines[0].contains("p99.9 µs"), "{md}");
     }
 
     #[test]

@@ -31,6 +31,7 @@ use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
+use super::cpu::{self, CpuClock, CpuUse};
 use super::hist::{LatencyHist, LatencySummary};
 use super::schedule::Schedule;
 use super::value::{KeyBuf, KeySpace, Part};
@@ -42,6 +43,9 @@ const WARMUP_DEPTH: usize = 32;
 
 /// Read at least this much at a time.
 const READ_CHUNK: usize = 64 * 1024;
+
+/// The most a connection keeps room for in its read buffer, however large its replies.
+const MAX_READ_ROOM: usize = 16 << 20;
 
 /// How the engine drives the connections.
 #[derive(Clone, Debug)]
@@ -239,6 +243,8 @@ pub struct RunReport {
     pub finished: bool,
     /// What went wrong, one line per distinct failure (empty when `ok`).
     pub errors: Vec<String>,
+    /// The tool's own CPU use over the measured phase.
+    pub cpu: CpuUse,
 }
 
 impl RunReport {
@@ -296,6 +302,7 @@ impl RunReport {
                 }
             }
         }
+        s += &format!("  tool cpu   {}\n", self.cpu.human());
         if self.ok {
             s += "  errors     none (every reply checked)\n";
         } else {
@@ -387,6 +394,7 @@ pub async fn run<W: Workload>(tool: &str, cfg: &EngineConfig, mut make: impl FnM
         }
     }
     let start = Instant::now();
+    let clock = CpuClock::start();
     let _ = go_tx.send(Some(start));
     report.warmup_secs = (start - setup_start).as_secs_f64();
     let ticker = cfg.progress.then(|| tokio::spawn(progress(shared.clone(), start)));
@@ -451,6 +459,7 @@ pub async fn run<W: Workload>(tool: &str, cfg: &EngineConfig, mut make: impl FnM
     if cfg.rate.is_some() {
         report.send_lag = Some(lag.summary());
     }
+    report.cpu = clock.stop(cpu::runtime_threads());
     report.finished = finished;
     report.errors.extend(summarize_failures(failures));
     report.ok = report.errors.is_empty();
@@ -500,6 +509,7 @@ fn empty_report(tool: &str, cfg: &EngineConfig) -> RunReport {
         commands: Vec::new(),
         finished: false,
         errors: Vec::new(),
+        cpu: CpuUse::default(),
     }
 }
 
@@ -553,6 +563,7 @@ async fn connection<W: Workload>(
         workload,
         wbuf: Vec::new(),
         rbuf: BytesMut::new(),
+        read_room: READ_CHUNK,
         batch: Batch::default(),
         key: [0; riven_memcache::MAX_KEY_LEN],
         keys: Keys::default(),
@@ -612,6 +623,10 @@ struct Conn<'c, W> {
     workload: W,
     wbuf: Vec<u8>,
     rbuf: BytesMut,
+    /// Free room wanted before a read: twice the largest reply seen (at least [`READ_CHUNK`]),
+    /// so a large reply arrives in a few big reads into one buffer instead of being moved to
+    /// the buffer's front, or into a larger one, while it arrives.
+    read_room: usize,
     batch: Batch,
     key: KeyBuf,
     keys: Keys,
@@ -724,6 +739,8 @@ impl<W: Workload> Conn<'_, W> {
                 wire::show(&self.rbuf)
             ));
         }
+        // The buffer is empty: taking its room back from the front copies nothing.
+        self.rbuf.reserve(self.read_room);
         let Some(stream) = self.stream.as_mut() else {
             return Err("not connected".into());
         };
@@ -777,6 +794,7 @@ impl<W: Workload> Conn<'_, W> {
                     s.hist.record(now.saturating_duration_since(from));
                 }
                 self.rbuf.advance(used);
+                self.read_room = self.read_room.max(used.saturating_mul(2)).min(MAX_READ_ROOM);
                 done += 1;
             }
             if done == self.batch.reqs.len() {
@@ -784,8 +802,8 @@ impl<W: Workload> Conn<'_, W> {
             }
 
             // Room for a large read; reclaims the parsed front of the buffer instead of growing.
-            if self.rbuf.capacity() - self.rbuf.len() < READ_CHUNK / 4 {
-                self.rbuf.reserve(READ_CHUNK);
+            if self.rbuf.capacity() - self.rbuf.len() < self.read_room / 4 {
+                self.rbuf.reserve(self.read_room);
             }
             match tokio::time::timeout(cfg.timeout, stream.read_buf(&mut self.rbuf)).await {
                 Ok(Ok(0)) => {

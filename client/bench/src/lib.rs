@@ -1,6 +1,8 @@
 //! The load and correctness tools behind `riven-bench`.
 //!
 //! - [`value`]: keys and the values derived from them, so any read can be verified;
+//! - [`stream`]: a value's bytes made, compared and digested a word at a time, and the cache of
+//!   digests `load` checks large hits against;
 //! - [`wire`]: the requests sent and the replies accepted, per protocol, through `riven-memcache`;
 //! - [`engine`]: connections, pipelined batches, timeouts, closed or open loop, histograms: what
 //!   every tool runs on, given a [`engine::Workload`] that says what to send and how to judge it;
@@ -9,6 +11,7 @@
 //! - the tools: [`load`] (gets and sets), [`blast`] (every command), [`setget`], [`sizes`],
 //!   [`fill`] (sets and evictions), [`setops`] (storage semantics);
 //! - [`hist`]: HDR histograms, medians, ratios;
+//! - [`cpu`]: the load tool's own CPU use, and when it counts as saturated;
 //! - [`idle`]: many idle connections, to measure a server's memory per connection;
 //! - [`proc`]: server processes, RSS, the machine;
 //! - [`compare`]: the benchmark runner, alternating targets round by round;
@@ -18,6 +21,7 @@ pub mod blast;
 pub mod chart;
 pub mod common;
 pub mod compare;
+pub mod cpu;
 pub mod engine;
 pub mod fill;
 pub mod hist;
@@ -29,6 +33,7 @@ pub mod schedule;
 pub mod setget;
 pub mod setops;
 pub mod sizes;
+pub mod stream;
 pub mod value;
 pub mod wire;
 

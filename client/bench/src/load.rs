@@ -2,6 +2,10 @@
 //! against the value its key stands for. It runs on the [`engine`](super::engine), closed loop
 //! or open loop; see there for how batches are sent and latencies measured.
 //!
+//! A hit of 1 KiB or more is checked through its digest (see [`stream`](super::stream)): every
+//! byte counts, but the expected value is not regenerated for each read, which at large values
+//! would cost the tool more than the server. The correctness tools compare byte for byte.
+//!
 //! Any wrong value, unexpected reply, closed connection or call that outlives `timeout` stops the
 //! whole run and is listed in the report; [`LoadReport::ok`] is then false and the tool exits 1.
 
@@ -10,8 +14,10 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+use super::cpu::CpuUse;
 use super::engine::{self, Batch, EngineConfig, Phase, Request, Workload};
 use super::hist::LatencySummary;
+use super::stream::{DigestCache, DIGEST_MIN_LEN};
 use super::value::{KeyBuf, KeySpace, Rng, ValueSpec};
 use super::wire::{Args, MultiHit, Op, Protocol, Reply};
 
@@ -104,6 +110,9 @@ pub struct LoadReport {
     pub send_lag: Option<LatencySummary>,
     /// What went wrong, one line per failed connection (empty when `ok`).
     pub errors: Vec<String>,
+    /// The tool's own CPU use over the measured phase; `cpu.saturated` means the throughput is
+    /// the tool's limit, not the server's.
+    pub cpu: CpuUse,
 }
 
 impl LoadReport {
@@ -156,6 +165,7 @@ impl LoadReport {
                 );
             }
         }
+        s += &format!("  tool cpu   {}\n", self.cpu.human());
         if self.ok {
             s += "  errors     none (every hit verified)\n";
         } else {
@@ -204,6 +214,7 @@ pub async fn run(cfg: &LoadConfig) -> LoadReport {
     report.set_latency = set.map(|c| c.latency).unwrap_or_default();
     report.send_lag = run.send_lag;
     report.errors = run.errors;
+    report.cpu = run.cpu;
     report.ok = report.errors.is_empty();
     report
 }
@@ -235,7 +246,17 @@ fn empty_report(cfg: &LoadConfig) -> LoadReport {
         set_latency: LatencySummary::default(),
         send_lag: None,
         errors: Vec::new(),
+        cpu: CpuUse::default(),
     }
+}
+
+/// The digests of the values `load` checks, shared by every run of the process: a digest is a
+/// function of its seed and length only, so a comparison's rounds reuse what its warm-up
+/// computed. 2^18 slots (4 MiB, allocated at the first large value) hold the key spaces of a
+/// comparison's large values many times over; a larger space only recomputes more often.
+fn digests() -> &'static DigestCache {
+    static CACHE: std::sync::OnceLock<DigestCache> = std::sync::OnceLock::new();
+    CACHE.get_or_init(|| DigestCache::new(1 << 18))
 }
 
 /// The load's workload: random gets (or multi-gets) and sets of values derived from the keys.
@@ -260,8 +281,13 @@ impl GetSet {
         }
     }
 
-    fn push_set(&mut self, batch: &mut Batch, key: u64) {
+    fn push_set(&mut self, batch: &mut Batch, key: u64, phase: Phase) {
         let e = self.cfg.values.expect(self.cfg.keys.key(key, &mut self.key));
+        if phase == Phase::Warmup && e.len >= DIGEST_MIN_LEN {
+            // Digest what the warm-up stores while nothing is measured, rather than at the
+            // first read of each key.
+            digests().expected(e.seed(), e.len);
+        }
         let args = Args {
             flags: e.flags,
             ..Args::default()
@@ -271,10 +297,9 @@ impl GetSet {
 
     fn check_value(&mut self, key: u64, flags: Option<u32>, data: &[u8]) -> Result<(), String> {
         let k = self.cfg.keys.key(key, &mut self.key);
-        self.cfg
-            .values
-            .expect(k)
-            .check(flags, data)
+        let e = self.cfg.values.expect(k);
+        digests()
+            .check(&e, flags, data)
             .map_err(|m| format!("wrong value: {m}"))
     }
 }
@@ -287,7 +312,7 @@ impl Workload for GetSet {
                 return false;
             }
             let key = self.next_warm;
-            self.push_set(batch, key);
+            self.push_set(batch, key, phase);
             self.next_warm = key.saturating_add(self.cfg.connections as u64);
             return true;
         }
@@ -302,7 +327,7 @@ impl Workload for GetSet {
             }
         } else {
             let key = self.rng.below(count);
-            self.push_set(batch, key);
+            self.push_set(batch, key, phase);
         }
         true
     }

@@ -10,8 +10,9 @@ use std::fmt;
 
 use riven_memcache::{key_is_valid, MAX_KEY_LEN};
 
-/// The characters values are made of.
-const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+#[cfg(test)]
+use super::stream::ALPHABET;
+use super::stream::{self, splitmix};
 
 /// Room for one key, on the stack: composing a request never allocates for its key.
 pub type KeyBuf = [u8; MAX_KEY_LEN];
@@ -201,6 +202,11 @@ impl Expected {
         check_stream(self.seed, data, 0)
     }
 
+    /// The seed of the value's byte stream.
+    pub fn seed(&self) -> u64 {
+        self.seed
+    }
+
     /// The value as a [`Part`].
     pub fn part(&self) -> Part {
         Part::Stream {
@@ -364,32 +370,13 @@ fn check_number(n: u64, min_len: usize, max_len: usize, data: &[u8]) -> Result<u
 }
 
 fn write_stream(seed: u64, len: usize, out: &mut Vec<u8>) {
-    let mut stream = Stream::new(seed);
-    let mut left = len;
-    while left > 0 {
-        let chunk = stream.next_chunk();
-        let n = left.min(8);
-        out.extend_from_slice(&chunk[..n]);
-        left -= n;
-    }
+    stream::write(seed, len, out);
 }
 
 /// Compares `data` with the start of the stream of `seed`; `base` is where `data` starts in the
 /// whole value, for the error message.
 fn check_stream(seed: u64, data: &[u8], base: usize) -> Result<(), Mismatch> {
-    let mut stream = Stream::new(seed);
-    for (i, got) in data.chunks(8).enumerate() {
-        let want = stream.next_chunk();
-        if got != &want[..got.len()] {
-            let j = got.iter().zip(want.iter()).position(|(a, b)| a != b).unwrap_or(0);
-            return Err(Mismatch::Byte {
-                offset: base + i * 8 + j,
-                expected: want[j],
-                got: got[j],
-            });
-        }
-    }
-    Ok(())
+    stream::check(seed, data, base)
 }
 
 /// The seed of a key's value: FNV-1a over the key, then mixed so close keys get unrelated seeds.
@@ -406,29 +393,6 @@ pub fn seed(key: &[u8]) -> u64 {
 /// unrelated seeds.
 pub fn derive_seed(a: u64, b: u64) -> u64 {
     splitmix(a ^ splitmix(b.wrapping_add(0x9e37_79b9_7f4a_7c15)))
-}
-
-/// The splitmix64 finaliser: a cheap bijective mix of 64 bits.
-#[inline]
-fn splitmix(mut z: u64) -> u64 {
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
-}
-
-/// A value's bytes, eight at a time.
-struct Stream(u64);
-
-impl Stream {
-    fn new(seed: u64) -> Stream {
-        Stream(seed)
-    }
-
-    #[inline]
-    fn next_chunk(&mut self) -> [u8; 8] {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        splitmix(self.0).to_le_bytes().map(|b| ALPHABET[(b & 63) as usize])
-    }
 }
 
 /// A small, fast, seedable generator for picking keys and operations (splitmix64). Not for

@@ -103,6 +103,10 @@ fn the_binary_exits_0_with_a_json_line_and_1_on_failure() {
     assert_eq!(json["ok"], true);
     assert!(json["ops"].as_u64().unwrap() > 0);
     assert!(json["latency"]["p99_us"].as_f64().unwrap() > 0.0);
+    // The tool's own CPU use over the measured phase.
+    assert!(json["cpu"]["fraction"].as_f64().unwrap() > 0.0, "{json}");
+    assert!(json["cpu"]["threads"].as_u64().unwrap() == 1, "{json}");
+    assert!(json["cpu"]["saturated"].is_boolean(), "{json}");
 
     // Nothing listens on the port a stopped server had.
     let port = proc::free_port().unwrap();
@@ -119,6 +123,8 @@ fn the_binary_exits_0_with_a_json_line_and_1_on_failure() {
 enum Fault {
     /// Flips one byte of every value it returns.
     WrongByte,
+    /// Values of 100 KiB, each with one byte flipped somewhere else.
+    WrongByteLarge,
     /// Answers sets but never the 20th get.
     DropReply,
     /// Stops answering after 50 requests, keeping the connection open.
@@ -144,7 +150,11 @@ fn serve(conn: TcpStream, fault: Fault) {
     let mut line = String::new();
     let mut gets = 0;
     let mut requests = 0;
-    let spec = ValueSpec::fixed(100);
+    let spec = ValueSpec::fixed(if matches!(fault, Fault::WrongByteLarge) {
+        100 * 1024
+    } else {
+        100
+    });
     while r.read_line(&mut line).unwrap_or(0) > 0 {
         requests += 1;
         let words: Vec<&str> = line.split_whitespace().collect();
@@ -162,8 +172,13 @@ fn serve(conn: TcpStream, fault: Fault) {
                 let e = spec.expect(key.as_bytes());
                 let mut v = Vec::new();
                 e.write(&mut v);
-                if let Fault::WrongByte = fault {
-                    v[37] ^= 1;
+                match fault {
+                    Fault::WrongByte => v[37] ^= 1,
+                    Fault::WrongByteLarge => {
+                        let at = (gets * 7919 + 12_345) % v.len();
+                        v[at] ^= 1 << (gets % 8);
+                    }
+                    _ => {}
                 }
                 if !(matches!(fault, Fault::DropReply) && gets == 20) {
                     reply.extend_from_slice(format!("VALUE {key} {} {}\r\n", e.flags, v.len()).as_bytes());
@@ -190,12 +205,17 @@ fn faults_are_caught_within_the_timeout() {
     // the missing one that times out, depending on where in a batch it falls.
     for (fault, expect) in [
         (Fault::WrongByte, &["wrong value: byte 37"][..]),
+        // Large values are checked through their digest; the error still names the byte.
+        (Fault::WrongByteLarge, &["wrong value: byte"][..]),
         (Fault::DropReply, &["timed out", "another key", "unexpected reply"][..]),
         (Fault::Stall, &["timed out"][..]),
     ] {
         let addr = fake_server(fault);
         let mut cfg = short_load(&addr, Protocol::Text, 4);
         cfg.keys = KeySpace::new("rb:", 0, 100).unwrap();
+        if let Fault::WrongByteLarge = fault {
+            cfg.values = ValueSpec::fixed(100 * 1024);
+        }
         cfg.duration = Duration::from_secs(2);
         cfg.timeout = Duration::from_millis(300);
         let start = Instant::now();
