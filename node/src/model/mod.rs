@@ -13,14 +13,8 @@ pub use backend::{Backend, BackendError, Result};
 pub use clock::{Clock, REALTIME_MAXDELTA};
 pub use version::{Hlc, Version};
 
-/// Whether an item fits under memcached's `-I` limit: memcached counts its item header (48),
-/// the CAS (8), the key's NUL, the data's `\r\n`, and 4 bytes when client flags are set. Every
-/// front end and the store use this one rule, so the largest accepted value is memcached's for
-/// the same `-I`, to the byte.
-pub fn item_size_ok(item_size_max: usize, key_len: usize, flags: u32, value_len: usize) -> bool {
-    let overhead = 48 + 8 + 1 + 2 + if flags != 0 { 4 } else { 0 };
-    key_len + value_len + overhead <= item_size_max
-}
+/// memcached's item-size rule, shared with the codec's planner (see [`riven_memcache::item_size_ok`]).
+pub use riven_memcache::item_size_ok;
 
 /// An absolute expiry in server seconds (see [`Clock`]); 0 means never.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

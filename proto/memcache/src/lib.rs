@@ -7,10 +7,20 @@
 
 pub mod binary;
 pub mod meta;
+pub mod plan;
 pub mod text;
 
 /// memcached's key length limit.
 pub const MAX_KEY_LEN: usize = 250;
+
+/// Whether an item fits under memcached's `-I` limit: memcached counts its item header (48),
+/// the CAS (8), the key's NUL, the data's `\r\n`, and 4 bytes when client flags are set. Every
+/// front end, the store and the planner use this one rule, so the largest accepted value is memcached's for
+/// the same `-I`, to the byte.
+pub fn item_size_ok(item_size_max: usize, key_len: usize, flags: u32, value_len: usize) -> bool {
+    let overhead = 48 + 8 + 1 + 2 + if flags != 0 { 4 } else { 0 };
+    key_len + value_len + overhead <= item_size_max
+}
 
 /// Whether `key` is a valid memcached text-protocol key: 1 to 250 bytes, none of them a control
 /// character or a space.
