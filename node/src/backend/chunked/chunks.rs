@@ -1,0 +1,335 @@
+//! Index and chunk items in memcached: finding, writing, fetching, touching and deleting them.
+
+use super::*;
+
+/// The index item found under a key.
+pub(super) struct Index {
+    /// memcached's CAS of the index item.
+    pub(super) mcas: u64,
+    pub(super) env: Envelope,
+    /// The whole item value (envelope, then the inline value).
+    pub(super) item: Bytes,
+}
+
+impl Index {
+    pub(super) fn inline(&self) -> &[u8] {
+        &self.item[ENV_LEN..]
+    }
+}
+
+pub(super) enum Found {
+    Live(Index),
+    /// No value. `mcas` is that of an item memcached still holds under the key but that does not
+    /// count (expired by its envelope, or not an envelope at all): a write may replace it.
+    Absent {
+        mcas: Option<u64>,
+    },
+}
+
+/// How publishing a value in place of another went.
+pub(super) enum Swap {
+    Done,
+    /// The index changed since it was read: start over.
+    Lost,
+    Refused(StoreOutcome),
+}
+
+/// A whole value: borrowed from the index item, or gathered from chunks.
+pub(super) enum ValueBuf<'a> {
+    Inline(&'a [u8]),
+    Owned(Vec<u8>),
+}
+
+impl ValueBuf<'_> {
+    pub(super) fn as_slice(&self) -> &[u8] {
+        match self {
+            ValueBuf::Inline(s) => s,
+            ValueBuf::Owned(v) => v,
+        }
+    }
+}
+
+impl<R: RawStore> Chunked<R> {
+    pub(super) async fn lookup(&self, key: &[u8]) -> Result<Found> {
+        Ok(self.found(self.raw.get(key, None).await?))
+    }
+
+    /// What memcached's item under a user's key (`None`: none) holds for the user.
+    pub(super) fn found(&self, item: Option<RawItem>) -> Found {
+        let Some(item) = item else {
+            return Found::Absent { mcas: None };
+        };
+        match self.live_envelope(&item.value) {
+            Some(env) => Found::Live(Index {
+                mcas: item.cas,
+                env,
+                item: item.value,
+            }),
+            None => Found::Absent { mcas: Some(item.cas) },
+        }
+    }
+
+    /// The envelope of an index item's `value`, if it holds a value for the user: an envelope,
+    /// not expired, for a value within the item size limit.
+    pub(super) fn live_envelope(&self, value: &[u8]) -> Option<Envelope> {
+        Envelope::decode(value).filter(|env| !self.expired(env) && env.total_len as usize <= self.cfg.item_size_max)
+    }
+
+    /// Writes the chunks of a new value. `Some` is a refusal to report (memcached out of memory,
+    /// say); the chunks already written are deleted before returning.
+    pub(super) async fn write_chunks(&self, key: &[u8], env: &Envelope, value: &[u8]) -> Result<Option<StoreOutcome>> {
+        if env.chunk_count == 0 {
+            return Ok(None);
+        }
+        // Boxed, like every chunk loop: the futures of the common case (a small value, one
+        // request) stay small, instead of carrying the state of loops they never run.
+        Box::pin(self.write_chunks_boxed(key, env, value)).await
+    }
+
+    pub(super) async fn write_chunks_boxed(
+        &self,
+        key: &[u8],
+        env: &Envelope,
+        value: &[u8],
+    ) -> Result<Option<StoreOutcome>> {
+        let n = env.chunk_count as usize;
+        bump(&self.c.chunked_writes);
+        let keys = ChunkKeys::new(key, env.token);
+        let cs = env.chunk_size as usize;
+        let exptime = unix_exptime(i64::from(env.expiry));
+        let mut written = vec![false; n];
+        let mut failure: Option<Result<Option<StoreOutcome>>> = None;
+        run_windowed(
+            n,
+            self.cfg.window,
+            |i| {
+                let k = keys.key(i as u32);
+                let header = chunk_header(env.token, i as u32);
+                let data = &value[i * cs..value.len().min((i + 1) * cs)];
+                let pad = &self.zeros[..cs - data.len()];
+                async move {
+                    let w = RawWrite {
+                        mode: RawMode::Set,
+                        key: &k,
+                        flags: 0,
+                        exptime,
+                        cas: 0,
+                        value: [&header, data, pad],
+                    };
+                    self.raw.store(w).await
+                }
+            },
+            |i, r| match r {
+                Ok(RawStored::Stored { .. }) => {
+                    written[i] = true;
+                    ControlFlow::Continue(())
+                }
+                Ok(other) => {
+                    failure = Some(Ok(Some(refused(other))));
+                    ControlFlow::Break(())
+                }
+                Err(e) => {
+                    failure = Some(Err(e));
+                    ControlFlow::Break(())
+                }
+            },
+        )
+        .await;
+        match failure {
+            None => Ok(None),
+            Some(f) => {
+                self.delete_chunks_where(key, env, |i| written[i]).await;
+                f
+            }
+        }
+    }
+
+    /// Deletes the chunks `pick` selects, ignoring failures: a chunk left behind is unreachable
+    /// and expires with its value.
+    pub(super) async fn delete_chunks_where(&self, key: &[u8], env: &Envelope, pick: impl Fn(usize) -> bool) {
+        let keys = ChunkKeys::new(key, env.token);
+        let picked: Vec<u32> = (0..env.chunk_count).filter(|&i| pick(i as usize)).collect();
+        run_windowed(
+            picked.len(),
+            self.cfg.window,
+            |j| {
+                let k = keys.key(picked[j]);
+                async move { self.raw.delete(&k, 0).await }
+            },
+            |_, r| {
+                if r == Ok(RawDeleted::Deleted) {
+                    bump(&self.c.chunks_deleted);
+                }
+                ControlFlow::Continue(())
+            },
+        )
+        .await;
+    }
+
+    pub(super) async fn delete_chunks(&self, key: &[u8], env: &Envelope) {
+        if env.chunk_count > 0 {
+            Box::pin(self.delete_chunks_where(key, env, |_| true)).await;
+        }
+    }
+
+    /// Reads every chunk of a value (GAT with `touch`) and checks each against the envelope.
+    /// `None` when one is missing or is not that chunk of that value.
+    pub(super) async fn fetch_chunks(&self, key: &[u8], env: &Envelope, touch: Option<u32>) -> Result<Option<Vec<u8>>> {
+        let keys = ChunkKeys::new(key, env.token);
+        let cs = env.chunk_size as usize;
+        let mut out = vec![0u8; env.total_len as usize];
+        let mut failure = None;
+        let mut broken = false;
+        run_windowed(
+            env.chunk_count as usize,
+            self.cfg.window,
+            |i| {
+                let k = keys.key(i as u32);
+                async move { self.raw.get(&k, touch).await }
+            },
+            |i, r| match r {
+                Ok(Some(item)) => match check_chunk(&item.value, env, i as u32) {
+                    Some(data) => {
+                        out[i * cs..i * cs + data.len()].copy_from_slice(data);
+                        ControlFlow::Continue(())
+                    }
+                    None => {
+                        broken = true;
+                        ControlFlow::Break(())
+                    }
+                },
+                Ok(None) => {
+                    broken = true;
+                    ControlFlow::Break(())
+                }
+                Err(e) => {
+                    failure = Some(e);
+                    ControlFlow::Break(())
+                }
+            },
+        )
+        .await;
+        if let Some(e) = failure {
+            return Err(e);
+        }
+        if broken {
+            bump(&self.c.broken_reads);
+            return Ok(None);
+        }
+        bump(&self.c.chunked_reads);
+        Ok(Some(out))
+    }
+
+    /// Sets every chunk's exptime; false if one is missing (the value is lost).
+    pub(super) async fn touch_chunks(&self, key: &[u8], env: &Envelope, expiry: u32) -> Result<bool> {
+        let keys = ChunkKeys::new(key, env.token);
+        let exptime = unix_exptime(i64::from(expiry));
+        let mut failure = None;
+        let mut all = true;
+        run_windowed(
+            env.chunk_count as usize,
+            self.cfg.window,
+            |i| {
+                let k = keys.key(i as u32);
+                async move { self.raw.touch(&k, exptime).await }
+            },
+            |_, r| match r {
+                Ok(true) => ControlFlow::Continue(()),
+                Ok(false) => {
+                    all = false;
+                    ControlFlow::Break(())
+                }
+                Err(e) => {
+                    failure = Some(e);
+                    ControlFlow::Break(())
+                }
+            },
+        )
+        .await;
+        match failure {
+            Some(e) => Err(e),
+            None => Ok(all),
+        }
+    }
+
+    /// A value whose chunks are gone: delete its index (by memcached's CAS, so a newer value is
+    /// never removed) and what is left of its chunks.
+    pub(super) async fn drop_lost(&self, key: &[u8], idx: &Index) -> Result<()> {
+        if self.raw.delete(key, idx.mcas).await? == RawDeleted::Deleted {
+            self.delete_chunks(key, &idx.env).await;
+        }
+        Ok(())
+    }
+
+    /// The whole value of an index: inline, or read from its chunks (`None` if they are lost).
+    pub(super) async fn value_of<'a>(
+        &self,
+        key: &[u8],
+        idx: &'a Index,
+        touch: Option<u32>,
+    ) -> Result<Option<ValueBuf<'a>>> {
+        if !idx.env.is_chunked() {
+            return Ok(Some(ValueBuf::Inline(idx.inline())));
+        }
+        Ok(Box::pin(self.fetch_chunks(key, &idx.env, touch))
+            .await?
+            .map(ValueBuf::Owned))
+    }
+
+    /// Writes an index with memcached's CAS of the one read (`Set` with CAS `mcas`), or with
+    /// `Add` when there was none.
+    pub(super) async fn put_index(
+        &self,
+        key: &[u8],
+        env: &Envelope,
+        inline: &[u8],
+        mcas: Option<u64>,
+    ) -> Result<RawStored> {
+        let e = env.encode();
+        let mode = if mcas.is_some() { RawMode::Set } else { RawMode::Add };
+        self.raw
+            .store(index_write(mode, key, &e, inline, mcas.unwrap_or(0), env.expiry))
+            .await
+    }
+
+    /// Publishes `value` under `env` in place of the value `old` read: chunks first, then the
+    /// index with memcached's CAS of `old`'s. On success `old`'s chunks are deleted; when the
+    /// index changed meanwhile (or memcached refused) the new chunks are.
+    pub(super) async fn swap_value(&self, key: &[u8], old: &Index, env: &Envelope, value: &[u8]) -> Result<Swap> {
+        if let Some(no) = self.write_chunks(key, env, value).await? {
+            return Ok(Swap::Refused(no));
+        }
+        let inline: &[u8] = if env.is_chunked() { &[] } else { value };
+        match self.put_index(key, env, inline, Some(old.mcas)).await? {
+            RawStored::Stored { .. } => {
+                self.note_written(key, env);
+                if old.env.is_chunked() {
+                    self.delete_chunks(key, &old.env).await;
+                }
+                Ok(Swap::Done)
+            }
+            RawStored::Exists | RawStored::NotFound => {
+                bump(&self.c.races);
+                self.delete_chunks(key, env).await;
+                Ok(Swap::Lost)
+            }
+            other => {
+                self.delete_chunks(key, env).await;
+                Ok(Swap::Refused(refused(other)))
+            }
+        }
+    }
+
+    /// Remembers whether the value just written under `key` is chunked (see [`Hints`]).
+    pub(super) fn note_written(&self, key: &[u8], env: &Envelope) {
+        self.hints.note(key_hash(key), env.is_chunked());
+    }
+
+    /// `env` reshaped for a new value of `len` bytes: a new token, version and CAS.
+    pub(super) fn renew(&self, env: &Envelope, len: usize) -> Envelope {
+        Envelope {
+            bits: env.bits,
+            ..self.new_envelope(env.flags, env.expiry, len)
+        }
+    }
+}

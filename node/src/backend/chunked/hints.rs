@@ -1,0 +1,77 @@
+//! Which keys this node wrote in chunks, so a small `set` over one of them cleans its chunks up.
+
+use super::*;
+
+/// Keys (by hash) whose current value this node wrote in chunks.
+///
+/// A plain `set` of a small value would otherwise have to read the old index first, just in case
+/// it names chunks to clean up: one more memcached request on the most common write. A node is
+/// its memcached's only writer, so what it wrote itself is what is there; a key it does not know
+/// as chunked (after a node restart, or written by another client) is overwritten without the
+/// read, and the chunks of the value it replaces, if any, are left to memcached's LRU (they
+/// are unreachable). Hash collisions only cost a read. Past [`HINTS_MAX`] keys the set stops
+/// growing and every small set reads the old index again.
+pub(super) struct Hints {
+    pub(super) shards: Box<[parking_lot::Mutex<HintSet>]>,
+    pub(super) full: AtomicBool,
+}
+
+/// Key hashes, used as their own hash: they are well mixed already (see `key_hash`), and
+/// hashing them again with std's SipHash cost each small set about 200 instructions.
+pub(super) type HintSet = HashSet<u64, std::hash::BuildHasherDefault<Prehashed>>;
+
+/// The hasher of a [`HintSet`]: a `u64` key is its own hash.
+#[derive(Default)]
+pub(super) struct Prehashed(u64);
+
+impl std::hash::Hasher for Prehashed {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+    // Only `u64`s are hashed here; anything else is folded in, to stay a hasher.
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(b);
+        }
+    }
+}
+
+/// Most chunked keys remembered (8 bytes each, plus the table's overhead). Each stands for at
+/// least one chunk of memcached memory, so this covers 16 GiB of chunked values.
+pub(super) const HINTS_MAX: usize = 1 << 20;
+pub(super) const HINT_SHARDS: usize = 16;
+
+impl Hints {
+    pub(super) fn new() -> Hints {
+        Hints {
+            shards: (0..HINT_SHARDS)
+                .map(|_| parking_lot::Mutex::new(HintSet::default()))
+                .collect(),
+            full: AtomicBool::new(false),
+        }
+    }
+
+    pub(super) fn shard(&self, h: u64) -> &parking_lot::Mutex<HintSet> {
+        // Middle bits: the table inside uses the low ones for the bucket and the top seven to
+        // tell keys apart, and a shard's keys would share whichever bits picked it.
+        &self.shards[(h >> 32) as usize % HINT_SHARDS]
+    }
+
+    pub(super) fn may_be_chunked(&self, h: u64) -> bool {
+        self.full.load(Ordering::Relaxed) || self.shard(h).lock().contains(&h)
+    }
+
+    pub(super) fn note(&self, h: u64, chunked: bool) {
+        let mut shard = self.shard(h).lock();
+        if !chunked {
+            shard.remove(&h);
+        } else if shard.len() < HINTS_MAX / HINT_SHARDS {
+            shard.insert(h);
+        } else {
+            self.full.store(true, Ordering::Relaxed);
+        }
+    }
+}
