@@ -16,6 +16,9 @@
 mod arena;
 mod backend;
 mod shard;
+#[macro_use]
+mod items;
+mod commands;
 
 use std::sync::Arc;
 
@@ -50,7 +53,7 @@ impl Default for StoreConfig {
     }
 }
 
-pub use shard::Store;
+pub use items::Store;
 
 /// A shared handle to a store.
 pub type SharedStore = Arc<Store>;
