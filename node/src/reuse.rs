@@ -2,9 +2,9 @@
 //!
 //! A connection over memcached or an L2 boxes its burst's future (several KiB: it holds the
 //! whole request path's state), so that an idle connection's task stays small. Allocations that
-//! size miss glibc's per-thread cache and cost the node about 3 % of its CPU at pipeline depth
-//! 16 (malloc, free and their bin bookkeeping, in perf). [`Reused`] boxes a future in a block
-//! this thread freed before, when one of the same layout is kept.
+//! size miss glibc's per-thread cache, so malloc, free and their bin bookkeeping showed in the
+//! node's profile. [`Reused`] boxes a future in a block this thread freed before, when one of the
+//! same layout is kept.
 //!
 //! Soundness: a [`Reused`] owns its block exactly as a `Box` would. The future is written once,
 //! never moved while the `Reused` lives (so pinning it is sound), and dropped in place before
@@ -99,7 +99,7 @@ impl<F: Future> Reused<F> {
     /// Boxes the future `make` returns. Taking a maker rather than the future lets the compiler
     /// build the future straight in its block: a future passed by value is first built on the
     /// stack, then copied whole (several KiB per burst, most of it room for states the future
-    /// has not reached yet), which perf showed as 6 % of the node's time, in `memcpy`.
+    /// has not reached yet), which showed in the node's profile as `memcpy`.
     #[inline(always)]
     pub fn new(make: impl FnOnce() -> F) -> Reused<F> {
         let layout = Layout::new::<F>();

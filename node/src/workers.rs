@@ -4,10 +4,8 @@
 //! memcached links (see `backend::links`). A connection's task, the link it uses and the link's
 //! reader and writer therefore all run on one thread: handing a request to the link and its
 //! reply back to the connection is a plain wake-up on the same thread, with no cross-thread
-//! signal, no work stealing and no lock that another core holds. On a 2-core host shared with
-//! memcached and the load generator, replacing tokio's work-stealing runtime by these workers
-//! took the node from 23 to 19.5 µs of CPU per request at pipeline depth 1 over memcached, and
-//! its throughput from about 0.78 to 0.85–0.9 of memcached direct.
+//! signal, no work stealing and no lock that another core holds, which cuts the node's CPU per
+//! request over memcached (BENCHMARKS.md, "Design measurements").
 
 use std::cell::Cell;
 use std::io;

@@ -59,10 +59,9 @@ impl Default for ServerSettings {
 /// With `-R 1000`, the setting the README gives for a memcached behind a node. `-R` bounds the
 /// requests memcached answers from one connection before it yields to the others (default 20).
 /// A node's link carries the requests of all its clients, so at the default memcached flushes
-/// and goes back to epoll every 20 requests of it (measured at pipeline 16, same build: 0.67
-/// and 0.61 of direct throughput for meta and binary at the default, 0.85 and 0.68 with
-/// `-R 1000`). The direct clients here send at most 16 requests per batch, so the setting does
-/// not change the memcached-direct baseline (checked side by side: within the noise).
+/// and goes back to epoll every 20 requests of it (BENCHMARKS.md, "Design measurements"). The
+/// direct clients here send at most 16 requests per batch, so the setting does not change the
+/// memcached-direct baseline.
 pub fn memcached(program: impl Into<std::path::PathBuf>, s: ServerSettings) -> Target {
     let mut args = Vec::new();
     if proc::is_root() {

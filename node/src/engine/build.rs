@@ -44,7 +44,12 @@ pub async fn build(config: &Config, workers: &[Handle], hooks: Vec<Arc<dyn Hook>
         Some(endpoint) => L1::Memcached(memcached_l1(config, endpoint, workers, &clock, &versions).await),
         None => L1::Memory(Store::with_clock(config.store_config(), clock.clone())),
     };
-    let engine = Engine::new(Orchestrator::new(l1, l2, clock, versions), hooks);
+    let one_tier = matches!(l1, L1::Memory(_)) && l2.is_none();
+    let mut tiers = Orchestrator::new(l1, l2, clock, versions);
+    if one_tier {
+        tiers = tiers.without_l1_counts();
+    }
+    let engine = Engine::new(tiers, hooks);
     let batch = engine.batch_view();
     Ok(Stack { engine, batch })
 }

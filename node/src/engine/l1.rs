@@ -35,6 +35,7 @@ impl Backend for L1 {
     {
         dispatch!(self, b => Backend::read(b, key, opts, f).await)
     }
+    #[inline]
     fn read_now<R, F>(&self, key: &[u8], opts: &ReadOpts, f: F) -> std::result::Result<Result<Option<R>>, F>
     where
         F: FnOnce(&ItemView<'_>) -> R,

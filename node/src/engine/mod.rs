@@ -87,6 +87,7 @@ impl Engine {
 
     /// [`Backend::read`], answered at once when it can be (see [`Backend::read_now`]): what the
     /// front ends call.
+    #[inline]
     pub async fn read_soon<R, F>(&self, key: &[u8], opts: &ReadOpts, f: F) -> Result<Option<R>>
     where
         R: Send,
@@ -208,6 +209,7 @@ impl Backend for Engine {
         }
         r
     }
+    #[inline]
     fn read_now<R, F>(&self, key: &[u8], opts: &ReadOpts, f: F) -> std::result::Result<Result<Option<R>>, F>
     where
         F: FnOnce(&ItemView<'_>) -> R,

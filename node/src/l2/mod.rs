@@ -62,9 +62,9 @@
 //! slowly; `max_journaling_size` = 64 MiB, fjall's minimum, forces that flush). So **the
 //! directory can exceed `max_bytes` by the journal: about 64 MB in steady state, in theory up to
 //! ~2 x (64 MB + one log memtable) ≈ 190 MiB when a second journal fills while the first awaits
-//! the index flush; the largest seen is 68.6 MB (table below)**. It is a constant, not a
-//! proportion: well under 1% of an L2 of tens of GiB, but a tiny `max_bytes` is dominated by it
-//! (the 8 MiB test: 7.9 MB of tables and metadata at peak, 17 MB of journal). Journal files are
+//! the index flush** (peaks seen: BENCHMARKS.md, "Design measurements"). It is a constant, not a
+//! proportion: small beside an L2 of tens of GiB, but a tiny `max_bytes` is dominated by it.
+//! Journal files are
 //! created sparse at 64 MiB, so their apparent size exceeds the blocks they use; all figures here
 //! are blocks (`du`), see [`dir_usage`].
 //!
@@ -83,24 +83,12 @@
 //!
 //! # Write amplification
 //!
-//! Measured as bytes the process caused to be written to storage (`write_bytes` less
-//! `cancelled_write_bytes` of `/proc/self/io`, counted when pages are dirtied, so fjall's
-//! background flushes count) per byte of user data (key + value) written; `max_bytes` 64 MiB,
-//! 24-byte distinct keys, incompressible values, buffered journal, each load 1.5-4x the bound so
-//! FIFO evicts throughout and journals rotate (`tests::write_amplification`, ignored; run alone):
-//!
-//! | values        | user bytes | written to disk | WA    | peak journal | peak rest of dir |
-//! |---------------|-----------:|----------------:|------:|-------------:|-----------------:|
-//! | 64 Ki x 4 KiB |    270.0 MB |       560.0 MB  | 2.07  |      67.6 MB |          61.0 MB |
-//! | 4 Ki x 64 KiB |    268.5 MB |       542.4 MB  | 2.02  |      68.6 MB |          60.7 MB |
-//! | 256 x 1 MiB   |    268.4 MB |       540.6 MB  | 2.01  |      68.4 MB |          60.2 MB |
-//! | 192 Ki x 512 B|    105.2 MB |       247.2 MB  | 2.35  |      67.8 MB |          64.4 MB |
-//!
-//! So about 2: every value is written once to the journal and once into a log table, and never
-//! again (FIFO deletes tables, it does not rewrite them). The rest is the index (leveled
-//! compaction rewrites it several times, but it is ~40 bytes an entry) and per-record headers,
-//! which is why small values cost more. A leveled LSM holding the values themselves would rewrite
-//! each one at every level it moves through (typically 10x or more).
+//! About 2 (BENCHMARKS.md, "Design measurements", from `tests::write_amplification`): every
+//! value is written once to the journal and once into a log table, and never again (FIFO deletes
+//! tables, it does not rewrite them). The rest is the index (leveled compaction rewrites it
+//! several times, but it is ~40 bytes an entry) and per-record headers, which is why small values
+//! cost more. A leveled LSM holding the values themselves would rewrite each one at every level
+//! it moves through.
 
 mod codec;
 mod filter;

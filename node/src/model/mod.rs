@@ -116,9 +116,12 @@ enum ValueInner<'a> {
     Slice(&'a [u8]),
 }
 
-/// A value spread over a store's memory, read through the store (see [`PieceSource`]).
+/// A value spread over a store's memory: its first piece, at hand, and the rest read through the
+/// store (see [`PieceSource`]). Most values fit their first chunk, so reading one calls no
+/// function of the store's.
 #[derive(Clone, Copy)]
 struct Pieces<'a> {
+    head: &'a [u8],
     src: &'a dyn PieceSource,
     first: u32,
     offset: usize,
@@ -140,14 +143,17 @@ pub unsafe trait PieceSource: Sync {
 }
 
 impl<'a> Value<'a> {
-    /// A value of `len` bytes at `(first, offset)` in `src`.
+    /// A value of `len` bytes at `(first, offset)` in `src`, whose first `head.len()` bytes are
+    /// `head`.
     ///
     /// # Safety
     /// Those bytes stay valid and unchanged for `'a` (the embedded store makes a view only while
-    /// it holds the item's shard lock, and the view does not outlive the lock).
-    pub unsafe fn pieces(src: &'a dyn PieceSource, first: u32, offset: usize, len: usize) -> Value<'a> {
+    /// it holds the item's shard lock, and the view does not outlive the lock), and `head` is
+    /// their start.
+    pub unsafe fn pieces(head: &'a [u8], src: &'a dyn PieceSource, first: u32, offset: usize, len: usize) -> Value<'a> {
         Value {
             inner: ValueInner::Pieces(Pieces {
+                head,
                 src,
                 first,
                 offset,
@@ -180,8 +186,16 @@ impl<'a> Value<'a> {
     /// Calls `f` with each piece of the value, in order.
     pub fn for_each(&self, mut f: impl FnMut(&[u8])) {
         match &self.inner {
-            // SAFETY: `Value::pieces` was promised the bytes stay valid for 'a.
-            ValueInner::Pieces(p) => unsafe { p.src.for_each_piece(p.first, p.offset, p.len, &mut f) },
+            ValueInner::Pieces(p) => {
+                if !p.head.is_empty() {
+                    f(p.head);
+                }
+                let done = p.head.len();
+                if done < p.len {
+                    // SAFETY: `Value::pieces` was promised the bytes stay valid for 'a.
+                    unsafe { p.src.for_each_piece(p.first, p.offset + done, p.len - done, &mut f) }
+                }
+            }
             ValueInner::Slice(s) => f(s),
         }
     }

@@ -82,6 +82,8 @@ pub struct Tiers<L1, L2> {
     pub clock: Clock,
     /// Versions of the writes this layer makes to L2 itself (plain sets go to L2 first).
     pub versions: Arc<Hlc>,
+    /// Whether reads count L1 hits and misses (see [`Orchestrator::without_l1_counts`]).
+    count_l1: bool,
     pub stats: TierStats,
 }
 
@@ -113,10 +115,21 @@ impl<L1: Backend + 'static, L2: ColdTier + 'static> Orchestrator<L1, L2> {
                 l2,
                 clock,
                 versions,
+                count_l1: true,
                 stats: TierStats::default(),
             }),
             batch: false,
         }
+    }
+
+    /// The same orchestrator, not counting L1 hits and misses: over the embedded store alone they
+    /// are the store's own `get_hits` and `get_misses`, and counting them again costs every
+    /// read. Only before the orchestrator is shared (a view or clone exists): otherwise a no-op.
+    pub fn without_l1_counts(mut self) -> Self {
+        if let Some(t) = Arc::get_mut(&mut self.tiers) {
+            t.count_l1 = false;
+        }
+        self
     }
 
     /// The same tiers under the batch policy: writes go to L2 and only *replace* in L1, and reads
@@ -327,7 +340,9 @@ impl<L1: Backend + 'static, L2: ColdTier + 'static> Backend for Orchestrator<L1,
         let l1 = t.l1.read(key, opts, |item| f.take().map(|f| f(item))).await;
         let l1_error = match l1 {
             Ok(Some(r)) => {
-                TierStats::inc(&t.stats.l1_hits);
+                if t.count_l1 {
+                    TierStats::inc(&t.stats.l1_hits);
+                }
                 // gat/touch apply to both tiers.
                 if let (Some(l2), Some(e)) = (&t.l2, opts.touch) {
                     let _ = Box::pin(l2.touch(key, t.clock.expiry_to_unix(e))).await;
@@ -335,7 +350,9 @@ impl<L1: Backend + 'static, L2: ColdTier + 'static> Backend for Orchestrator<L1,
                 return Ok(r);
             }
             Ok(None) => {
-                TierStats::inc(&t.stats.l1_misses);
+                if t.count_l1 {
+                    TierStats::inc(&t.stats.l1_misses);
+                }
                 None
             }
             Err(e) => {
@@ -350,6 +367,7 @@ impl<L1: Backend + 'static, L2: ColdTier + 'static> Backend for Orchestrator<L1,
         Box::pin(self.read_through(l2, key, opts, f, l1_error)).await
     }
 
+    #[inline]
     fn read_now<R, F>(&self, key: &[u8], opts: &ReadOpts, f: F) -> std::result::Result<Result<Option<R>>, F>
     where
         F: FnOnce(&ItemView<'_>) -> R,
@@ -360,11 +378,12 @@ impl<L1: Backend + 'static, L2: ColdTier + 'static> Backend for Orchestrator<L1,
             return Err(f);
         }
         let r = t.l1.read_now(key, opts, f)?;
-        TierStats::inc(match &r {
-            Ok(Some(_)) => &t.stats.l1_hits,
-            Ok(None) => &t.stats.l1_misses,
-            Err(_) => &t.stats.l1_errors,
-        });
+        match &r {
+            Ok(Some(_)) if t.count_l1 => TierStats::inc(&t.stats.l1_hits),
+            Ok(None) if t.count_l1 => TierStats::inc(&t.stats.l1_misses),
+            Ok(_) => {}
+            Err(_) => TierStats::inc(&t.stats.l1_errors),
+        }
         Ok(r)
     }
 

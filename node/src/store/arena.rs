@@ -205,6 +205,21 @@ impl Arena {
         }
     }
 
+    /// The part of the `len` data bytes at `offset` that lies in chain `first`'s first chunk
+    /// (empty when they start further on).
+    ///
+    /// # Safety
+    /// As [`Arena::for_each_piece`].
+    pub unsafe fn first_piece(&self, first: u32, offset: usize, len: usize) -> &[u8] {
+        let pos = HEADER + offset;
+        if pos >= self.chunk_size {
+            return &[];
+        }
+        let n = (self.chunk_size - pos).min(len);
+        // SAFETY: pos + n <= chunk_size, inside chunk `first`; forwarded from the caller.
+        unsafe { std::slice::from_raw_parts(self.chunk_ptr(first).add(pos), n) }
+    }
+
     /// Copies `bytes` into the chain at data offset `offset`.
     ///
     /// # Safety

@@ -14,6 +14,7 @@ impl Backend for Store {
     {
         Ok(Store::read(self, key, opts, f))
     }
+    #[inline]
     fn read_now<R, F>(&self, key: &[u8], opts: &ReadOpts, f: F) -> std::result::Result<Result<Option<R>>, F>
     where
         F: FnOnce(&ItemView<'_>) -> R,

@@ -256,7 +256,10 @@ impl Store {
             win_taken: !win && h.bits & TOKEN_SENT != 0,
             version: h.version(),
             // SAFETY: a view exists only inside a shard-locked read of its item.
-            value: unsafe { Value::pieces(&self.arena, id, h.key_len as usize, h.value_len as usize) },
+            value: unsafe {
+                let (offset, len) = (h.key_len as usize, h.value_len as usize);
+                Value::pieces(self.arena.first_piece(id, offset, len), &self.arena, id, offset, len)
+            },
         }
     }
 }

@@ -17,7 +17,7 @@ pub(super) struct Hints {
 }
 
 /// Key hashes, used as their own hash: they are well mixed already (see `key_hash`), and
-/// hashing them again with std's SipHash cost each small set about 200 instructions.
+/// hashing them again with std's SipHash would cost every small set for nothing.
 pub(super) type HintSet = HashSet<u64, std::hash::BuildHasherDefault<Prehashed>>;
 
 /// The hasher of a [`HintSet`]: a `u64` key is its own hash.

@@ -153,11 +153,11 @@ impl Links {
     /// The link a new burst (or a call outside one) goes over: the first of this worker's links
     /// with fewer than [`SPILL_AT`] requests in flight, else the least loaded.
     ///
-    /// Filling the first link before the next keeps a light load on one memcached thread: at
-    /// pipeline depth 1 (50 connections, 2 cores), turns taken over two links woke two memcached
-    /// threads for half a burst each, and memcached behind the node cost 6.1–7.7 µs of CPU per
-    /// request; filling first, 4.0–4.4 µs. A heavy load (pipeline 16: hundreds in flight) still
-    /// spreads over every link, which keeps two memcached threads busy there.
+    /// Filling the first link before the next keeps a light load on one memcached thread: turns
+    /// taken over two links wake two memcached threads for half a burst each, which costs
+    /// memcached more CPU per request (BENCHMARKS.md, "Design measurements"). A heavy load
+    /// (pipeline 16: hundreds in flight) still spreads over every link, which keeps two memcached
+    /// threads busy there.
     pub(super) fn pick(&self, base: usize, n: usize) -> usize {
         let mut best = (usize::MAX, base);
         for k in base..base + n {
@@ -215,9 +215,8 @@ impl Links {
     /// `keys` now, in order (`req` makes each), and keeps each wait for the first call to
     /// [`Links::stashed`] with its key while the stash is open. This is how a burst sends the reads
     /// of many requests at once and then runs each request's own logic, which finds its reply
-    /// waiting. The group, the link and the stash are each locked once for all the keys: one
-    /// request at a time cost about 400 instructions each (callgrind, pipeline depth 16). False,
-    /// with nothing sent, if they could not be sent.
+    /// waiting. The group, the link and the stash are each locked once for all the keys, not once
+    /// per key. False, with nothing sent, if they could not be sent.
     pub fn prefetch<'k>(
         &self,
         group: &Arc<Group>,

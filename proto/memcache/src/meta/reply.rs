@@ -131,7 +131,7 @@ pub fn debug(out: &mut Vec<u8>, key: &[u8], key_base64: bool, d: &DebugInfo) {
 fn flag_u64(out: &mut Vec<u8>, c: u8, v: Option<u64>) {
     match v {
         // One digit (client flags are mostly 0): one fixed-size append, which compiles to a
-        // store, where the general path costs about 100 instructions.
+        // store, where the general path formats a number.
         Some(v) if v < 10 => out.extend_from_slice(&[b' ', c, b'0' + v as u8]),
         Some(v) => {
             out.extend_from_slice(&[b' ', c]);
