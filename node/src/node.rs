@@ -132,14 +132,6 @@ impl Node {
         self.join();
     }
 
-    /// Waits until the node has stopped: after its token was cancelled, it has shut down.
-    pub async fn stopped(mut self) {
-        if let Some(stopped) = self.stopped.take() {
-            let _ = stopped.await;
-        }
-        self.join();
-    }
-
     /// [`Node::shutdown`], for callers outside a runtime.
     pub fn stop(mut self) {
         self.stop_inner();

@@ -146,7 +146,7 @@ impl<T: RawStore> RawStore for std::sync::Arc<T> {
 }
 
 /// memcached's own boundary between relative and absolute exptimes (30 days).
-const REALTIME_MAXDELTA: u32 = 60 * 60 * 24 * 30;
+const REALTIME_MAXDELTA: u32 = crate::model::REALTIME_MAXDELTA as u32;
 
 /// The exptime to send memcached for an expiry: 0 for never, else the absolute unix time, so the
 /// value does not live longer however late the request reaches memcached. An expiry already past

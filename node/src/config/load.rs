@@ -123,7 +123,7 @@ pub fn load(args: &Args) -> Result<Config, ConfigError> {
 /// [`load`] with the environment given (tests pass their own, so they do not race on the
 /// process's).
 pub fn load_from(args: &Args, env: impl IntoIterator<Item = (String, String)>) -> Result<Config, ConfigError> {
-    let env: ::config::Map<String, String> = env.into_iter().filter(|(k, _)| k.starts_with("RIVEN_")).collect();
+    let env: ::config::Map<String, String> = env.into_iter().collect();
     let mut builder = ::config::Config::builder();
     if let Some(path) = &args.config {
         builder = builder.add_source(::config::File::new(path, ::config::FileFormat::Toml));

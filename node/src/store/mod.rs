@@ -23,7 +23,6 @@ mod commands;
 use std::sync::Arc;
 
 // The vocabulary the store speaks, for its submodules.
-#[allow(unused_imports)]
 use crate::model::{
     item_size_ok, ArithOutcome, ArithReq, Clock, DeleteOutcome, Expiry, ItemView, Mode, ReadOpts, StoreOutcome,
     StoreReq, StoreStats, Value,
