@@ -165,6 +165,9 @@ fn items(state: &ServerState, put: &mut Put<'_>, count: &mut Count<'_>) {
 }
 
 fn slabs(state: &ServerState, put: &mut Put<'_>) {
+    if let Some(slabs) = state.engine.slabs() {
+        return memcached_slabs(slabs, put);
+    }
     let s = state.engine.stats();
     put("1:chunk_size", &s.chunk_size);
     put("1:total_chunks", &s.total_chunks);
@@ -180,6 +183,31 @@ fn slabs(state: &ServerState, put: &mut Put<'_>) {
     put("1:touch_hits", &s.touch_hits);
     put("active_slabs", &1);
     put("total_malloced", &(s.total_chunks * s.chunk_size));
+}
+
+/// Over memcached: memcached's own classes, as the slab balancer last saw them, with the age of
+/// each class's oldest item and the node's writes into it.
+fn memcached_slabs(slabs: &crate::backend::slabs::Slabs, put: &mut Put<'_>) {
+    let view = slabs.view();
+    let mut malloced = 0;
+    for c in &view {
+        let id = c.id;
+        let s = &c.stats;
+        put(&format!("{id}:chunk_size"), &s.chunk_size);
+        put(&format!("{id}:chunks_per_page"), &s.chunks_per_page);
+        put(&format!("{id}:total_pages"), &s.total_pages);
+        put(&format!("{id}:used_chunks"), &s.used_chunks);
+        put(&format!("{id}:free_chunks"), &s.free_chunks);
+        put(&format!("{id}:evicted"), &s.evicted);
+        put(&format!("{id}:outofmemory"), &s.outofmemory);
+        put(&format!("{id}:tail_age_ms"), &c.tail_age.as_millis());
+        put(&format!("{id}:node_writes"), &c.writes);
+        malloced += s.total_pages * s.chunks_per_page * s.chunk_size;
+    }
+    put("active_slabs", &view.iter().filter(|c| c.stats.total_pages > 0).count());
+    put("total_malloced", &malloced);
+    put("slab_pages_moved", &slabs.pages_moved());
+    put("slab_writes_waited", &slabs.writes_waited());
 }
 
 fn conns(state: &ServerState, put: &mut Put<'_>) {

@@ -12,12 +12,28 @@ use riven_memcache::binary::{self, Opcode, Request, Status, StoreExtras};
 
 use super::links::{Group, LinkError, Links, LinksConfig, Reply};
 use super::raw::{run_windowed, RawDeleted, RawItem, RawItemRef, RawMode, RawStore, RawStored, RawWrite};
+use super::slabs::{classes::item_size, Slabs};
 use crate::model::{BackendError, Result};
 
 /// A memcached reached through a [`Links`].
 pub struct Memcached {
     links: Links,
+    /// Keeps memcached's pages where the writes go (see [`super::slabs`]); none in tests that
+    /// leave memcached to itself.
+    slabs: Option<Arc<Slabs>>,
 }
+
+impl Drop for Memcached {
+    fn drop(&mut self) {
+        if let Some(s) = &self.slabs {
+            s.close();
+        }
+    }
+}
+
+/// Times a write memcached refused for want of memory is tried again after the balancer moved
+/// pages to its class.
+const OOM_RETRIES: usize = 3;
 
 fn link_error(e: LinkError) -> BackendError {
     match e {
@@ -40,7 +56,25 @@ fn unexpected(status: Status) -> BackendError {
 
 impl Memcached {
     pub fn new(links: Links) -> Memcached {
-        Memcached { links }
+        Memcached { links, slabs: None }
+    }
+
+    /// The same client, its writes seen by `slabs`.
+    pub fn with_slabs(mut self, slabs: Arc<Slabs>) -> Memcached {
+        self.slabs = Some(slabs);
+        self
+    }
+
+    pub fn slabs(&self) -> Option<&Arc<Slabs>> {
+        self.slabs.as_ref()
+    }
+
+    /// Stops the links and the balancer (see [`Links::close`]).
+    pub fn close(&self) {
+        self.links.close();
+        if let Some(s) = &self.slabs {
+            s.close();
+        }
     }
 
     /// Starts the links (on the current tokio runtime) and a client over them.
@@ -195,7 +229,20 @@ impl RawStore for Memcached {
             (false, true) => &w.value[1..2],
             _ => &w.value[1..],
         };
-        let reply = self.call(req, tail).await?;
+        let size = item_size(w.key.len(), w.flags, w.value_len());
+        if let Some(wait) = self.slabs.as_ref().and_then(|s| s.admit(size)) {
+            wait.await;
+        }
+        let mut reply = self.call(req, tail).await?;
+        for _ in 0..OOM_RETRIES {
+            let Some(slabs) = self.slabs.as_ref().filter(|_| reply.status == Status::ENOMEM) else {
+                break;
+            };
+            if !slabs.out_of_memory(size).await {
+                break;
+            }
+            reply = self.call(req, tail).await?;
+        }
         // memcached's binary protocol folds "not stored" into the key statuses: an ADD of an
         // existing key answers KEY_EEXISTS, a REPLACE (or a CAS write) of a missing one KEY_ENOENT.
         Ok(match reply.status {

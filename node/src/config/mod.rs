@@ -131,6 +131,10 @@ pub struct MemcachedSection {
     pub max_buffered: Size,
     /// Data bytes per chunk in memcached; 0: one default slab class's worth.
     pub chunk_size: usize,
+    /// Keep memcached's pages where the node's writes go (see `backend::slabs`).
+    pub rebalance: bool,
+    /// The longest a write waits for pages to reach its slab class, in milliseconds.
+    pub rebalance_wait_ms: u64,
 }
 
 impl Default for MemcachedSection {
@@ -141,6 +145,8 @@ impl Default for MemcachedSection {
             timeout_ms: 500,
             max_buffered: Size(64 << 20),
             chunk_size: 0,
+            rebalance: true,
+            rebalance_wait_ms: 100,
         }
     }
 }

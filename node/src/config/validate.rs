@@ -103,6 +103,7 @@ pub fn validate(c: &Config) -> Result<(), ConfigError> {
                 Size(64 << 10),
                 Size(1 << 40),
             )?;
+            within("l1.memcached.rebalance_wait_ms", mc.rebalance_wait_ms, 0, 10_000)?;
             if mc.chunk_size != 0 {
                 within(
                     "l1.memcached.chunk_size (--l1-chunk-size)",

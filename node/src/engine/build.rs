@@ -12,6 +12,7 @@ use super::{Engine, Hook, L1};
 use crate::backend::chunked::{ChunkConfig, Chunked};
 use crate::backend::links::{Endpoint, LinksConfig};
 use crate::backend::memcached::Memcached;
+use crate::backend::slabs::{Slabs, SlabsConfig};
 use crate::config::Config;
 use crate::l2::{AsyncL2, L2Config};
 use crate::model::{Clock, Hlc};
@@ -62,7 +63,8 @@ async fn memcached_l1(
     clock: &Clock,
     versions: &Arc<Hlc>,
 ) -> Chunked<Memcached> {
-    let mut links = LinksConfig::new(Endpoint::parse(endpoint));
+    let endpoint_at = Endpoint::parse(endpoint);
+    let mut links = LinksConfig::new(endpoint_at.clone());
     links.connections = config.l1.memcached.connections;
     links.max_buffered = config.l1.memcached.max_buffered.0 as usize;
     links.timeout = config.l1.memcached.timeout();
@@ -73,11 +75,20 @@ async fn memcached_l1(
     if config.l1.memcached.chunk_size > 0 {
         chunks.chunk_size = config.l1.memcached.chunk_size;
     }
-    let memcached = if workers.is_empty() {
+    let mut memcached = if workers.is_empty() {
         Memcached::start(links)
     } else {
         Memcached::start_on(links, workers)
     };
+    if config.l1.memcached.rebalance {
+        let cfg = SlabsConfig {
+            endpoint: endpoint_at,
+            max_wait: Duration::from_millis(config.l1.memcached.rebalance_wait_ms),
+            timeout: config.l1.memcached.timeout(),
+        };
+        let runtime = workers.first().cloned().unwrap_or_else(Handle::current);
+        memcached = memcached.with_slabs(Slabs::start(cfg, &runtime));
+    }
     // Clients accepted before the first link is up would get SERVER_ERROR: give memcached a
     // moment. The node starts anyway when it is down, and connects once it is up.
     if !memcached.links().wait_up(Duration::from_secs(1)).await {

@@ -21,6 +21,7 @@ pub use build::{build, Stack};
 pub use hook::{Change, Hook, Mutation, Origin};
 pub use l1::L1;
 
+use crate::backend::slabs::Slabs;
 use crate::l2::AsyncL2;
 use crate::model::{
     ArithOutcome, ArithReq, Backend, Clock, DeleteOutcome, Expiry, ItemView, ReadOpts, Result, StatKind, StoreOutcome,
@@ -128,6 +129,19 @@ impl Engine {
         }
     }
 
+    /// The slab balancer of the L1 memcached, if there is one (see `backend::slabs`).
+    pub fn slabs(&self) -> Option<&Arc<Slabs>> {
+        match self.l1() {
+            L1::Memcached(c) => c.raw().slabs(),
+            L1::Memory(_) => None,
+        }
+    }
+
+    /// Pages the slab balancer moved between memcached's classes (0 without one).
+    pub fn slab_pages_moved(&self) -> u64 {
+        self.slabs().map_or(0, |s| s.pages_moved())
+    }
+
     /// The embedded memory tier, if this engine has one.
     fn memory(&self) -> Option<&Store> {
         match self.l1() {
@@ -162,6 +176,10 @@ impl Engine {
             f("chunked_broken_reads", c.broken_reads, Count);
             f("chunks_deleted", c.chunks_deleted, Count);
             f("l1_up", l1.raw().links().is_up() as u64, Level);
+            if let Some(slabs) = l1.raw().slabs() {
+                f("l1_slab_pages_moved", slabs.pages_moved(), Count);
+                f("l1_slab_writes_waited", slabs.writes_waited(), Count);
+            }
         }
         if let Some(s) = t.l2.as_ref().and_then(|l2| l2.store().stats().ok()) {
             f("l2_bytes", s.dir_bytes, Level);
@@ -184,7 +202,7 @@ impl Engine {
             }
         }
         if let L1::Memcached(c) = &t.l1 {
-            c.raw().links().close();
+            c.raw().close();
         }
     }
 
