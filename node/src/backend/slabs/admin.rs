@@ -118,13 +118,15 @@ impl Admin {
             min_space: num("chunk_size", d.min_space),
             slab_chunk_max: num("slab_chunk_max", d.slab_chunk_max),
             page_size: num("item_size_max", d.page_size),
+            max_bytes: num("maxbytes", 0) as u64,
         };
         Ok((settings, s.get("slab_reassign").is_some_and(|v| v == "yes")))
     }
 
-    /// Every class with pages, by memcached's id.
-    pub async fn classes(&mut self) -> io::Result<HashMap<usize, ClassStats>> {
+    /// Every class with pages, by memcached's id, and the bytes of all their pages.
+    pub async fn classes(&mut self) -> io::Result<(HashMap<usize, ClassStats>, u64)> {
         let slabs = self.stats("slabs").await?;
+        let malloced = slabs.get("total_malloced").and_then(|v| v.parse().ok()).unwrap_or(0);
         let items = self.stats("items").await?;
         let mut out: HashMap<usize, ClassStats> = HashMap::new();
         for (k, v) in &slabs {
@@ -158,7 +160,7 @@ impl Admin {
                 _ => {}
             }
         }
-        Ok(out)
+        Ok((out, malloced))
     }
 
     /// `slabs reassign <from> <to>`: moves one page.

@@ -27,6 +27,8 @@ pub struct SlabSettings {
     pub slab_chunk_max: usize,
     /// The page size: memcached's `item_size_max` (`-I`).
     pub page_size: usize,
+    /// memcached's memory limit (`-m`), in bytes; 0 if not known.
+    pub max_bytes: u64,
 }
 
 impl Default for SlabSettings {
@@ -37,6 +39,7 @@ impl Default for SlabSettings {
             min_space: 48,
             slab_chunk_max: 512 * 1024,
             page_size: 1 << 20,
+            max_bytes: 64 << 20,
         }
     }
 }

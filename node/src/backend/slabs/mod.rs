@@ -41,6 +41,10 @@ use super::links::Endpoint;
 
 /// How often the balancer looks while the node writes.
 pub const TICK: Duration = Duration::from_millis(10);
+/// How often the balancer looks while memcached still has pages to hand out.
+const LOOSE_TICK: Duration = Duration::from_millis(100);
+/// The shortest time between two looks when no page is moving.
+const MIN_GAP: Duration = Duration::from_millis(1);
 /// A page moves to a starved class only from a class whose tail is this many times older.
 pub const AGE_RATIO: f64 = 1.1;
 /// ... and older by at least this much (differences below it are noise).
@@ -96,8 +100,12 @@ pub struct Slabs {
     per: Box<[ClassState]>,
     /// Woken after every look: waiting writers check again.
     looked: Notify,
-    /// Woken by an out-of-memory answer: the balancer looks at once.
+    /// Woken by an out-of-memory answer or a class's free chunks used up: the balancer looks
+    /// at once.
     poke: Notify,
+    /// Every page of memcached's is handed out (as of the last look): only then can a class
+    /// starve, and only then do writers poke.
+    tight: AtomicBool,
     view: Mutex<Vec<ClassView>>,
     moved: AtomicU64,
     waited: AtomicU64,
@@ -113,6 +121,7 @@ impl Slabs {
             per: (0..=CLASSES).map(|_| ClassState::default()).collect(),
             looked: Notify::new(),
             poke: Notify::new(),
+            tight: AtomicBool::new(false),
             view: Mutex::new(Vec::new()),
             moved: AtomicU64::new(0),
             waited: AtomicU64::new(0),
@@ -142,7 +151,7 @@ impl Slabs {
             s.push_back((n, Instant::now()));
         }
         let credit = st.credit.fetch_sub(1, Ordering::Relaxed) - 1;
-        if credit == -1 {
+        if credit == -1 && self.tight.load(Ordering::Relaxed) {
             // The class's free chunks are used up: the balancer should look now, not at its tick.
             self.poke.notify_one();
         }
@@ -269,16 +278,36 @@ async fn balance(slabs: &Slabs, admin: &mut Admin, warned: &mut bool) -> std::io
     let mut hurry = false;
     loop {
         if !hurry {
+            // At most one look per millisecond, however often writers poke: pokes meanwhile
+            // wait for the next look. While memcached still has pages to hand out, no hurry.
+            let tick = if slabs.tight.load(Ordering::Relaxed) {
+                TICK
+            } else {
+                LOOSE_TICK
+            };
+            tokio::time::sleep(MIN_GAP).await;
             tokio::select! {
-                _ = tokio::time::sleep(TICK) => {}
+                _ = tokio::time::sleep(tick - MIN_GAP) => {}
                 _ = slabs.poke.notified() => {}
             }
         }
-        let now_stats = match admin.classes().await {
+        let (now_stats, malloced) = match admin.classes().await {
             Ok(c) => c,
             Err(e) => return e,
         };
-        let plan = look(slabs, table, &now_stats, &last, &mut prev_writes, &mut demand);
+        // Until every page is handed out memcached gives a class that needs one a new page: no
+        // class is starved, and writes find memory without waiting.
+        let all_handed_out = malloced + settings.page_size as u64 > settings.max_bytes;
+        slabs.tight.store(all_handed_out, Ordering::Relaxed);
+        let plan = look(
+            slabs,
+            table,
+            &now_stats,
+            &last,
+            &mut prev_writes,
+            &mut demand,
+            all_handed_out,
+        );
         last = now_stats;
         hurry = false;
         if let (Some((from, to)), true) = (plan, can_move) {
@@ -317,6 +346,7 @@ fn look(
     last: &HashMap<usize, ClassStats>,
     prev_writes: &mut [u64; CLASSES + 1],
     demand: &mut [Option<Instant>; CLASSES + 1],
+    all_handed_out: bool,
 ) -> Option<(usize, usize)> {
     let now = Instant::now();
     let ids = 1..=table.count().min(CLASSES);
@@ -356,7 +386,7 @@ fn look(
         }
         prev_writes[id] = writes;
         let recent = demand[id].is_some_and(|at| now - at < STARVED_HOLD);
-        let wanting = (pressed && full) || (st.starved.load(Ordering::Relaxed) && recent);
+        let wanting = all_handed_out && ((pressed && full) || (st.starved.load(Ordering::Relaxed) && recent));
         if wanting && starved.is_none_or(|(_, a)| age < a) {
             starved = Some((id, age));
         }
