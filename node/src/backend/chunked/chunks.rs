@@ -172,9 +172,54 @@ impl<R: RawStore> Chunked<R> {
         }
     }
 
+    /// A value's chunks read under the layout this node noted for the key, at the same time as
+    /// its index (see `Hints`): if the index `found` is that layout's, `Some` of what the chunks
+    /// gave (`None` if one was missing or not the value's).
+    pub(super) async fn lookup_with_chunks(
+        &self,
+        key: &[u8],
+        layout: Layout,
+        touch: Option<u32>,
+    ) -> Result<(Found, Option<Option<Vec<u8>>>)> {
+        let env = Envelope {
+            bits: 0,
+            flags: 0,
+            expiry: 0,
+            total_len: layout.total_len,
+            chunk_size: layout.chunk_size,
+            chunk_count: layout.total_len.div_ceil(layout.chunk_size.max(1)),
+            version: Version::NONE,
+            token: layout.token,
+            cas: 0,
+        };
+        let (found, chunks) = tokio::join!(self.lookup(key), Box::pin(self.read_chunks(key, &env, touch)));
+        let found = found?;
+        // Counted only when they were the index's: chunks of an older layout are no broken read.
+        let value = match &found {
+            Found::Live(idx) if layout.is(&idx.env) => Some(self.count_chunks_read(chunks?)),
+            _ => None,
+        };
+        Ok((found, value))
+    }
+
     /// Reads every chunk of a value (GAT with `touch`) and checks each against the envelope.
     /// `None` when one is missing or is not that chunk of that value.
     pub(super) async fn fetch_chunks(&self, key: &[u8], env: &Envelope, touch: Option<u32>) -> Result<Option<Vec<u8>>> {
+        Ok(self.count_chunks_read(self.read_chunks(key, env, touch).await?))
+    }
+
+    /// Counts a chunked read that got `value` (`None`: a chunk was missing or not the value's).
+    fn count_chunks_read(&self, value: Option<Vec<u8>>) -> Option<Vec<u8>> {
+        bump(if value.is_some() {
+            &self.c.chunked_reads
+        } else {
+            &self.c.broken_reads
+        });
+        value
+    }
+
+    /// [`Chunked::fetch_chunks`], uncounted.
+    async fn read_chunks(&self, key: &[u8], env: &Envelope, touch: Option<u32>) -> Result<Option<Vec<u8>>> {
         let keys = ChunkKeys::new(key, env.token);
         let cs = env.chunk_size as usize;
         let mut out = vec![0u8; env.total_len as usize];
@@ -212,12 +257,7 @@ impl<R: RawStore> Chunked<R> {
         if let Some(e) = failure {
             return Err(e);
         }
-        if broken {
-            bump(&self.c.broken_reads);
-            return Ok(None);
-        }
-        bump(&self.c.chunked_reads);
-        Ok(Some(out))
+        Ok((!broken).then_some(out))
     }
 
     /// Sets every chunk's exptime; false if one is missing (the value is lost).
@@ -268,8 +308,23 @@ impl<R: RawStore> Chunked<R> {
         idx: &'a Index,
         touch: Option<u32>,
     ) -> Result<Option<ValueBuf<'a>>> {
+        self.value_of_or(key, idx, touch, None).await
+    }
+
+    /// [`Chunked::value_of`], unless the chunks were already read (`early`, see
+    /// [`Chunked::lookup_with_chunks`]).
+    pub(super) async fn value_of_or<'a>(
+        &self,
+        key: &[u8],
+        idx: &'a Index,
+        touch: Option<u32>,
+        early: Option<Option<Vec<u8>>>,
+    ) -> Result<Option<ValueBuf<'a>>> {
         if !idx.env.is_chunked() {
             return Ok(Some(ValueBuf::Inline(idx.inline())));
+        }
+        if let Some(v) = early {
+            return Ok(v.map(ValueBuf::Owned));
         }
         Ok(Box::pin(self.fetch_chunks(key, &idx.env, touch))
             .await?
@@ -322,7 +377,8 @@ impl<R: RawStore> Chunked<R> {
 
     /// Remembers whether the value just written under `key` is chunked (see [`Hints`]).
     pub(super) fn note_written(&self, key: &[u8], env: &Envelope) {
-        self.hints.note(key_hash(key), env.is_chunked());
+        self.hints
+            .note(key_hash(key), env.is_chunked().then(|| Layout::of(env)));
     }
 
     /// `env` reshaped for a new value of `len` bytes: a new token, version and CAS.

@@ -1,4 +1,5 @@
-//! Which keys this node wrote in chunks, so a small `set` over one of them cleans its chunks up.
+//! Which keys this node wrote in chunks, and how: a small `set` over one of them cleans its
+//! chunks up, and a read of one asks for its chunks together with its index.
 
 use super::*;
 
@@ -11,6 +12,11 @@ use super::*;
 /// read, and the chunks of the value it replaces, if any, are left to memcached's LRU (they
 /// are unreachable). Hash collisions only cost a read. Past [`HINTS_MAX`] keys the set stops
 /// growing and every small set reads the old index again.
+///
+/// Each key keeps the layout of its value (token and sizes), so a read sends the GETs of its
+/// chunks with, not after, the GET of its index: one round trip to memcached instead of two. The
+/// index decides as ever: chunks read under a layout that is no longer the index's are dropped
+/// and read again.
 pub(super) struct Hints {
     pub(super) shards: Box<[parking_lot::Mutex<HintSet>]>,
     pub(super) full: AtomicBool,
@@ -18,7 +24,30 @@ pub(super) struct Hints {
 
 /// Key hashes, used as their own hash: they are well mixed already (see `key_hash`), and
 /// hashing them again with std's SipHash would cost every small set for nothing.
-pub(super) type HintSet = HashSet<u64, std::hash::BuildHasherDefault<Prehashed>>;
+pub(super) type HintSet = HashMap<u64, Layout, std::hash::BuildHasherDefault<Prehashed>>;
+
+/// How a chunked value lies in memcached: what its chunks' keys and checks need.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct Layout {
+    pub(super) token: u64,
+    pub(super) total_len: u32,
+    pub(super) chunk_size: u32,
+}
+
+impl Layout {
+    pub(super) fn of(env: &Envelope) -> Layout {
+        Layout {
+            token: env.token,
+            total_len: env.total_len,
+            chunk_size: env.chunk_size,
+        }
+    }
+
+    /// Whether `env` is the value this layout was noted for.
+    pub(super) fn is(&self, env: &Envelope) -> bool {
+        *self == Layout::of(env)
+    }
+}
 
 /// The hasher of a [`HintSet`]: a `u64` key is its own hash.
 #[derive(Default)]
@@ -39,7 +68,7 @@ impl std::hash::Hasher for Prehashed {
     }
 }
 
-/// Most chunked keys remembered (8 bytes each, plus the table's overhead). Each stands for at
+/// Most chunked keys remembered (24 bytes each, plus the table's overhead). Each stands for at
 /// least one chunk of memcached memory, so this covers 16 GiB of chunked values.
 pub(super) const HINTS_MAX: usize = 1 << 20;
 pub(super) const HINT_SHARDS: usize = 16;
@@ -61,17 +90,25 @@ impl Hints {
     }
 
     pub(super) fn may_be_chunked(&self, h: u64) -> bool {
-        self.full.load(Ordering::Relaxed) || self.shard(h).lock().contains(&h)
+        self.full.load(Ordering::Relaxed) || self.shard(h).lock().contains_key(&h)
     }
 
-    pub(super) fn note(&self, h: u64, chunked: bool) {
+    /// The layout this node last wrote under the key, if it wrote it chunked.
+    pub(super) fn layout(&self, h: u64) -> Option<Layout> {
+        self.shard(h).lock().get(&h).copied()
+    }
+
+    /// Notes what was just written under the key: `None` for a value that is not chunked.
+    pub(super) fn note(&self, h: u64, layout: Option<Layout>) {
         let mut shard = self.shard(h).lock();
-        if !chunked {
-            shard.remove(&h);
-        } else if shard.len() < HINTS_MAX / HINT_SHARDS {
-            shard.insert(h);
-        } else {
-            self.full.store(true, Ordering::Relaxed);
+        match layout {
+            None => {
+                shard.remove(&h);
+            }
+            Some(l) if shard.len() < HINTS_MAX / HINT_SHARDS || shard.contains_key(&h) => {
+                shard.insert(h, l);
+            }
+            Some(_) => self.full.store(true, Ordering::Relaxed),
         }
     }
 }

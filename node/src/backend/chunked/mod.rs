@@ -54,7 +54,7 @@ mod hints;
 mod read;
 mod write;
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::ops::ControlFlow;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -63,7 +63,7 @@ use bytes::Bytes;
 
 use self::chunks::{Found, Swap};
 use self::envelope::{check_chunk, chunk_header, key_hash, ChunkKeys, Envelope, ENV_LEN, STALE, TOKEN_SENT};
-use self::hints::Hints;
+use self::hints::{Hints, Layout};
 use super::raw::{run_windowed, unix_exptime, RawDeleted, RawItem, RawMode, RawStore, RawStored, RawWrite};
 use crate::counter::Counter;
 use crate::model::{

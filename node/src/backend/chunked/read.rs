@@ -73,8 +73,15 @@ impl<R: RawStore> Chunked<R> {
         F: FnOnce(&ItemView<'_>) -> T,
     {
         let touch = opts.touch.map(|e| self.unix_expiry(e));
-        for _ in 0..MAX_ATTEMPTS {
-            let idx = match self.lookup(key).await? {
+        let chunk_touch = touch.map(|t| unix_exptime(i64::from(t)));
+        for attempt in 0..MAX_ATTEMPTS {
+            // A value this node wrote in chunks: its chunks are asked for with its index.
+            let hinted = (attempt == 0).then(|| self.hints.layout(key_hash(key))).flatten();
+            let (found, mut early) = match hinted {
+                Some(layout) => Box::pin(self.lookup_with_chunks(key, layout, chunk_touch)).await?,
+                None => (self.lookup(key).await?, None),
+            };
+            let idx = match found {
                 Found::Live(idx) => idx,
                 Found::Absent { mcas } => {
                     let Some(vivify) = opts.vivify else {
@@ -132,10 +139,7 @@ impl<R: RawStore> Chunked<R> {
                 }
             }
             // With a touch, chunks are read with GAT so they live as long as the index will.
-            let Some(value) = self
-                .value_of(key, &idx, touch.map(|t| unix_exptime(i64::from(t))))
-                .await?
-            else {
+            let Some(value) = self.value_of_or(key, &idx, chunk_touch, early.take()).await? else {
                 self.drop_lost(key, &idx).await?;
                 continue;
             };

@@ -1050,3 +1050,30 @@ async fn hints_from_before_a_restart_are_lost_and_chunks_left_to_the_lru() {
     before.store(&req(Mode::Set, b"j", &value(35, 2))).await.unwrap();
     assert_eq!(raw.items().keys().filter(|k| k[0] == b'~').count(), 3 + 4);
 }
+
+#[tokio::test]
+async fn a_stale_layout_hint_reads_the_index_value() {
+    let ch = setup();
+    let v = value(5 * CS + 7, 9);
+    set(&ch, b"k", &v).await;
+    let env = envelope_of(&ch, b"k");
+    // As if another writer had replaced the value: the node's note names other chunks.
+    let stale = Layout {
+        token: env.token ^ 1,
+        ..Layout::of(&env)
+    };
+    ch.hints.note(key_hash(b"k"), Some(stale));
+    assert_eq!(get(&ch, b"k").await, Some(v.clone()));
+    // The chunks read under the stale layout are not counted as a broken read.
+    assert_eq!((ch.chunk_stats().chunked_reads, ch.chunk_stats().broken_reads), (1, 0));
+
+    // A note of chunks for a key that now holds a small value.
+    set(&ch, b"s", b"small").await;
+    ch.hints.note(key_hash(b"s"), Some(Layout::of(&env)));
+    assert_eq!(get(&ch, b"s").await.as_deref(), Some(&b"small"[..]));
+
+    // The node's own note: the chunks come with the index, and read whole.
+    ch.hints.note(key_hash(b"k"), Some(Layout::of(&env)));
+    assert_eq!(get(&ch, b"k").await, Some(v));
+    assert_eq!((ch.chunk_stats().chunked_reads, ch.chunk_stats().broken_reads), (2, 0));
+}

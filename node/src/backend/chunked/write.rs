@@ -221,7 +221,7 @@ impl<R: RawStore> Chunked<R> {
             // The index first: from then on no reader finds the chunks.
             match self.raw.delete(key, idx.mcas).await? {
                 RawDeleted::Deleted => {
-                    self.hints.note(key_hash(key), false);
+                    self.hints.note(key_hash(key), None);
                     self.delete_chunks(key, &idx.env).await;
                     return Ok(DeleteOutcome::Deleted);
                 }
