@@ -5,91 +5,18 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpStream};
-use std::time::Duration;
+use std::net::SocketAddr;
 
-use common::{proxy_settings, start_node, Memcached};
+use common::{proxy_settings, start_node, Memcached, TextClient};
 
 const MEMORY_MB: usize = 64;
 const OLD_SIZE: usize = 2000;
 const NEW_SIZE: usize = 50 * 1024;
 
-fn value(key: &str, len: usize) -> Vec<u8> {
-    let seed = key.bytes().fold(7u8, |a, b| a.wrapping_mul(31).wrapping_add(b));
-    (0..len).map(|i| seed.wrapping_add((i % 251) as u8)).collect()
-}
-
-struct Client {
-    w: TcpStream,
-    r: BufReader<TcpStream>,
-}
-
-impl Client {
-    fn connect(addr: SocketAddr) -> Client {
-        let w = TcpStream::connect(addr).unwrap();
-        w.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-        let r = BufReader::new(w.try_clone().unwrap());
-        Client { w, r }
-    }
-
-    fn line(&mut self) -> String {
-        let mut l = String::new();
-        self.r.read_line(&mut l).unwrap();
-        l
-    }
-
-    /// Sets every key, `batch` requests per write; panics on anything but STORED.
-    fn set_all(&mut self, keys: &[String], len: usize, batch: usize) {
-        for part in keys.chunks(batch) {
-            let mut req = Vec::new();
-            for k in part {
-                req.extend_from_slice(format!("set {k} 0 0 {len}\r\n").as_bytes());
-                req.extend_from_slice(&value(k, len));
-                req.extend_from_slice(b"\r\n");
-            }
-            self.w.write_all(&req).unwrap();
-            for _ in part {
-                let l = self.line();
-                assert_eq!(l, "STORED\r\n", "a set was refused");
-            }
-        }
-    }
-
-    /// How many of `keys` read back, each checked whole.
-    fn hits(&mut self, keys: &[String], len: usize) -> usize {
-        let mut hits = 0;
-        for part in keys.chunks(16) {
-            let mut req = String::from("get");
-            for k in part {
-                req.push(' ');
-                req.push_str(k);
-            }
-            req.push_str("\r\n");
-            self.w.write_all(req.as_bytes()).unwrap();
-            loop {
-                let l = self.line();
-                if l == "END\r\n" {
-                    break;
-                }
-                let f: Vec<&str> = l.split_whitespace().collect();
-                assert_eq!(f.first(), Some(&"VALUE"), "unexpected reply {l:?}");
-                let n: usize = f[3].parse().unwrap();
-                let mut data = vec![0u8; n + 2];
-                self.r.read_exact(&mut data).unwrap();
-                assert_eq!(n, len);
-                assert_eq!(&data[..n], &value(f[1], len)[..], "{} read back wrong", f[1]);
-                hits += 1;
-            }
-        }
-        hits
-    }
-}
-
 /// Fills `addr` with twice its memory in 2 KB values, writes a new set of 50 KB values taking
 /// 70 % of it, and returns the share of the new set that reads back.
 fn shift(addr: SocketAddr) -> f64 {
-    let mut c = Client::connect(addr);
+    let mut c = TextClient::connect(addr);
     let old: Vec<String> = (0..2 * (MEMORY_MB << 20) / OLD_SIZE)
         .map(|i| format!("old:{i}"))
         .collect();

@@ -2,7 +2,7 @@
 //! exchanges with them, so the same request stream can be sent to both and the replies diffed.
 #![allow(dead_code)]
 
-use std::io::{Read, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -187,4 +187,82 @@ pub fn normalize_text(reply: &[u8]) -> String {
         rest = &rest[next..];
     }
     out
+}
+
+/// The value a bulk load writes under `key`.
+pub fn value(key: &str, len: usize) -> Vec<u8> {
+    let seed = key.bytes().fold(7u8, |a, b| a.wrapping_mul(31).wrapping_add(b));
+    (0..len).map(|i| seed.wrapping_add((i % 251) as u8)).collect()
+}
+
+/// A plain text-protocol client for bulk loads: pipelined sets, multi-get reads checked whole.
+pub struct TextClient {
+    w: TcpStream,
+    r: BufReader<TcpStream>,
+}
+
+impl TextClient {
+    pub fn connect(addr: SocketAddr) -> TextClient {
+        let w = TcpStream::connect(addr).unwrap();
+        w.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        let r = BufReader::new(w.try_clone().unwrap());
+        TextClient { w, r }
+    }
+
+    fn line(&mut self) -> String {
+        let mut l = String::new();
+        self.r.read_line(&mut l).unwrap();
+        l
+    }
+
+    /// Sets every key, `batch` requests per write; panics on anything but STORED.
+    pub fn set_all(&mut self, keys: &[String], len: usize, batch: usize) {
+        for part in keys.chunks(batch) {
+            let mut req = Vec::new();
+            for k in part {
+                req.extend_from_slice(format!("set {k} 0 0 {len}\r\n").as_bytes());
+                req.extend_from_slice(&value(k, len));
+                req.extend_from_slice(b"\r\n");
+            }
+            self.w.write_all(&req).unwrap();
+            for _ in part {
+                let l = self.line();
+                assert_eq!(l, "STORED\r\n", "a set was refused");
+            }
+        }
+    }
+
+    /// How many of `keys` read back, each checked whole.
+    pub fn hits(&mut self, keys: &[String], len: usize) -> usize {
+        let mut hits = 0;
+        for part in keys.chunks(batch_for(len)) {
+            let mut req = String::from("get");
+            for k in part {
+                req.push(' ');
+                req.push_str(k);
+            }
+            req.push_str("\r\n");
+            self.w.write_all(req.as_bytes()).unwrap();
+            loop {
+                let l = self.line();
+                if l == "END\r\n" {
+                    break;
+                }
+                let f: Vec<&str> = l.split_whitespace().collect();
+                assert_eq!(f.first(), Some(&"VALUE"), "unexpected reply {l:?}");
+                let n: usize = f[3].parse().unwrap();
+                let mut data = vec![0u8; n + 2];
+                self.r.read_exact(&mut data).unwrap();
+                assert_eq!(n, len);
+                assert_eq!(&data[..n], &value(f[1], len)[..], "{} read back wrong", f[1]);
+                hits += 1;
+            }
+        }
+        hits
+    }
+}
+
+/// Keys per multi-get: about 1 MiB of replies at a time.
+fn batch_for(len: usize) -> usize {
+    ((1 << 20) / len.max(1)).clamp(1, 100)
 }
