@@ -194,8 +194,10 @@ fn table<const N: usize>(rows: &[[String; N]], right: &[bool; N]) -> String {
 
 #[cfg(test)]
 mod tests {
+    use super::super::report::collect_errors;
     use super::super::tests::setting;
     use super::*;
+    use crate::proc::Machine;
 
     #[test]
     fn markdown_table() {

@@ -1,3 +1,5 @@
+use riven_memcache::binary::{self, ArithExtras, Opcode, Status, StoreExtras};
+
 use super::*;
 
 fn keys(list: &[&str]) -> Keys {
