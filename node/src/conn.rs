@@ -17,6 +17,7 @@ use riven_memcache::plan::{for_each_read_key, meta_get_line, nth_request, KeyAt,
 
 use crate::engine::{Engine, ReadAhead};
 use crate::model::item_size_ok;
+use crate::out::Out;
 use crate::protocol::{binary, text, ConnState, Ctx, Step};
 use crate::state::{ConnInfo, ServerState};
 
@@ -140,7 +141,7 @@ struct Burst<'a> {
 impl Burst<'_> {
     /// Handles every complete request in `rbuf`, replies appended to `out`. Returns how many
     /// bytes were used and whether the connection must close.
-    async fn run(mut self, rbuf: &[u8], out: &mut Vec<u8>) -> (usize, bool) {
+    async fn run(mut self, rbuf: &[u8], out: &mut Out) -> (usize, bool) {
         let mut pos = 0;
         if *self.swallow > 0 {
             let k = (*self.swallow).min(rbuf.len());
@@ -200,7 +201,7 @@ impl Burst<'_> {
     /// order, over one link (see [`Engine::burst_scope`]), so the tier sees them in the order the client
     /// sent them: a `get` after a `set` reads what the `set` wrote. `run` is what
     /// [`Run::plan`] found.
-    async fn concurrent_run(&mut self, p: Proto, buf: &[u8], run: Run, out: &mut Vec<u8>) {
+    async fn concurrent_run(&mut self, p: Proto, buf: &[u8], run: Run, out: &mut Out) {
         let Run {
             ends, kinds, keys, n, ..
         } = run;
@@ -234,7 +235,7 @@ impl Burst<'_> {
         kinds: &[Kind],
         keys: &[KeyAt],
         ahead: &ReadAhead<'_>,
-        out: &mut Vec<u8>,
+        out: &mut Out,
     ) {
         let (state, engine) = (self.state, self.engine);
         let request = |i: usize| nth_request(buf, ends, i);
@@ -243,7 +244,7 @@ impl Burst<'_> {
         // write starts, so memcached still sees the run in the client's order.
         let mut stashed = [0u8; MAX_RUN];
         let mut writes = Vec::new();
-        let mut done: Vec<(usize, Vec<u8>)> = Vec::new();
+        let mut done: Vec<(usize, Out)> = Vec::new();
         let mut gathered = Gathered::new();
         ahead.open(0);
         for (i, kind) in kinds.iter().enumerate() {
@@ -357,7 +358,7 @@ impl Gathered {
 }
 
 /// Hands the request at the start of `buf` to the front end of its protocol.
-async fn handle(p: Proto, ctx: &mut Ctx<'_>, buf: &[u8], out: &mut Vec<u8>) -> Step {
+async fn handle(p: Proto, ctx: &mut Ctx<'_>, buf: &[u8], out: &mut Out) -> Step {
     match p {
         Proto::Text => text::handle(ctx, buf, out).await,
         Proto::Binary => binary::handle(ctx, buf, out).await,
@@ -366,14 +367,14 @@ async fn handle(p: Proto, ctx: &mut Ctx<'_>, buf: &[u8], out: &mut Vec<u8>) -> S
 
 /// Answers one whole request of a run into a buffer of its own, so it can run beside the
 /// others. These requests use no per-connection state: each gets its own.
-async fn answer_alone(state: &ServerState, engine: &Engine, p: Proto, request: &[u8]) -> Vec<u8> {
+async fn answer_alone(state: &ServerState, engine: &Engine, p: Proto, request: &[u8]) -> Out {
     let mut conn = ConnState::default();
     let mut ctx = Ctx {
         state,
         engine,
         conn: &mut conn,
     };
-    let mut reply = take_reply_buf();
+    let mut reply = Out::with_buf(take_reply_buf());
     let step = handle(p, &mut ctx, request, &mut reply).await;
     debug_assert_eq!(step, Step::Done(request.len()), "a request of a run used other bytes");
     reply
@@ -398,10 +399,10 @@ fn take_reply_buf() -> Vec<u8> {
     take_from(&REPLY_POOL, REPLY_BUF)
 }
 
-/// Copies a reply of a run into `out` and gives its buffer back (one that grew large is freed).
-fn append_reply(out: &mut Vec<u8>, reply: Vec<u8>) {
-    out.extend_from_slice(&reply);
-    give_to(&REPLY_POOL, REPLY_POOL_DEPTH, REPLY_POOL_MAX_BUF, reply);
+/// Moves a reply of a run into `out` and gives its buffer back (one that grew large is freed).
+fn append_reply(out: &mut Out, mut reply: Out) {
+    out.append(&mut reply);
+    give_to(&REPLY_POOL, REPLY_POOL_DEPTH, REPLY_POOL_MAX_BUF, reply.take_buf());
 }
 
 /// Runs a future that cannot wait (every await in it is on the embedded store) to completion
@@ -425,7 +426,7 @@ pub async fn serve<S: Socket>(
     shutdown: &CancellationToken,
 ) -> io::Result<()> {
     let mut rbuf: Vec<u8> = Vec::new();
-    let mut out: Vec<u8> = Vec::new();
+    let mut out = Out::default();
     let mut swallow = 0usize;
     let mut proto = None;
     let mut conn = ConnState::default();
@@ -467,7 +468,7 @@ pub async fn serve<S: Socket>(
         info.last_cmd.store(state.engine.clock().now(), Ordering::Relaxed);
 
         if out.capacity() == 0 {
-            out = take_buf();
+            out = Out::with_buf(take_buf());
         }
         let burst = Burst {
             state,
@@ -487,9 +488,9 @@ pub async fn serve<S: Socket>(
             crate::reuse::Reused::new(|| scope.run(burst.run(&rbuf, &mut out))).await
         };
         if !out.is_empty() {
-            sock.write_all(&out).await?;
-            state.stats.bytes_written.add(out.len() as u64);
-            out.clear();
+            let n = out.total_len();
+            out.write_to(&mut sock).await?;
+            state.stats.bytes_written.add(n as u64);
         }
         if close {
             break Ok(());
@@ -497,13 +498,13 @@ pub async fn serve<S: Socket>(
         if pos == rbuf.len() {
             rbuf.clear();
             give_buf(&mut rbuf);
-            give_buf(&mut out);
+            give_buf(&mut out.take_buf());
         } else {
             rbuf.drain(..pos);
         }
     };
     give_buf(&mut rbuf);
-    give_buf(&mut out);
+    give_buf(&mut out.take_buf());
     let _ = sock.shutdown().await;
     result
 }

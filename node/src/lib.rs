@@ -16,6 +16,7 @@ pub mod l2;
 pub mod model;
 pub mod node;
 pub mod orchestrator;
+pub mod out;
 pub mod protocol;
 pub mod reuse;
 pub mod server;

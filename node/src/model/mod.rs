@@ -105,8 +105,9 @@ pub struct ItemView<'a> {
     pub value: Value<'a>,
 }
 
-/// An item's value: pieces of a store's memory (the embedded store's chunks) or one slice (a
-/// reply buffer of a remote tier).
+/// An item's value: pieces of a store's memory (the embedded store's chunks), one slice (a reply
+/// buffer of a remote tier), or shared buffers (chunks read from memcached, which a reply can
+/// send as they are).
 pub struct Value<'a> {
     inner: ValueInner<'a>,
 }
@@ -114,6 +115,7 @@ pub struct Value<'a> {
 enum ValueInner<'a> {
     Pieces(Pieces<'a>),
     Slice(&'a [u8]),
+    Shared(&'a [bytes::Bytes], usize),
 }
 
 /// A value spread over a store's memory: its first piece, at hand, and the rest read through the
@@ -169,10 +171,27 @@ impl<'a> Value<'a> {
         }
     }
 
+    /// A value made of `pieces`, in order.
+    pub fn shared(pieces: &'a [bytes::Bytes]) -> Value<'a> {
+        let len = pieces.iter().map(|p| p.len()).sum();
+        Value {
+            inner: ValueInner::Shared(pieces, len),
+        }
+    }
+
+    /// The shared buffers the value is made of, if it is (see [`Value::shared`]).
+    pub fn shared_pieces(&self) -> Option<&'a [bytes::Bytes]> {
+        match self.inner {
+            ValueInner::Shared(p, _) => Some(p),
+            _ => None,
+        }
+    }
+
     pub fn len(&self) -> usize {
         match &self.inner {
             ValueInner::Pieces(p) => p.len,
             ValueInner::Slice(s) => s.len(),
+            ValueInner::Shared(_, len) => *len,
         }
     }
     pub fn is_empty(&self) -> bool {
@@ -197,6 +216,7 @@ impl<'a> Value<'a> {
                 }
             }
             ValueInner::Slice(s) => f(s),
+            ValueInner::Shared(pieces, _) => pieces.iter().for_each(|p| f(p)),
         }
     }
 }

@@ -32,9 +32,10 @@ use super::text::item_size_ok;
 use super::{Ctx, Step};
 use crate::model::{ArithOutcome, ArithReq, DeleteOutcome, Mode, ReadOpts, StoreOutcome, StoreReq};
 use crate::model::{Backend, BackendError};
+use crate::out::Out;
 
 /// Handles the request at the start of `buf` (which starts at a request header).
-pub async fn handle(ctx: &mut Ctx<'_>, buf: &[u8], out: &mut Vec<u8>) -> Step {
+pub async fn handle(ctx: &mut Ctx<'_>, buf: &[u8], out: &mut Out) -> Step {
     let h = match parse_request_header(buf) {
         Ok(h) => h,
         Err(ParseError::Incomplete) => return Step::Incomplete,
@@ -128,7 +129,8 @@ pub async fn handle(ctx: &mut Ctx<'_>, buf: &[u8], out: &mut Vec<u8>) -> Step {
 /// sent. It sends what it has after each NOOP, so of this burst's replies (`out`) those up to the
 /// last NOOP reply reached the client; the rest are dropped. (memcached also sends what it has
 /// every 20 requests; clients cannot rely on that and we do not copy it.)
-fn drop_unflushed_replies(out: &mut Vec<u8>) {
+fn drop_unflushed_replies(out: &mut Out) {
+    out.flatten();
     let mut at = 0;
     let mut sent = 0;
     while let Ok((res, used)) = parse_response(&out[at..]) {
@@ -236,7 +238,7 @@ impl Reply {
 }
 
 /// GET, GETK, TOUCH, GAT, GATK and their quiet twins.
-async fn read(ctx: &Ctx<'_>, req: &Head<'_>, r: &Reply, out: &mut Vec<u8>) -> Step {
+async fn read(ctx: &Ctx<'_>, req: &Head<'_>, r: &Reply, out: &mut Out) -> Step {
     let engine = &ctx.engine;
     let touch = matches!(req.cmd, Opcode::TOUCH | Opcode::GAT | Opcode::GATK);
     let with_key = matches!(req.cmd, Opcode::GETK | Opcode::GATK);
@@ -262,7 +264,7 @@ async fn read(ctx: &Ctx<'_>, req: &Head<'_>, r: &Reply, out: &mut Vec<u8>) -> St
         };
         let tail = if with_value { item.value.len() } else { 0 };
         match compose_response_with_tail(out, &res, tail) {
-            Ok(()) if with_value => item.value.for_each(|s| out.extend_from_slice(s)),
+            Ok(()) if with_value => out.put_value(&item.value),
             Ok(()) => {}
             Err(_) => r.internal_error(out),
         }

@@ -15,10 +15,11 @@ use super::text::server_error;
 use super::{Ctx, Step};
 use crate::model::Backend;
 use crate::model::{ArithOutcome, ArithReq, DeleteOutcome, Expiry, Mode, ReadOpts, StoreOutcome, StoreReq};
+use crate::out::Out;
 
 /// Handles one meta request. `buf[..line_end]` is its line without the terminator and `next`
 /// the index after the `\n`; an `ms` data block follows at `buf[next..]`.
-pub async fn handle(ctx: &mut Ctx<'_>, buf: &[u8], line_end: usize, next: usize, out: &mut Vec<u8>) -> Step {
+pub async fn handle(ctx: &mut Ctx<'_>, buf: &[u8], line_end: usize, next: usize, out: &mut Out) -> Step {
     let mut key_buf: KeyBuf = [0; MAX_KEY_LEN];
     // Used where it lies: the request is a few hundred bytes, and a copy of it is a `memcpy`.
     let parsed = meta::parse_request(&buf[..line_end], &mut key_buf);
@@ -74,7 +75,7 @@ fn before(order: &[u8], a: u8, b: u8) -> bool {
     matches!((at(a), at(b)), (Some(i), Some(j)) if i < j)
 }
 
-async fn get(ctx: &Ctx<'_>, req: &Request<'_>, out: &mut Vec<u8>) {
+async fn get(ctx: &Ctx<'_>, req: &Request<'_>, out: &mut Out) {
     let engine = &ctx.engine;
     let f = &req.flags;
     let touch = f.ttl.map(|t| expiry(ctx, t));
@@ -114,7 +115,7 @@ async fn get(ctx: &Ctx<'_>, req: &Request<'_>, out: &mut Vec<u8>) {
         reply::recache(out, item.win_taken, item.stale, item.win);
         reply::end(out);
         if f.value {
-            item.value.copy_to(out);
+            out.put_value(&item.value);
             reply::end(out);
         }
     });
@@ -332,9 +333,9 @@ mod tests {
             engine: &state.engine,
             conn: &mut conn,
         };
-        let mut out = Vec::new();
+        let mut out = crate::out::Out::default();
         let step = crate::protocol::block_on(handle(&mut ctx, input, line_end, next, &mut out));
-        (step, String::from_utf8(out).unwrap())
+        (step, String::from_utf8(out.take_buf_flat()).unwrap())
     }
 
     #[test]

@@ -8,10 +8,11 @@ use riven_memcache::text::{self, reply, Error, Keys, Request, StoreCmd};
 use super::{meta, Ctx, Step};
 use crate::model::{ArithOutcome, ArithReq, DeleteOutcome, Mode, ReadOpts, StoreOutcome, StoreReq};
 use crate::model::{Backend, BackendError};
+use crate::out::Out;
 
 pub use crate::model::item_size_ok;
 
-pub async fn handle(ctx: &mut Ctx<'_>, buf: &[u8], out: &mut Vec<u8>) -> Step {
+pub async fn handle(ctx: &mut Ctx<'_>, buf: &[u8], out: &mut Out) -> Step {
     let config = &ctx.state.config;
     let limits = text::Limits {
         max_get_line: config.limits.max_line,
@@ -63,7 +64,7 @@ pub async fn handle(ctx: &mut Ctx<'_>, buf: &[u8], out: &mut Vec<u8>) -> Step {
 }
 
 /// Runs a request; `Some(step)` overrides the default "done, consumed the request".
-async fn execute(ctx: &mut Ctx<'_>, req: Request<'_>, out: &mut Vec<u8>) -> Option<Step> {
+async fn execute(ctx: &mut Ctx<'_>, req: Request<'_>, out: &mut Out) -> Option<Step> {
     let state = ctx.state;
     let engine = ctx.engine;
     let clock = engine.clock();
@@ -187,7 +188,7 @@ async fn execute(ctx: &mut Ctx<'_>, req: Request<'_>, out: &mut Vec<u8>) -> Opti
     None
 }
 
-async fn get(ctx: &mut Ctx<'_>, keys: Keys<'_>, cas: bool, exptime: Option<i64>, out: &mut Vec<u8>) {
+async fn get(ctx: &mut Ctx<'_>, keys: Keys<'_>, cas: bool, exptime: Option<i64>, out: &mut Out) {
     let engine = &ctx.engine;
     let opts = ReadOpts {
         touch: exptime.map(|e| engine.clock().expiry(e)),
@@ -198,7 +199,7 @@ async fn get(ctx: &mut Ctx<'_>, keys: Keys<'_>, cas: bool, exptime: Option<i64>,
         let found = engine
             .read_soon(key, &opts, |item| {
                 reply::value_header(out, key, item.flags, item.value.len(), cas.then_some(item.cas));
-                item.value.copy_to(out);
+                out.put_value(&item.value);
                 out.extend_from_slice(b"\r\n");
             })
             .await;

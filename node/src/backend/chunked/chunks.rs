@@ -34,17 +34,26 @@ pub(super) enum Swap {
     Refused(StoreOutcome),
 }
 
-/// A whole value: borrowed from the index item, or gathered from chunks.
+/// A whole value: borrowed from the index item, or its chunks' data where the replies brought
+/// them (not gathered: a reply sends them as they are, see `crate::out`).
 pub(super) enum ValueBuf<'a> {
     Inline(&'a [u8]),
-    Owned(Vec<u8>),
+    Chunks(Vec<Bytes>),
 }
 
 impl ValueBuf<'_> {
-    pub(super) fn as_slice(&self) -> &[u8] {
+    pub(super) fn value(&self) -> Value<'_> {
         match self {
-            ValueBuf::Inline(s) => s,
-            ValueBuf::Owned(v) => v,
+            ValueBuf::Inline(s) => Value::slice(s),
+            ValueBuf::Chunks(c) => Value::shared(c),
+        }
+    }
+
+    /// The value in one piece, for commands that compute on it (append, incr).
+    pub(super) fn contiguous(&self) -> std::borrow::Cow<'_, [u8]> {
+        match self {
+            ValueBuf::Inline(s) => std::borrow::Cow::Borrowed(s),
+            ValueBuf::Chunks(c) => std::borrow::Cow::Owned(c.concat()),
         }
     }
 }
@@ -180,7 +189,7 @@ impl<R: RawStore> Chunked<R> {
         key: &[u8],
         layout: Layout,
         touch: Option<u32>,
-    ) -> Result<(Found, Option<Option<Vec<u8>>>)> {
+    ) -> Result<(Found, Option<Option<Vec<Bytes>>>)> {
         let env = Envelope {
             bits: 0,
             flags: 0,
@@ -204,12 +213,17 @@ impl<R: RawStore> Chunked<R> {
 
     /// Reads every chunk of a value (GAT with `touch`) and checks each against the envelope.
     /// `None` when one is missing or is not that chunk of that value.
-    pub(super) async fn fetch_chunks(&self, key: &[u8], env: &Envelope, touch: Option<u32>) -> Result<Option<Vec<u8>>> {
+    pub(super) async fn fetch_chunks(
+        &self,
+        key: &[u8],
+        env: &Envelope,
+        touch: Option<u32>,
+    ) -> Result<Option<Vec<Bytes>>> {
         Ok(self.count_chunks_read(self.read_chunks(key, env, touch).await?))
     }
 
     /// Counts a chunked read that got `value` (`None`: a chunk was missing or not the value's).
-    fn count_chunks_read(&self, value: Option<Vec<u8>>) -> Option<Vec<u8>> {
+    fn count_chunks_read(&self, value: Option<Vec<Bytes>>) -> Option<Vec<Bytes>> {
         bump(if value.is_some() {
             &self.c.chunked_reads
         } else {
@@ -219,10 +233,9 @@ impl<R: RawStore> Chunked<R> {
     }
 
     /// [`Chunked::fetch_chunks`], uncounted.
-    async fn read_chunks(&self, key: &[u8], env: &Envelope, touch: Option<u32>) -> Result<Option<Vec<u8>>> {
+    async fn read_chunks(&self, key: &[u8], env: &Envelope, touch: Option<u32>) -> Result<Option<Vec<Bytes>>> {
         let keys = ChunkKeys::new(key, env.token);
-        let cs = env.chunk_size as usize;
-        let mut out = vec![0u8; env.total_len as usize];
+        let mut out = vec![Bytes::new(); env.chunk_count as usize];
         let mut failure = None;
         let mut broken = false;
         run_windowed(
@@ -235,7 +248,7 @@ impl<R: RawStore> Chunked<R> {
             |i, r| match r {
                 Ok(Some(item)) => match check_chunk(&item.value, env, i as u32) {
                     Some(data) => {
-                        out[i * cs..i * cs + data.len()].copy_from_slice(data);
+                        out[i] = item.value.slice_ref(data);
                         ControlFlow::Continue(())
                     }
                     None => {
@@ -318,17 +331,17 @@ impl<R: RawStore> Chunked<R> {
         key: &[u8],
         idx: &'a Index,
         touch: Option<u32>,
-        early: Option<Option<Vec<u8>>>,
+        early: Option<Option<Vec<Bytes>>>,
     ) -> Result<Option<ValueBuf<'a>>> {
         if !idx.env.is_chunked() {
             return Ok(Some(ValueBuf::Inline(idx.inline())));
         }
         if let Some(v) = early {
-            return Ok(v.map(ValueBuf::Owned));
+            return Ok(v.map(ValueBuf::Chunks));
         }
         Ok(Box::pin(self.fetch_chunks(key, &idx.env, touch))
             .await?
-            .map(ValueBuf::Owned))
+            .map(ValueBuf::Chunks))
     }
 
     /// Writes an index with memcached's CAS of the one read (`Set` with CAS `mcas`), or with

@@ -363,7 +363,7 @@ impl<R: RawStore> Chunked<R> {
         }
     }
 
-    fn view<'a>(&self, env: &Envelope, value: &'a [u8], win: bool) -> ItemView<'a> {
+    fn view<'a>(&self, env: &Envelope, value: Value<'a>, win: bool) -> ItemView<'a> {
         ItemView {
             flags: env.flags,
             cas: env.cas,
@@ -375,7 +375,7 @@ impl<R: RawStore> Chunked<R> {
             win,
             win_taken: !win && env.bits & TOKEN_SENT != 0,
             version: env.version,
-            value: Value::slice(value),
+            value,
         }
     }
 }

@@ -54,7 +54,11 @@ impl<R: RawStore> Chunked<R> {
                 Some(env) if env.is_chunked() || env.bits & STALE != 0 => None,
                 Some(env) => {
                     let f = f.take()?;
-                    Some(Ok(Some(f(&self.view(&env, &item.value[ENV_LEN..], false)))))
+                    Some(Ok(Some(f(&self.view(
+                        &env,
+                        Value::slice(&item.value[ENV_LEN..]),
+                        false,
+                    )))))
                 }
                 None => Some(Ok(None)),
             },
@@ -91,7 +95,7 @@ impl<R: RawStore> Chunked<R> {
                     let mut env = self.new_envelope(0, self.unix_expiry(vivify), 0);
                     env.bits = TOKEN_SENT;
                     match self.put_index(key, &env, &[], mcas).await? {
-                        RawStored::Stored { .. } => return Ok(Some(f(&self.view(&env, &[], true)))),
+                        RawStored::Stored { .. } => return Ok(Some(f(&self.view(&env, Value::slice(&[]), true)))),
                         RawStored::TooLarge | RawStored::OutOfMemory => return Ok(None),
                         // Created by someone else meanwhile: read theirs.
                         _ => {
@@ -167,7 +171,7 @@ impl<R: RawStore> Chunked<R> {
             if won_before {
                 shown.bits |= TOKEN_SENT;
             }
-            let mut view = self.view(&shown, value.as_slice(), win);
+            let mut view = self.view(&shown, value.value(), win);
             view.ttl = self.ttl(idx.env.expiry);
             return Ok(Some(f(&view)));
         }

@@ -180,7 +180,8 @@ impl<R: RawStore> Chunked<R> {
                 self.drop_lost(key, &old).await?;
                 continue;
             };
-            let old_value = old_value.as_slice();
+            let old_value = old_value.contiguous();
+            let old_value = &old_value[..];
             let total = old_value.len() + req.value.len();
             if !item_size_ok(self.cfg.item_size_max, key.len(), old.env.flags, total) {
                 return Ok(StoreOutcome::TooLarge);
@@ -333,10 +334,11 @@ impl<R: RawStore> Chunked<R> {
                 self.drop_lost(key, &idx).await?;
                 continue;
             };
-            let Some(current) = parse_number(old_value.as_slice()) else {
+            let old_value = old_value.contiguous();
+            let Some(current) = parse_number(&old_value) else {
                 return Ok(ArithOutcome::NonNumeric);
             };
-            let old_len = old_value.as_slice().len();
+            let old_len = old_value.len();
             let value = if req.incr {
                 current.wrapping_add(req.delta)
             } else {

@@ -15,7 +15,7 @@ fn state() -> Arc<ServerState> {
 /// bytes left unconsumed and whether the connection was closed.
 fn run(state: &ServerState, input: &[u8]) -> (Vec<u8>, usize, bool) {
     let mut conn = ConnState::default();
-    let mut out = Vec::new();
+    let mut out = crate::out::Out::default();
     let mut pos = 0;
     while pos < input.len() {
         let mut ctx = Ctx {
@@ -27,11 +27,11 @@ fn run(state: &ServerState, input: &[u8]) -> (Vec<u8>, usize, bool) {
             Step::Done(n) => pos += n,
             Step::Swallow { consumed, swallow } => pos = (pos + consumed + swallow).min(input.len()),
             Step::Incomplete => break,
-            Step::Close => return (out, input.len() - pos, true),
+            Step::Close => return (flat(out), input.len() - pos, true),
             Step::Abort => return (Vec::new(), input.len() - pos, true),
         }
     }
-    (out, input.len() - pos, false)
+    (flat(out), input.len() - pos, false)
 }
 
 fn req(op: Opcode, opaque: u32, extras: &[u8], key: &[u8], value: &[u8]) -> Vec<u8> {
@@ -159,7 +159,7 @@ fn too_large_is_answered_from_the_head_and_swallowed() {
     big.truncate(24 + 8 + 3);
     input.extend(&big);
     let mut conn = ConnState::default();
-    let mut out = Vec::new();
+    let mut out = crate::out::Out::default();
     let mut ctx = Ctx {
         state: &st,
         engine: &st.engine,
@@ -283,4 +283,9 @@ fn stat_ends_with_an_empty_reply() {
     assert!(last.key.is_empty() && last.value.is_empty());
     let (out, _, _) = run(&st, &req(Opcode::STAT, 7, &[], b"bogus", b""));
     assert_eq!(replies(&out)[0].status, Status::KEY_ENOENT);
+}
+
+/// The replies as the client gets them.
+fn flat(mut out: crate::out::Out) -> Vec<u8> {
+    out.take_buf_flat()
 }
