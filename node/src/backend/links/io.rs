@@ -93,8 +93,12 @@ pub(super) async fn write_loop<W: AsyncWrite + Unpin>(link: &Link, mut w: W) -> 
     }
 }
 
+/// Room a link's reader asks the socket to fill per read: a large value's chunk replies (about
+/// 17 KiB each) come in a few reads, not one per chunk.
+const READ_BUF: usize = 256 * 1024;
+
 pub(super) async fn read_loop<R: AsyncRead + Unpin>(link: &Link, mut r: R, timeout: Duration) -> Result<(), LinkError> {
-    let mut buf = BytesMut::with_capacity(64 * 1024);
+    let mut buf = BytesMut::with_capacity(READ_BUF);
     // Group calls that got a reply in this pass, woken once per task when it ends.
     let mut to_wake: Vec<Waker> = Vec::new();
     // The oldest request unanswered at a pass, and when a pass first saw it so. Requests carry
@@ -123,7 +127,7 @@ pub(super) async fn read_loop<R: AsyncRead + Unpin>(link: &Link, mut r: R, timeo
             (Some(o), _) => Some((o, Instant::now())),
         };
         if buf.capacity() - buf.len() < 4096 {
-            buf.reserve(64 * 1024);
+            buf.reserve(READ_BUF);
         }
         match tokio::time::timeout(timeout / 4, r.read_buf(&mut buf)).await {
             Ok(Ok(0)) => return Err(LinkError::Lost),
