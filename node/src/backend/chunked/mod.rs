@@ -45,8 +45,14 @@
 //!   two may disagree by a second at the boundary. `flush_all` with a delay runs on memcached's.
 //! * An item in memcached without an envelope (written by another client) reads as a miss, and
 //!   `add` replaces it.
-//! * A chunked value is gathered into one buffer before the reply is written (one copy more than
-//!   an inline value, which is served straight from the links's read buffer).
+//!
+//! # Large values
+//!
+//! A chunked value is never gathered: a read hands out its chunks' data where the links' read
+//! buffers hold them ([`Value::shared`]), and the reply sends them from there with vectored
+//! writes (`crate::out`), so a value is in the node's memory once however it is read. A read of
+//! a value this node wrote asks for the chunks together with the index (see `Hints`): one round
+//! trip to memcached. Writes copy the value once, into the link's write buffer.
 
 mod chunks;
 mod envelope;
