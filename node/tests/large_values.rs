@@ -64,5 +64,10 @@ fn sixteen_streams_of_8_mib_values_in_bounded_memory() {
     let _ = node.kill();
     let _ = node.wait();
     eprintln!("node peak RSS {} MiB (bound {} MiB)", peak >> 20, RSS_BOUND >> 20);
-    assert!(peak <= RSS_BOUND, "peak RSS {} MiB over the bound of {} MiB", peak >> 20, RSS_BOUND >> 20);
+    assert!(
+        peak <= RSS_BOUND,
+        "peak RSS {} MiB over the bound of {} MiB",
+        peak >> 20,
+        RSS_BOUND >> 20
+    );
 }
