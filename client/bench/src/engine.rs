@@ -53,6 +53,9 @@ pub struct EngineConfig {
     pub rate: Option<f64>,
     /// Print a line per second to stderr.
     pub progress: bool,
+    /// Server processes whose CPU time the run reads at the start and the end of the measured
+    /// phase ([`RunReport::server_ticks`]).
+    pub server_pids: Vec<u32>,
 }
 
 impl EngineConfig {
@@ -67,6 +70,7 @@ impl EngineConfig {
             timeout: Duration::from_secs(5),
             rate: None,
             progress: false,
+            server_pids: Vec::new(),
         }
     }
 }

@@ -50,6 +50,9 @@ pub struct LoadConfig {
     pub seed: u64,
     /// Print the throughput to stderr every second.
     pub progress: bool,
+    /// Server processes whose CPU time to read over the measured phase
+    /// ([`LoadReport::server_ticks`]).
+    pub server_pids: Vec<u32>,
 }
 
 impl LoadConfig {
@@ -72,6 +75,7 @@ impl LoadConfig {
             fail_on_miss: false,
             seed: 1,
             progress: false,
+            server_pids: Vec::new(),
         }
     }
 }
@@ -113,6 +117,10 @@ pub struct LoadReport {
     /// The tool's own CPU use over the measured phase; `cpu.saturated` means the throughput is
     /// the tool's limit, not the server's.
     pub cpu: CpuUse,
+    /// Per process of [`LoadConfig::server_pids`]: its CPU time over the measured phase, in clock
+    /// ticks (see [`engine::RunReport::server_ticks`]).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub server_ticks: Vec<Option<u64>>,
 }
 
 impl LoadReport {
@@ -196,6 +204,7 @@ pub async fn run(cfg: &LoadConfig) -> LoadReport {
     engine.timeout = cfg.timeout;
     engine.rate = cfg.rate;
     engine.progress = cfg.progress;
+    engine.server_pids = cfg.server_pids.clone();
     let shared = Arc::new(cfg.clone());
     let (run, _) = engine::run("load", &engine, |id| GetSet::new(shared.clone(), id)).await;
     let get = |op| run.command(op).cloned();
@@ -215,6 +224,7 @@ pub async fn run(cfg: &LoadConfig) -> LoadReport {
     report.send_lag = run.send_lag;
     report.errors = run.errors;
     report.cpu = run.cpu;
+    report.server_ticks = run.server_ticks;
     report.ok = report.errors.is_empty();
     report
 }
@@ -247,6 +257,7 @@ fn empty_report(cfg: &LoadConfig) -> LoadReport {
         send_lag: None,
         errors: Vec::new(),
         cpu: CpuUse::default(),
+        server_ticks: Vec::new(),
     }
 }
 

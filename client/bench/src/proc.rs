@@ -242,6 +242,31 @@ fn parse_vm_rss(status: &str) -> Option<u64> {
     line.split_whitespace().nth(1)?.parse().ok()
 }
 
+/// CPU time a process has used so far, user + system over all its threads, in clock ticks
+/// (fields 14 and 15 of `/proc/<pid>/stat`; see [`clock_ticks_per_sec`]). `None` once it has
+/// exited or when the file cannot be read.
+pub fn cpu_ticks(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    parse_cpu_ticks(&stat)
+}
+
+fn parse_cpu_ticks(stat: &str) -> Option<u64> {
+    // Field 2, the command name, is in parentheses and may hold spaces and parentheses itself:
+    // the fields after it start at the last `)`, with field 3 (the state).
+    let (_, rest) = stat.rsplit_once(')')?;
+    let mut fields = rest.split_whitespace().skip(14 - 3);
+    let utime: u64 = fields.next()?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    Some(utime + stime)
+}
+
+/// Clock ticks per second, the unit of [`cpu_ticks`] (`sysconf(_SC_CLK_TCK)`, 100 on Linux).
+pub fn clock_ticks_per_sec() -> Option<u64> {
+    // SAFETY: sysconf has no preconditions.
+    let n = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    u64::try_from(n).ok().filter(|&n| n > 0)
+}
+
 /// The RSS once it has stopped moving (equal over two reads 200 ms apart), or the last read when
 /// `limit` runs out.
 pub fn settled_rss_kib(pid: u32, limit: Duration) -> Option<u64> {
@@ -426,6 +451,20 @@ mod tests {
         assert_eq!(parse_vm_rss(status), Some(4321));
         assert_eq!(parse_vm_rss("Name: x\n"), None);
         assert!(rss_kib(std::process::id()).unwrap() > 0);
+    }
+
+    #[test]
+    fn cpu_ticks_from_stat() {
+        // A command name with a space and a parenthesis; utime 1234 and stime 56 are fields 14
+        // and 15.
+        let stat = "4242 (mem cached) x) S 1 4242 4242 0 -1 4194560 1000 0 0 0 1234 56 0 0 20 0 6 0 100 \
+                    1000000 500 18446744073709551615";
+        assert_eq!(parse_cpu_ticks(stat), Some(1290));
+        assert_eq!(parse_cpu_ticks("4242 (x) S 1 2 3"), None);
+        assert_eq!(parse_cpu_ticks("no parenthesis"), None);
+        assert!(cpu_ticks(std::process::id()).is_some());
+        assert_eq!(cpu_ticks(u32::MAX), None);
+        assert!(clock_ticks_per_sec().is_some_and(|n| n >= 100));
     }
 
     #[test]

@@ -256,6 +256,9 @@ fn compare_runner_smoke_with_two_memcacheds() {
         for t in &s.targets {
             assert_eq!(t.runs.len(), 2);
             assert!(t.ops_ratio.unwrap() > 0.0);
+            // Each memcached's own CPU time was read; neither runs on another server.
+            assert!(t.server_us_per_op.is_some_and(|us| us >= 0.0), "{t:?}");
+            assert_eq!(t.dep_us_per_op, None);
         }
     }
     assert_eq!(report.idle.len(), 2);

@@ -38,6 +38,8 @@ pub fn render_markdown(r: &CompareReport, chart: Option<&str>) -> String {
         "target",
         "ops/s (median)",
         "gen cpu",
+        "server µs/op",
+        "dep µs/op",
         "spread",
         &format!("ops vs {base}"),
         "same round (median)",
@@ -65,6 +67,8 @@ pub fn render_markdown(r: &CompareReport, chart: Option<&str>) -> String {
                     "-".into(),
                     "-".into(),
                     "-".into(),
+                    "-".into(),
+                    "-".into(),
                 ],
                 None => [
                     s.protocol.to_string(),
@@ -78,6 +82,8 @@ pub fn render_markdown(r: &CompareReport, chart: Option<&str>) -> String {
                         false => fmt_opt(t.ops_per_sec, 0),
                     },
                     cpu::cell(t.gen_cpu),
+                    us_per_op_cell(t.server_us_per_op),
+                    us_per_op_cell(t.dep_us_per_op),
                     t.spread
                         .map(|x| format!("{:.1} %", x * 100.0))
                         .unwrap_or_else(|| "-".into()),
@@ -95,10 +101,10 @@ pub fn render_markdown(r: &CompareReport, chart: Option<&str>) -> String {
     out += &table(
         &rows,
         &[
-            false, true, true, false, true, true, true, true, true, true, true, true, true,
+            false, true, true, false, true, true, true, true, true, true, true, true, true, true, true,
         ],
     );
-    out += &format!("\n{}\n", cpu::legend());
+    out += &format!("\n{}\n\n{SERVER_CPU_LEGEND}\n", cpu::legend());
     if let Some(c) = chart {
         out += &format!("\n![throughput ratios and latency percentiles]({c})\n");
     }
@@ -149,6 +155,18 @@ pub fn render_markdown(r: &CompareReport, chart: Option<&str>) -> String {
         }
     }
     out
+}
+
+/// What the `server µs/op` and `dep µs/op` columns mean, for under the table.
+const SERVER_CPU_LEGEND: &str = "`server µs/op`: the target's server process's CPU time (user + system, from the \
+process's clock ticks in /proc/<pid>/stat, 10 ms each on Linux) over the measured phase, per operation the round \
+completed (median over the rounds); for a node over memcached, the node's own. `dep µs/op`: the same for the \
+memcached under a node (empty for other targets).";
+
+/// A `server µs/op` or `dep µs/op` cell: empty without the figure (a target without a
+/// dependency, or without a process to read).
+fn us_per_op_cell(us: Option<f64>) -> String {
+    us.map(|x| format!("{x:.2}")).unwrap_or_default()
 }
 
 fn fmt_opt(v: Option<f64>, decimals: usize) -> String {
@@ -202,9 +220,15 @@ mod tests {
     #[test]
     fn markdown_table() {
         let mut s = setting();
-        // The second target's load generator was saturated.
+        // The second target's load generator was saturated; it runs on a memcached, whose CPU
+        // time is the second figure.
         for r in &mut s.targets[1].runs {
             r.gen_cpu = 0.97;
+            r.server_us_per_op = Some(4.25);
+            r.dep_us_per_op = Some(1.5);
+        }
+        for r in &mut s.targets[0].runs {
+            r.server_us_per_op = Some(2.0);
         }
         s.finish();
         let mut report = CompareReport {
@@ -268,5 +292,35 @@ mod tests {
         assert!(lines[2].contains("50 %") && !lines[2].contains('*'), "{md}");
         assert!(lines[3].contains("99 *") && lines[3].contains("97 % *"), "{md}");
         assert!(md.contains("load tool saturated; the figure measures the tool"), "{md}");
+        // The server's CPU per operation, then its dependency's, right after `gen cpu`.
+        let cells = |l: &str| l.split('|').map(str::trim).map(String::from).collect::<Vec<_>>();
+        let header = cells(lines[0]);
+        let at = header.iter().position(|c| c == "server µs/op").expect("the column");
+        assert_eq!(
+            (header[at - 1].as_str(), header[at + 1].as_str()),
+            ("gen cpu", "dep µs/op")
+        );
+        assert_eq!(
+            (cells(lines[2])[at].as_str(), cells(lines[2])[at + 1].as_str()),
+            ("2.00", "")
+        );
+        assert_eq!(
+            (cells(lines[3])[at].as_str(), cells(lines[3])[at + 1].as_str()),
+            ("4.25", "1.50")
+        );
+        assert!(
+            md.lines()
+                .any(|l| l.starts_with("`server µs/op`: ") && l.contains("clock ticks") && l.contains("`dep µs/op`")),
+            "{md}"
+        );
+    }
+
+    #[test]
+    fn server_cpu_cells() {
+        assert_eq!(us_per_op_cell(Some(4.256)), "4.26");
+        assert_eq!(us_per_op_cell(Some(0.0)), "0.00");
+        assert_eq!(us_per_op_cell(Some(123.4)), "123.40");
+        // No dependency, or no process read: an empty cell.
+        assert_eq!(us_per_op_cell(None), "");
     }
 }

@@ -75,6 +75,11 @@ pub struct TargetResult {
     pub gen_cpu: Option<f64>,
     /// `gen_cpu` reached [`cpu::SATURATED`]: the throughput is the load tool's, not the target's.
     pub saturated: bool,
+    /// Median of the rounds' server CPU time per operation, in µs (see [`RunSample`]).
+    pub server_us_per_op: Option<f64>,
+    /// The same for the server this target runs on (the memcached under a node); `None` for a
+    /// target without one.
+    pub dep_us_per_op: Option<f64>,
     pub error: Option<String>,
 }
 
@@ -88,6 +93,22 @@ pub struct RunSample {
     pub hit_ratio: f64,
     /// The load generator's CPU use as a share of its threads.
     pub gen_cpu: f64,
+    /// The target's server process's CPU time (user + system, from its clock ticks) over the
+    /// measured phase, per operation the round completed, in µs; `None` without a process to
+    /// read (or when reading it failed).
+    pub server_us_per_op: Option<f64>,
+    /// The same for the server the target runs on (the memcached under a node over memcached).
+    pub dep_us_per_op: Option<f64>,
+}
+
+/// CPU time per operation in µs: `ticks` clock ticks of `ticks_per_sec` each, spent on `ops`
+/// operations. `None` when there is nothing to divide (no ticks read, no operations).
+pub(super) fn cpu_us_per_op(ticks: Option<u64>, ticks_per_sec: u64, ops: u64) -> Option<f64> {
+    let ticks = ticks?;
+    if ops == 0 || ticks_per_sec == 0 {
+        return None;
+    }
+    Some(ticks as f64 * 1e6 / ticks_per_sec as f64 / ops as f64)
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -107,6 +128,9 @@ impl TargetResult {
         self.p999_us = median(&self.runs.iter().map(|r| r.p999_us).collect::<Vec<_>>());
         self.gen_cpu = median(&self.runs.iter().map(|r| r.gen_cpu).collect::<Vec<_>>());
         self.saturated = self.gen_cpu.is_some_and(cpu::is_saturated);
+        // Over the rounds that have the figure.
+        self.server_us_per_op = median(&self.runs.iter().filter_map(|r| r.server_us_per_op).collect::<Vec<_>>());
+        self.dep_us_per_op = median(&self.runs.iter().filter_map(|r| r.dep_us_per_op).collect::<Vec<_>>());
         self.spread = self.ops_per_sec.filter(|m| *m > 0.0 && ops.len() > 1).map(|m| {
             let max = ops.iter().copied().fold(f64::MIN, f64::max);
             let min = ops.iter().copied().fold(f64::MAX, f64::min);

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use super::report::collect_errors;
+use super::report::{collect_errors, cpu_us_per_op};
 use super::{CompareConfig, CompareReport, IdleResult, RunSample, ServerInfo, SettingResult, Skipped, TargetResult};
 use crate::cpu;
 use crate::idle;
@@ -81,18 +81,16 @@ pub fn run(cfg: &CompareConfig, log: &mut dyn FnMut(&str)) -> Result<CompareRepo
     if let Err(e) = proc::raise_nofile_limit() {
         log(&format!("cannot raise the open-file limit: {e}"));
     }
-    let Started {
-        mut servers,
-        dep_pids: _,
-        skipped,
-    } = start_targets(cfg, log)?;
+    let mut started = start_targets(cfg, log)?;
+    let skipped = std::mem::take(&mut started.skipped);
     let runtime = load::runtime(cfg.client_threads).map_err(|e| format!("tokio runtime: {e}"))?;
 
     let mut report = CompareReport {
         ok: true,
         machine: Machine::describe(),
         command: cfg.command.clone(),
-        servers: servers
+        servers: started
+            .servers
             .iter()
             .map(|s| ServerInfo {
                 name: s.name.clone(),
@@ -114,7 +112,7 @@ pub fn run(cfg: &CompareConfig, log: &mut dyn FnMut(&str)) -> Result<CompareRepo
     for &value_size in &cfg.value_sizes {
         for &protocol in &cfg.protocols {
             for &pipeline in &cfg.pipelines {
-                let setting = run_setting(cfg, &runtime, &mut servers, protocol, pipeline, value_size, log);
+                let setting = run_setting(cfg, &runtime, &started, protocol, pipeline, value_size, log);
                 report.settings.push(setting);
             }
         }
@@ -123,13 +121,11 @@ pub fn run(cfg: &CompareConfig, log: &mut dyn FnMut(&str)) -> Result<CompareRepo
     if cfg.idle_connections > 0 {
         // Fresh servers: after the load, a server's allocator holds freed memory that idle
         // connections would reuse, hiding what a connection costs.
-        for s in &mut servers {
+        for s in &mut started.servers {
             s.stop(Duration::from_secs(5));
         }
-        let fresh = start_targets(cfg, log)?;
-        servers = fresh.servers;
-        let dep_pids = fresh.dep_pids;
-        for (s, dep) in servers.iter().zip(&dep_pids) {
+        started = start_targets(cfg, log)?;
+        for (s, dep) in started.servers.iter().zip(&started.dep_pids) {
             log(&format!(
                 "{}: opening {} idle connections",
                 s.name, cfg.idle_connections
@@ -158,7 +154,7 @@ pub fn run(cfg: &CompareConfig, log: &mut dyn FnMut(&str)) -> Result<CompareRepo
         }
     }
 
-    for s in &mut servers {
+    for s in &mut started.servers {
         s.stop(Duration::from_secs(5));
     }
     collect_errors(&mut report);
@@ -168,12 +164,13 @@ pub fn run(cfg: &CompareConfig, log: &mut dyn FnMut(&str)) -> Result<CompareRepo
 fn run_setting(
     cfg: &CompareConfig,
     runtime: &tokio::runtime::Runtime,
-    servers: &mut [Server],
+    started: &Started,
     protocol: Protocol,
     pipeline: usize,
     value_size: usize,
     log: &mut dyn FnMut(&str),
 ) -> SettingResult {
+    let Started { servers, dep_pids, .. } = started;
     let keys = cfg.keys_for(value_size);
     let mut setting = SettingResult {
         protocol,
@@ -201,8 +198,13 @@ fn run_setting(
         c.warmup = warmup;
         // A warm-up run only fills the key space: it measures nothing.
         c.duration = if warmup { Duration::ZERO } else { cfg.round_duration };
+        if !warmup {
+            // The server's CPU time over the measured phase, then its memcached's under a node.
+            c.server_pids = std::iter::once(s.pid()).chain(dep_pids[i]).collect();
+        }
         c
     };
+    let ticks_per_sec = proc::clock_ticks_per_sec().unwrap_or(0);
     let label = format!("{protocol} pipeline {pipeline} {value_size} B");
 
     for (i, s) in servers.iter().enumerate() {
@@ -236,8 +238,18 @@ fn run_setting(
             } else {
                 String::new()
             };
+            let server_us = cpu_us_per_op(r.server_ticks.first().copied().flatten(), ticks_per_sec, r.ops);
+            // Only a target with a dependency watched a second process.
+            let dep_us = cpu_us_per_op(r.server_ticks.get(1).copied().flatten(), ticks_per_sec, r.ops);
+            let mut server_cpu = String::new();
+            if let Some(us) = server_us {
+                server_cpu += &format!("  server {us:.2} µs/op");
+            }
+            if let Some(us) = dep_us {
+                server_cpu += &format!("  dep {us:.2} µs/op");
+            }
             log(&format!(
-                "{label} round {}: {:<12} {:>10.0} ops/s  p50 {:>7.1} µs  p99 {:>7.1} µs  gen cpu {}{hits}",
+                "{label} round {}: {:<12} {:>10.0} ops/s  p50 {:>7.1} µs  p99 {:>7.1} µs  gen cpu {}{server_cpu}{hits}",
                 round + 1,
                 s.name,
                 r.ops_per_sec,
@@ -252,6 +264,8 @@ fn run_setting(
                 p999_us: r.latency.p999_us,
                 hit_ratio,
                 gen_cpu: r.cpu.fraction,
+                server_us_per_op: server_us,
+                dep_us_per_op: dep_us,
             });
         }
     }

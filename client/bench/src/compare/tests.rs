@@ -1,3 +1,4 @@
+use super::report::cpu_us_per_op;
 use super::*;
 
 pub(super) fn sample(ops: f64, p50: f64, p99: f64) -> RunSample {
@@ -8,6 +9,8 @@ pub(super) fn sample(ops: f64, p50: f64, p99: f64) -> RunSample {
         p999_us: p99 * 2.0,
         hit_ratio: 1.0,
         gen_cpu: 0.5,
+        server_us_per_op: None,
+        dep_us_per_op: None,
     }
 }
 
@@ -59,6 +62,46 @@ fn medians_and_ratios_against_the_first_target() {
     assert_eq!(m.round_ratio, Some(1.0));
     assert_eq!(n.p99_ratio, Some(55.0 / 50.0));
     assert!((m.spread.unwrap() - 20.0 / 110.0).abs() < 1e-9);
+}
+
+#[test]
+fn server_cpu_per_operation() {
+    // 300 ticks of 10 ms over 600,000 operations: 3 s / 600,000 = 5 µs each.
+    assert_eq!(cpu_us_per_op(Some(300), 100, 600_000), Some(5.0));
+    // One tick, at 1000 ticks per second, over 4 operations: 1 ms / 4.
+    assert_eq!(cpu_us_per_op(Some(1), 1000, 4), Some(250.0));
+    // An idle server over a short round: no tick yet, which is a figure (0), not a missing one.
+    assert_eq!(cpu_us_per_op(Some(0), 100, 1000), Some(0.0));
+    // No process read, no operations, or no tick length: nothing to report.
+    assert_eq!(cpu_us_per_op(None, 100, 1000), None);
+    assert_eq!(cpu_us_per_op(Some(300), 100, 0), None);
+    assert_eq!(cpu_us_per_op(Some(300), 0, 1000), None);
+}
+
+#[test]
+fn server_cpu_medians_over_the_rounds_that_have_it() {
+    let mut s = setting();
+    for (r, (us, dep)) in
+        s.targets[1]
+            .runs
+            .iter_mut()
+            .zip([(Some(4.0), Some(1.0)), (Some(6.0), None), (Some(5.0), Some(2.0))])
+    {
+        r.server_us_per_op = us;
+        r.dep_us_per_op = dep;
+    }
+    s.targets[0].runs[1].server_us_per_op = Some(3.0);
+    s.finish();
+    let (m, n) = (&s.targets[0], &s.targets[1]);
+    assert_eq!((n.server_us_per_op, n.dep_us_per_op), (Some(5.0), Some(1.5)));
+    // The one round with a process read; no dependency, no figure.
+    assert_eq!((m.server_us_per_op, m.dep_us_per_op), (Some(3.0), None));
+    let mut s = setting();
+    s.finish();
+    assert_eq!(
+        (s.targets[0].server_us_per_op, s.targets[0].dep_us_per_op),
+        (None, None)
+    );
 }
 
 #[test]

@@ -53,6 +53,11 @@ pub struct RunReport {
     pub errors: Vec<String>,
     /// The tool's own CPU use over the measured phase.
     pub cpu: CpuUse,
+    /// Per process of [`EngineConfig::server_pids`], in that order: the CPU time (user + system)
+    /// it used over the measured phase, in clock ticks (see [`crate::proc::cpu_ticks`]); `None`
+    /// when it could not be read.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub server_ticks: Vec<Option<u64>>,
 }
 
 impl RunReport {
@@ -167,5 +172,6 @@ pub(super) fn empty_report(tool: &str, cfg: &EngineConfig) -> RunReport {
         finished: false,
         errors: Vec::new(),
         cpu: CpuUse::default(),
+        server_ticks: Vec::new(),
     }
 }

@@ -14,6 +14,7 @@ use super::report::{empty_report, summarize_failures, OpReport, RunReport};
 use super::{EngineConfig, OpStats, Shared, Workload};
 use crate::cpu::{self, CpuClock};
 use crate::hist::LatencyHist;
+use crate::proc;
 use crate::wire::Op;
 
 /// Builds the runtime the tools run on: a current-thread runtime for 1 thread (no hand-offs
@@ -87,6 +88,7 @@ pub async fn run<W: Workload>(tool: &str, cfg: &EngineConfig, mut make: impl FnM
             break;
         }
     }
+    let servers_before: Vec<Option<u64>> = cfg.server_pids.iter().map(|&p| proc::cpu_ticks(p)).collect();
     let start = Instant::now();
     let clock = CpuClock::start();
     let _ = go_tx.send(Some(start));
@@ -154,6 +156,12 @@ pub async fn run<W: Workload>(tool: &str, cfg: &EngineConfig, mut make: impl FnM
         report.send_lag = Some(lag.summary());
     }
     report.cpu = clock.stop(cpu::runtime_threads());
+    report.server_ticks = cfg
+        .server_pids
+        .iter()
+        .zip(&servers_before)
+        .map(|(&p, before)| Some(proc::cpu_ticks(p)?.saturating_sub((*before)?)))
+        .collect();
     report.finished = finished;
     report.errors.extend(summarize_failures(failures));
     report.ok = report.errors.is_empty();
