@@ -20,6 +20,9 @@ use super::*;
 pub(super) struct Hints {
     pub(super) shards: Box<[parking_lot::Mutex<HintSet>]>,
     pub(super) full: AtomicBool,
+    /// A layout was ever noted: until then reads skip the lookup (a node serving small values
+    /// only never pays for it).
+    pub(super) any: AtomicBool,
 }
 
 /// Key hashes, used as their own hash: they are well mixed already (see `key_hash`), and
@@ -80,6 +83,7 @@ impl Hints {
                 .map(|_| parking_lot::Mutex::new(HintSet::default()))
                 .collect(),
             full: AtomicBool::new(false),
+            any: AtomicBool::new(false),
         }
     }
 
@@ -94,7 +98,11 @@ impl Hints {
     }
 
     /// The layout this node last wrote under the key, if it wrote it chunked.
-    pub(super) fn layout(&self, h: u64) -> Option<Layout> {
+    pub(super) fn layout(&self, key: &[u8]) -> Option<Layout> {
+        if !self.any.load(Ordering::Relaxed) {
+            return None;
+        }
+        let h = key_hash(key);
         self.shard(h).lock().get(&h).copied()
     }
 
@@ -106,6 +114,7 @@ impl Hints {
                 shard.remove(&h);
             }
             Some(l) if shard.len() < HINTS_MAX / HINT_SHARDS || shard.contains_key(&h) => {
+                self.any.store(true, Ordering::Relaxed);
                 shard.insert(h, l);
             }
             Some(_) => self.full.store(true, Ordering::Relaxed),

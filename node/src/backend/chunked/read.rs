@@ -80,7 +80,7 @@ impl<R: RawStore> Chunked<R> {
         let chunk_touch = touch.map(|t| unix_exptime(i64::from(t)));
         for attempt in 0..MAX_ATTEMPTS {
             // A value this node wrote in chunks: its chunks are asked for with its index.
-            let hinted = (attempt == 0).then(|| self.hints.layout(key_hash(key))).flatten();
+            let hinted = (attempt == 0).then(|| self.hints.layout(key)).flatten();
             let (found, mut early) = match hinted {
                 Some(layout) => Box::pin(self.lookup_with_chunks(key, layout, chunk_touch)).await?,
                 None => (self.lookup(key).await?, None),

@@ -42,7 +42,7 @@ use super::links::Endpoint;
 /// How often the balancer looks while the node writes.
 pub const TICK: Duration = Duration::from_millis(10);
 /// How often the balancer looks while memcached still has pages to hand out.
-const LOOSE_TICK: Duration = Duration::from_millis(100);
+const LOOSE_TICK: Duration = Duration::from_millis(250);
 /// The shortest time between two looks when no page is moving.
 const MIN_GAP: Duration = Duration::from_millis(1);
 /// A page moves to a starved class only from a class whose tail is this many times older.
