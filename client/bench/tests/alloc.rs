@@ -48,6 +48,7 @@ fn no_allocation_per_request() {
         program,
         compare::ServerSettings {
             threads: 2,
+            item_size_max_mb: 0,
             memory_mb: 64,
             max_connections: 1024,
         },

@@ -20,6 +20,7 @@ fn memcached_program() -> std::path::PathBuf {
 fn small_memcached() -> compare::Target {
     let settings = ServerSettings {
         threads: 2,
+        item_size_max_mb: 0,
         memory_mb: 64,
         max_connections: 1024,
     };

@@ -21,6 +21,7 @@ fn memcached(memory_mb: usize) -> Server {
         proc::which(&bin).expect("memcached must be installed (apt-get install memcached); scripts/test.sh does it");
     let settings = ServerSettings {
         threads: 2,
+        item_size_max_mb: 0,
         memory_mb,
         max_connections: 1024,
     };

@@ -253,6 +253,10 @@ struct CompareArgs {
     /// Server memory in MiB (-m).
     #[arg(long, default_value_t = 1024)]
     memory_mb: usize,
+    /// The servers' largest item in MiB (-I); 0: their default (1 MiB), or 2 when a value size
+    /// is 1 MiB or more (memcached stores key, header and value in the item).
+    #[arg(long, default_value_t = 0)]
+    item_size_max_mb: usize,
     /// Server connection limit (-c).
     #[arg(long, default_value_t = 20_000)]
     max_connections: usize,
@@ -523,8 +527,13 @@ fn compare_cmd(a: CompareArgs) -> bool {
         );
         return false;
     }
+    let largest = a.value_sizes.iter().copied().max().unwrap_or(0);
     let settings = ServerSettings {
         threads: a.server_threads,
+        item_size_max_mb: match a.item_size_max_mb {
+            0 if largest >= 1 << 20 => 2,
+            mb => mb,
+        },
         memory_mb: a.memory_mb,
         max_connections: a.max_connections,
     };

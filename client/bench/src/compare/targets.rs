@@ -22,6 +22,9 @@ pub struct Target {
 #[derive(Clone, Copy, Debug, Serialize)]
 pub struct ServerSettings {
     pub threads: usize,
+    /// The largest item in MiB (`-I`), for values of 1 MiB and more; 0 leaves each server's
+    /// default (1 MiB).
+    pub item_size_max_mb: usize,
     pub memory_mb: usize,
     pub max_connections: usize,
 }
@@ -30,6 +33,7 @@ impl Default for ServerSettings {
     fn default() -> Self {
         ServerSettings {
             threads: 4,
+            item_size_max_mb: 0,
             memory_mb: 1024,
             max_connections: 20_000,
         }
@@ -118,7 +122,11 @@ pub fn riven_node_l1_l2(program: impl Into<std::path::PathBuf>, s: ServerSetting
 }
 
 fn common_args(s: ServerSettings) -> Vec<String> {
-    [
+    let item_size: Vec<String> = match s.item_size_max_mb {
+        0 => Vec::new(),
+        mb => vec!["-I".into(), format!("{mb}m")],
+    };
+    let base: Vec<String> = [
         "-t".to_string(),
         s.threads.to_string(),
         "-m".into(),
@@ -130,5 +138,6 @@ fn common_args(s: ServerSettings) -> Vec<String> {
         "-p".into(),
         "{port}".into(),
     ]
-    .into()
+    .into();
+    base.into_iter().chain(item_size).collect()
 }
