@@ -115,7 +115,13 @@ pub struct Slabs {
 impl Slabs {
     /// The balancer, its task started on `runtime`.
     pub fn start(cfg: SlabsConfig, runtime: &tokio::runtime::Handle) -> Arc<Slabs> {
-        let slabs = Arc::new(Slabs {
+        let slabs = Arc::new(Slabs::new(cfg));
+        runtime.spawn(run(slabs.clone()));
+        slabs
+    }
+
+    fn new(cfg: SlabsConfig) -> Slabs {
+        Slabs {
             cfg,
             classes: OnceLock::new(),
             per: (0..=CLASSES).map(|_| ClassState::default()).collect(),
@@ -126,9 +132,7 @@ impl Slabs {
             moved: AtomicU64::new(0),
             waited: AtomicU64::new(0),
             stop: CancellationToken::new(),
-        });
-        runtime.spawn(run(slabs.clone()));
-        slabs
+        }
     }
 
     /// Stops the task.
@@ -406,4 +410,87 @@ fn look(
     }
     // Pages move only once the free chunks are (nearly) used: until then writes have credit.
     chosen.filter(|&(_, to)| full_of[to])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn slabs() -> (Slabs, &'static Classes) {
+        let s = Slabs::new(SlabsConfig {
+            endpoint: Endpoint::Tcp("127.0.0.1:1".into()),
+            max_wait: Duration::from_millis(10),
+            timeout: Duration::from_secs(1),
+        });
+        let table = Box::leak(Box::new(Classes::new(classes::SlabSettings::default())));
+        let _ = s.classes.set(table.clone());
+        for id in 1..=table.count() {
+            s.per[id]
+                .every
+                .store((table.per_page(id) as u64 / 8).max(1), Ordering::Relaxed);
+        }
+        (s, table)
+    }
+
+    fn class(pages: u64, per_page: u64, free: u64, evicted: u64) -> ClassStats {
+        ClassStats {
+            chunks_per_page: per_page,
+            total_pages: pages,
+            used_chunks: pages * per_page - free,
+            free_chunks: free,
+            evicted,
+            ..ClassStats::default()
+        }
+    }
+
+    #[test]
+    fn a_starved_young_class_takes_pages_from_an_old_one() {
+        let (s, table) = slabs();
+        let (small, large) = (15, 24);
+        let small_item = table.chunk_size(small);
+        let large_item = table.chunk_size(large);
+        // The small class was filled long ago (its writes sampled then), the large one now.
+        for _ in 0..2000 {
+            let _ = s.admit(small_item);
+        }
+        std::thread::sleep(Duration::from_millis(60));
+        for _ in 0..200 {
+            let _ = s.admit(large_item);
+        }
+        let before: HashMap<usize, ClassStats> = [(small, class(63, 451, 0, 0)), (large, class(1, 60, 0, 0))].into();
+        let after: HashMap<usize, ClassStats> = [(small, class(63, 451, 0, 0)), (large, class(1, 60, 0, 140))].into();
+        let mut writes = [0; CLASSES + 1];
+        let mut demand = [None; CLASSES + 1];
+        // While memcached still has pages to hand out, nobody starves.
+        assert_eq!(look(&s, table, &after, &before, &mut writes, &mut demand, false), None);
+        assert_eq!(
+            look(&s, table, &after, &before, &mut writes, &mut demand, true),
+            Some((small, large))
+        );
+        assert!(
+            s.per[large].starved.load(Ordering::Relaxed),
+            "its writes wait for the page"
+        );
+        // The large class's writes past its free chunks wait; others do not.
+        assert!(s.admit(large_item).is_some());
+        assert!(s.admit(small_item).is_none());
+    }
+
+    #[test]
+    fn classes_of_like_age_keep_their_pages() {
+        let (s, table) = slabs();
+        let (small, large) = (15, 24);
+        // Both written at the same time: their tails are equally old.
+        for _ in 0..2000 {
+            let _ = s.admit(table.chunk_size(small));
+            let _ = s.admit(table.chunk_size(large));
+        }
+        let before: HashMap<usize, ClassStats> = [(small, class(2, 451, 0, 0)), (large, class(2, 60, 0, 0))].into();
+        let after: HashMap<usize, ClassStats> = [(small, class(2, 451, 0, 10)), (large, class(2, 60, 0, 10))].into();
+        let mut writes = [0; CLASSES + 1];
+        let mut demand = [None; CLASSES + 1];
+        assert_eq!(look(&s, table, &after, &before, &mut writes, &mut demand, true), None);
+        assert!(!s.per[large].starved.load(Ordering::Relaxed));
+        assert!(s.admit(table.chunk_size(large)).is_none());
+    }
 }
