@@ -9,10 +9,11 @@ use std::ops::ControlFlow;
 use std::sync::Arc;
 
 use riven_memcache::binary::{self, Opcode, Request, Status, StoreExtras};
+use riven_memcache::slab::item_size;
 
 use super::links::{Group, LinkError, Links, LinksConfig, Reply};
 use super::raw::{run_windowed, RawDeleted, RawItem, RawItemRef, RawMode, RawStore, RawStored, RawWrite};
-use super::slabs::{classes::item_size, Slabs};
+use super::slabs::Slabs;
 use crate::model::{BackendError, Result};
 
 /// A memcached reached through a [`Links`].

@@ -8,6 +8,7 @@
 pub mod binary;
 pub mod meta;
 pub mod plan;
+pub mod slab;
 pub mod text;
 
 /// memcached's key length limit.

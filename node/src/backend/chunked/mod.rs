@@ -80,10 +80,10 @@ use crate::model::{Backend, BackendError, Hlc, Result, Version};
 
 pub use self::envelope::{CHUNK_HEADER_LEN, CHUNK_KEY_LEN};
 
-/// What a chunk item costs in memcached besides its data: the item header (48 bytes on 64-bit),
-/// the CAS (8), the key and its NUL, the data's `\r\n` (memcached stores it), and our chunk header.
-/// Client flags are 0, so memcached adds no 4-byte flags field.
-pub const CHUNK_ITEM_OVERHEAD: usize = 48 + 8 + CHUNK_KEY_LEN + 1 + 2 + CHUNK_HEADER_LEN;
+/// What a chunk item costs in memcached besides its data: memcached's item with the chunk key and
+/// our chunk header as its only value (see [`riven_memcache::slab::item_size`]). Client flags
+/// are 0, so memcached adds no 4-byte flags field.
+pub const CHUNK_ITEM_OVERHEAD: usize = riven_memcache::slab::item_size(CHUNK_KEY_LEN, 0, CHUNK_HEADER_LEN);
 
 /// Default size of a whole chunk item: memcached's slab class 24 with its defaults.
 ///

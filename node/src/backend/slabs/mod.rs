@@ -22,7 +22,6 @@
 //! writes. The estimate takes the larger of its own age and memcached's `age` for each class.
 
 mod admin;
-pub mod classes;
 
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
@@ -31,12 +30,12 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
+use riven_memcache::slab::Classes;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 pub use self::admin::ClassStats;
 use self::admin::{Admin, Reassign};
-use self::classes::Classes;
 use super::links::Endpoint;
 
 /// How often the balancer looks while the node writes.
@@ -140,7 +139,7 @@ impl Slabs {
         self.stop.cancel();
     }
 
-    /// Notes a write of an item of `bytes` (see [`classes::item_size`]); a wait when its class is
+    /// Notes a write of an item of `bytes` (see [`riven_memcache::slab::item_size`]); a wait when its class is
     /// starved and has no free chunk for it.
     pub fn admit(&self, bytes: usize) -> Option<impl Future<Output = ()> + Send + '_> {
         let id = self.classes.get()?.class_of(bytes)?;
@@ -422,7 +421,7 @@ mod tests {
             max_wait: Duration::from_millis(10),
             timeout: Duration::from_secs(1),
         });
-        let table = Box::leak(Box::new(Classes::new(classes::SlabSettings::default())));
+        let table = Box::leak(Box::new(Classes::new(riven_memcache::slab::SlabSettings::default())));
         let _ = s.classes.set(table.clone());
         for id in 1..=table.count() {
             s.per[id]

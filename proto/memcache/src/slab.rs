@@ -1,6 +1,7 @@
-//! memcached's slab classes: which class an item of a given size lands in, computed the way
-//! memcached lays out its table from its settings (`stats settings`: `growth_factor`,
-//! `chunk_size`, `slab_chunk_max`, `item_size_max`).
+//! memcached's slab arithmetic: how many bytes an item takes, and which slab class it lands in,
+//! computed the way memcached lays out its table from its settings (`stats settings`:
+//! `growth_factor`, `chunk_size`, `slab_chunk_max`, `item_size_max`). Shared by the node's slab
+//! balancer, its chunk sizes and what `me` prints.
 
 /// memcached's item header on 64-bit builds.
 const ITEM_HEADER: usize = 48;
@@ -13,7 +14,7 @@ const MAX_CLASSES: usize = 64;
 
 /// The bytes memcached takes for an item: header, CAS, the key and its NUL, the client flags when
 /// they are not 0, the data and its `\r\n`.
-pub fn item_size(key_len: usize, flags: u32, value_len: usize) -> usize {
+pub const fn item_size(key_len: usize, flags: u32, value_len: usize) -> usize {
     let suffix = if flags == 0 { 0 } else { 4 };
     ITEM_HEADER + ITEM_CAS + key_len + 1 + suffix + value_len + 2
 }
