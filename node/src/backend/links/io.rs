@@ -8,7 +8,7 @@ pub(super) async fn supervise(link: Arc<Link>, cfg: LinksConfig, stop: Cancellat
     loop {
         let mut why = LinkError::Lost;
         let connected = tokio::select! {
-            c = connect(&cfg.endpoint) => c,
+            c = connect(&cfg.endpoint, Duration::from_secs(1)) => c,
             _ = stop.cancelled() => return,
         };
         match connected {
@@ -37,19 +37,21 @@ pub(super) async fn supervise(link: Arc<Link>, cfg: LinksConfig, stop: Cancellat
     }
 }
 
-pub(super) enum Stream {
+/// A connection to memcached, by endpoint kind.
+pub(crate) enum Stream {
     Tcp(tokio::net::TcpStream),
     Unix(tokio::net::UnixStream),
 }
 
-pub(super) async fn connect(endpoint: &Endpoint) -> std::io::Result<Stream> {
+/// Connects to memcached at `endpoint`, giving up after `limit`.
+pub(crate) async fn connect(endpoint: &Endpoint, limit: Duration) -> std::io::Result<Stream> {
     let fut = async {
         match endpoint {
             Endpoint::Tcp(addr) => tokio::net::TcpStream::connect(addr.as_str()).await.map(Stream::Tcp),
             Endpoint::Unix(path) => tokio::net::UnixStream::connect(path).await.map(Stream::Unix),
         }
     };
-    tokio::time::timeout(Duration::from_secs(1), fut)
+    tokio::time::timeout(limit, fut)
         .await
         .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out"))?
 }

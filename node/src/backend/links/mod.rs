@@ -39,6 +39,7 @@ pub use endpoint::{Endpoint, LinkError, LinksConfig, Reply};
 use group::*;
 pub use group::{Group, SlotWait};
 use io::*;
+pub(crate) use io::{connect, Stream};
 
 /// Who waits for a reply.
 pub(super) enum Waiter {

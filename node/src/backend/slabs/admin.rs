@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
 
-use crate::backend::links::Endpoint;
+use crate::backend::links::{connect, Endpoint, Stream};
 use riven_memcache::slab::SlabSettings;
 
 trait Duplex: AsyncRead + AsyncWrite + Unpin + Send {}
@@ -28,6 +28,18 @@ pub struct ClassStats {
     pub age_secs: u64,
 }
 
+/// The numeric per-class stats of a `stats` reply: `(class id, field, value)` of every
+/// `<prefix><id>:<field>` (`stats slabs`: no prefix; `stats items`: `items:`).
+fn per_class<'a>(
+    stats: &'a HashMap<String, String>,
+    prefix: &'a str,
+) -> impl Iterator<Item = (usize, &'a str, u64)> + 'a {
+    stats.iter().filter_map(move |(k, v)| {
+        let (id, field) = k.strip_prefix(prefix)?.split_once(':')?;
+        Some((id.parse().ok()?, field, v.parse().ok()?))
+    })
+}
+
 /// What `slabs reassign` answered.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Reassign {
@@ -46,19 +58,12 @@ pub struct Admin {
 
 impl Admin {
     pub async fn connect(endpoint: &Endpoint, timeout: Duration) -> io::Result<Admin> {
-        let conn: Box<dyn Duplex> = match endpoint {
-            Endpoint::Tcp(addr) => {
-                let s = tokio::time::timeout(timeout, tokio::net::TcpStream::connect(addr.as_str()))
-                    .await
-                    .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))??;
+        let conn: Box<dyn Duplex> = match connect(endpoint, timeout).await? {
+            Stream::Tcp(s) => {
                 let _ = s.set_nodelay(true);
                 Box::new(s)
             }
-            Endpoint::Unix(path) => Box::new(
-                tokio::time::timeout(timeout, tokio::net::UnixStream::connect(path))
-                    .await
-                    .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))??,
-            ),
+            Stream::Unix(s) => Box::new(s),
         };
         Ok(Admin {
             conn: BufReader::new(conn),
@@ -129,11 +134,7 @@ impl Admin {
         let malloced = slabs.get("total_malloced").and_then(|v| v.parse().ok()).unwrap_or(0);
         let items = self.stats("items").await?;
         let mut out: HashMap<usize, ClassStats> = HashMap::new();
-        for (k, v) in &slabs {
-            let Some((id, field)) = k.split_once(':') else { continue };
-            let (Ok(id), Ok(v)) = (id.parse::<usize>(), v.parse::<u64>()) else {
-                continue;
-            };
+        for (id, field, v) in per_class(&slabs, "") {
             let c = out.entry(id).or_default();
             match field {
                 "chunk_size" => c.chunk_size = v,
@@ -144,14 +145,7 @@ impl Admin {
                 _ => {}
             }
         }
-        for (k, v) in &items {
-            let mut parts = k.splitn(3, ':');
-            let (Some("items"), Some(id), Some(field)) = (parts.next(), parts.next(), parts.next()) else {
-                continue;
-            };
-            let (Ok(id), Ok(v)) = (id.parse::<usize>(), v.parse::<u64>()) else {
-                continue;
-            };
+        for (id, field, v) in per_class(&items, "items:") {
             let c = out.entry(id).or_default();
             match field {
                 "evicted" => c.evicted = v,
