@@ -235,14 +235,13 @@ impl RawStore for Memcached {
             wait.await;
         }
         let mut reply = self.call(req, tail).await?;
-        for _ in 0..OOM_RETRIES {
-            let Some(slabs) = self.slabs.as_ref().filter(|_| reply.status == Status::ENOMEM) else {
-                break;
-            };
-            if !slabs.out_of_memory(size).await {
-                break;
+        if let Some(slabs) = &self.slabs {
+            for _ in 0..OOM_RETRIES {
+                if reply.status != Status::ENOMEM || !slabs.out_of_memory(size).await {
+                    break;
+                }
+                reply = self.call(req, tail).await?;
             }
-            reply = self.call(req, tail).await?;
         }
         // memcached's binary protocol folds "not stored" into the key statuses: an ADD of an
         // existing key answers KEY_EEXISTS, a REPLACE (or a CAS write) of a missing one KEY_ENOENT.

@@ -137,11 +137,6 @@ impl Engine {
         }
     }
 
-    /// Pages the slab balancer moved between memcached's classes (0 without one).
-    pub fn slab_pages_moved(&self) -> u64 {
-        self.slabs().map_or(0, |s| s.pages_moved())
-    }
-
     /// The embedded memory tier, if this engine has one.
     fn memory(&self) -> Option<&Store> {
         match self.l1() {
