@@ -27,11 +27,11 @@ fn run(state: &ServerState, input: &[u8]) -> (Vec<u8>, usize, bool) {
             Step::Done(n) => pos += n,
             Step::Swallow { consumed, swallow } => pos = (pos + consumed + swallow).min(input.len()),
             Step::Incomplete => break,
-            Step::Close => return (flat(out), input.len() - pos, true),
+            Step::Close => return (out.take_buf_flat(), input.len() - pos, true),
             Step::Abort => return (Vec::new(), input.len() - pos, true),
         }
     }
-    (flat(out), input.len() - pos, false)
+    (out.take_buf_flat(), input.len() - pos, false)
 }
 
 fn req(op: Opcode, opaque: u32, extras: &[u8], key: &[u8], value: &[u8]) -> Vec<u8> {
@@ -283,9 +283,4 @@ fn stat_ends_with_an_empty_reply() {
     assert!(last.key.is_empty() && last.value.is_empty());
     let (out, _, _) = run(&st, &req(Opcode::STAT, 7, &[], b"bogus", b""));
     assert_eq!(replies(&out)[0].status, Status::KEY_ENOENT);
-}
-
-/// The replies as the client gets them.
-fn flat(mut out: crate::out::Out) -> Vec<u8> {
-    out.take_buf_flat()
 }
