@@ -291,11 +291,22 @@ fn stats_reset_matches_memcached() {
     }
 }
 
-/// Values from 0 B to 8 MiB, across the chunk boundaries of the memcached L1 (17240 data bytes
+/// Values from 0 B to 8 MiB, across the chunk boundaries of the memcached L1 (129264 data bytes
 /// per chunk by default), in every mode, against a memcached allowing 16 MiB items.
 #[test]
 fn large_values_in_every_mode() {
-    let sizes = [0usize, 1, 17_239, 17_240, 17_241, 34_480, 102_400, 1 << 20, 8 << 20];
+    let sizes = [
+        0usize,
+        1,
+        17_240,
+        102_400,
+        129_263,
+        129_264,
+        129_265,
+        258_528,
+        1 << 20,
+        8 << 20,
+    ];
     let mut script = Vec::new();
     for (i, &n) in sizes.iter().enumerate() {
         let v: Vec<u8> = (0..n).map(|j| b'a' + ((i + j) % 26) as u8).collect();

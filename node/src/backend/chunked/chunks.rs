@@ -108,14 +108,16 @@ impl<R: RawStore> Chunked<R> {
         let exptime = unix_exptime(i64::from(env.expiry));
         let mut written = vec![false; n];
         let mut failure: Option<Result<Option<StoreOutcome>>> = None;
+        // A chunk write in flight holds its data in the link's write buffer: bound that by bytes,
+        // so many large sets at once do not queue whole values there.
+        let window = self.cfg.window.min((WRITE_WINDOW_BYTES / cs.max(1)).max(1));
         run_windowed(
             n,
-            self.cfg.window,
+            window,
             |i| {
                 let k = keys.key(i as u32);
                 let header = chunk_header(env.token, i as u32);
                 let data = &value[i * cs..value.len().min((i + 1) * cs)];
-                let pad = &self.zeros[..cs - data.len()];
                 async move {
                     let w = RawWrite {
                         mode: RawMode::Set,
@@ -123,7 +125,7 @@ impl<R: RawStore> Chunked<R> {
                         flags: 0,
                         exptime,
                         cas: 0,
-                        value: [&header, data, pad],
+                        value: [&header, data, &[]],
                     };
                     self.raw.store(w).await
                 }

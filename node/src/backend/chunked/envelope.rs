@@ -29,9 +29,10 @@
 //! # Chunk items (under derived keys)
 //!
 //! `~` + 16 hex digits of a stable hash of the user key + 16 of the token + 8 of the chunk number:
-//! 41 bytes whatever the user key, so every chunk item has the same size. A chunk's value is a
-//! 12-byte header (token u64, chunk number u32) and exactly `chunk size` data bytes, the last
-//! chunk padded with zeros (a shorter last chunk would land in a smaller slab class).
+//! 41 bytes whatever the user key, so every full chunk item has the same size. A chunk's value is a
+//! 12-byte header (token u64, chunk number u32) and `chunk size` data bytes; the last chunk holds
+//! only the rest of the value. (Earlier builds padded the last chunk to full size with zeros;
+//! such chunks still read.)
 //!
 //! A new value always gets a new token, so the chunks under a token are written once and never
 //! change; a reader that finds every chunk under the index's token, each carrying that token and
@@ -189,14 +190,14 @@ pub fn chunk_header(token: u64, n: u32) -> [u8; CHUNK_HEADER_LEN] {
 }
 
 /// The data of chunk `n` as read from memcached, if it is that chunk of that value: the right
-/// token and number, and the full fixed size. `data_len` is how much of it is value.
+/// token and number, and that chunk's length (or the full chunk size: a padded last chunk).
 pub fn check_chunk<'a>(item: &'a [u8], env: &Envelope, n: u32) -> Option<&'a [u8]> {
-    if item.len() != CHUNK_HEADER_LEN + env.chunk_size as usize
-        || item[..CHUNK_HEADER_LEN] != chunk_header(env.token, n)
-    {
+    let data_len = env.chunk_data_len(n);
+    let len_ok = item.len() == CHUNK_HEADER_LEN + data_len || item.len() == CHUNK_HEADER_LEN + env.chunk_size as usize;
+    if !len_ok || item[..CHUNK_HEADER_LEN] != chunk_header(env.token, n) {
         return None;
     }
-    Some(&item[CHUNK_HEADER_LEN..CHUNK_HEADER_LEN + env.chunk_data_len(n)])
+    Some(&item[CHUNK_HEADER_LEN..CHUNK_HEADER_LEN + data_len])
 }
 
 #[cfg(test)]

@@ -139,10 +139,11 @@ async fn round_trip_from_0_bytes_to_8_mib() {
         assert_eq!((got.1, got.2, got.3), (0xfeed, cas, -1), "len {len}");
         assert!(got.0 == v, "len {len}: value differs");
     }
-    // Only the last value's chunks are left: 8 MiB in 487 chunks of slab class 24.
-    assert_eq!(items_in_class(mc.addr, 24), (8u64 << 20).div_ceil(cs as u64));
+    // Only the last value's chunks are left: 8 MiB in 65 chunks of slab class 33 (the last, of
+    // 115,712 bytes, is in class 33 too).
+    assert_eq!(items_in_class(mc.addr, 33), (8u64 << 20).div_ceil(cs as u64));
     assert_eq!(ch.delete(b"k", None).await, Ok(DeleteOutcome::Deleted));
-    assert_eq!(items_in_class(mc.addr, 24), 0);
+    assert_eq!(items_in_class(mc.addr, 33), 0);
 }
 
 /// Reads whose GETs a burst sent ahead: a plain one whose reply is in is answered at once from
@@ -233,19 +234,26 @@ async fn reads_answered_from_replies_sent_ahead() {
 }
 
 #[tokio::test]
-async fn chunk_items_fill_exactly_one_slab_class() {
+async fn full_chunk_items_fill_one_slab_class_and_the_last_holds_only_its_data() {
     let mc = MemcachedProcess::start(&[]);
     let ch = setup(&mc).await;
-    let v = gen(2, 0, 100_000);
+    let v = gen(2, 0, 300_000);
     ch.store(&req(Mode::Set, b"some user key", &v)).await.unwrap();
     let env = index_of(&ch, b"some user key").await;
-    assert_eq!(env.chunk_count, 6);
+    assert_eq!(env.chunk_count, 3);
     let keys = ChunkKeys::new(b"some user key", env.token);
+    let last = 300_000 - 2 * DEFAULT_CHUNK_SIZE;
+    let (last_class, last_size) = riven_memcache::meta::memcached_item_size(CHUNK_KEY_LEN, CHUNK_HEADER_LEN + last, 0);
     for n in 0..env.chunk_count {
         let k = keys.key(n);
         let me = text(mc.addr, &format!("me {}\r\n", std::str::from_utf8(&k).unwrap()), "\r\n");
-        assert!(me.contains(" cls=24 size=17352"), "chunk {n}: {me}");
+        let want = match n {
+            2 => format!(" cls={last_class} size={last_size}"),
+            _ => " cls=33 size=129376".to_string(),
+        };
+        assert!(me.contains(&want), "chunk {n}: {me} (want {want})");
     }
+    assert_eq!(get(&ch, b"some user key").await, Some(v));
 }
 
 /// A raw store that lets the first `stores` writes through and then never answers another:
@@ -288,7 +296,7 @@ async fn writer_killed_midway_never_shows() {
     let new = gen(2, 0, 8 << 20);
     let chunks = new.len().div_ceil(DEFAULT_CHUNK_SIZE);
     // Dies before any chunk, after one, mid-value, before the last chunk, before the index.
-    for stores in [0, 1, 100, chunks - 1, chunks] {
+    for stores in [0, 1, chunks / 2, chunks - 1, chunks] {
         let writer = Chunked::new(
             DieAfter {
                 inner: mc.client().await,

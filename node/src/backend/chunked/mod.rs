@@ -3,8 +3,8 @@
 //!
 //! Every value is an index item under the user's key: an envelope (see `envelope.rs`) followed by
 //! the value when it fits one chunk, or by nothing when it is split into chunk items under derived
-//! keys. Chunk items all have one size, chosen to fill one memcached slab class exactly (see
-//! [`DEFAULT_CHUNK_ITEM_SIZE`]), so memcached's slab allocator only ever sees that size for them.
+//! keys. Full chunk items all have one size, chosen to fill one memcached slab class exactly (see
+//! [`DEFAULT_CHUNK_ITEM_SIZE`]); the last holds only what is left.
 //!
 //! # Consistency
 //!
@@ -68,7 +68,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use self::chunks::{Found, Swap};
-use self::envelope::{check_chunk, chunk_header, key_hash, ChunkKeys, Envelope, ENV_LEN, STALE, TOKEN_SENT};
+use self::envelope::{check_chunk, chunk_header, key_hash, ChunkKeys, Envelope, STALE, TOKEN_SENT};
 use self::hints::{Hints, Layout};
 use super::raw::{run_windowed, unix_exptime, RawDeleted, RawItem, RawMode, RawStore, RawStored, RawWrite};
 use crate::counter::Counter;
@@ -78,31 +78,38 @@ use crate::model::{
 };
 use crate::model::{Backend, BackendError, Hlc, Result, Version};
 
-pub use self::envelope::{CHUNK_HEADER_LEN, CHUNK_KEY_LEN};
+pub use self::envelope::{CHUNK_HEADER_LEN, CHUNK_KEY_LEN, ENV_LEN};
 
 /// What a chunk item costs in memcached besides its data: memcached's item with the chunk key and
 /// our chunk header as its only value (see [`riven_memcache::slab::item_size`]). Client flags
 /// are 0, so memcached adds no 4-byte flags field.
 pub const CHUNK_ITEM_OVERHEAD: usize = riven_memcache::slab::item_size(CHUNK_KEY_LEN, 0, CHUNK_HEADER_LEN);
 
-/// Default size of a whole chunk item: memcached's slab class 24 with its defaults.
+/// Default size of a whole chunk item: memcached's slab class 33 with its defaults.
 ///
 /// With `-n 48` and `-f 1.25`, class 1 holds 48 + 48 (item header) = 96 bytes; each next class
-/// is 1.25 times the previous, rounded up to a multiple of 8: 96, 120, 152, 192, 240, 304, 384,
-/// 480, 600, 752, 944, 1184, 1480, 1856, 2320, 2904, 3632, 4544, 5680, 7104, 8880, 11104,
-/// 13880, **17352** (class 24), 21696 ... up to 512 KiB (`memcached -vv` prints this table).
-/// A chunk item of exactly 17352 bytes fills its slab slot with no slack, and
-/// 17352 - [`CHUNK_ITEM_OVERHEAD`] (112) = 17240 data bytes per chunk ([`DEFAULT_CHUNK_SIZE`]).
+/// is 1.25 times the previous, rounded up to a multiple of 8: 96, 120, 152, ... 17352 (class
+/// 24), ... 103496, **129376** (class 33), 161720 ... up to 512 KiB (`memcached -vv` prints this
+/// table). A full chunk item of exactly 129376 bytes fills its slab slot with no slack (8 to a
+/// 1 MiB page), and 129376 - [`CHUNK_ITEM_OVERHEAD`] (112) = 129264 data bytes per chunk
+/// ([`DEFAULT_CHUNK_SIZE`]).
 ///
-/// Why this class: the last chunk is padded to full size, so a chunked value wastes half a chunk
-/// on average; ~17 KB keeps that small (a 100 KB value takes 6 chunks, 1% slack) while a 100 KB
-/// value still needs only 7 requests, pipelined in one burst. Inline values (up to one chunk)
-/// and chunked values' small index items stay in classes 1-24, so memcached never needs its
-/// chained "large item" path (above 512 KiB) at all.
-pub const DEFAULT_CHUNK_ITEM_SIZE: usize = 17352;
+/// Why this class: memcached's cost of a value grows with the items it takes (an item lookup,
+/// a reply and a wakeup each), so fewer, larger chunks are cheaper for it and for the node
+/// (BENCHMARKS.md, "Chunk size"): a 100 KiB value is one item, a 1 MiB value nine. Immunity to a
+/// change in value sizes does not need one small chunk size any more: the slab balancer
+/// (`backend::slabs`) keeps memcached's pages where the writes go, whatever classes they are in.
+/// The last chunk holds only its data (no padding), so a chunked value costs what memcached
+/// would charge for it. Every item stays at or under 512 KiB, so memcached never needs its
+/// chained "large item" path at all.
+pub const DEFAULT_CHUNK_ITEM_SIZE: usize = 129_376;
 
 /// Default data bytes per chunk (see [`DEFAULT_CHUNK_ITEM_SIZE`]).
 pub const DEFAULT_CHUNK_SIZE: usize = DEFAULT_CHUNK_ITEM_SIZE - CHUNK_ITEM_OVERHEAD;
+
+/// Value bytes one chunked write has in flight to memcached at most (a 1 MiB value's chunks go
+/// in one window).
+const WRITE_WINDOW_BYTES: usize = 2 << 20;
 
 /// How many times a command starts over after losing a race on the index before giving up.
 const MAX_ATTEMPTS: usize = 32;
@@ -186,8 +193,6 @@ pub struct Chunked<R> {
     raw: R,
     clock: Clock,
     cfg: ChunkConfig,
-    /// Padding for last chunks.
-    zeros: Box<[u8]>,
     /// Versions and client CAS values (see [`Chunked::tick`]).
     hlc: Arc<Hlc>,
     hints: Hints,
@@ -248,7 +253,6 @@ impl<R: RawStore> Chunked<R> {
         Chunked {
             raw,
             clock,
-            zeros: vec![0u8; cfg.chunk_size].into_boxed_slice(),
             cfg,
             hlc: Arc::new(Hlc::new(0)),
             hints: Hints::new(),

@@ -116,11 +116,19 @@ async fn round_trip_across_chunk_boundaries() {
         assert_eq!(got.value, v, "len {len}");
         let env = envelope_of(&ch, b"k");
         assert_eq!(env.chunk_count as usize, if len > CS { len.div_ceil(CS) } else { 0 });
-        // Every chunk item has the same size; the previous value's chunks are gone.
+        // Every chunk item but the last has the full size, the last only its data; the previous
+        // value's chunks are gone.
         let chunks = chunk_keys(&ch);
         assert_eq!(chunks.len(), env.chunk_count as usize, "len {len}");
-        for k in &chunks {
-            assert_eq!(ch.raw().items()[k].value.len(), CHUNK_HEADER_LEN + CS);
+        let mut sizes: Vec<usize> = chunks.iter().map(|k| ch.raw().items()[k].value.len()).collect();
+        sizes.sort_unstable();
+        if let Some((&shortest, full)) = sizes.split_first() {
+            assert!(full.iter().all(|&s| s == CHUNK_HEADER_LEN + CS), "len {len}: {sizes:?}");
+            assert_eq!(
+                shortest,
+                CHUNK_HEADER_LEN + (len - (chunks.len() - 1) * CS),
+                "len {len}"
+            );
         }
     }
     assert_eq!(ch.chunk_stats().chunked_writes, 5);
@@ -147,6 +155,23 @@ async fn writes_chunks_first_index_last() {
     assert_eq!(stores.len(), 4);
     assert!(stores[..3].iter().all(|(_, k)| k[0] == b'~'));
     assert_eq!(stores[3].1, b"k");
+}
+
+/// Earlier builds padded the last chunk to the full chunk size with zeros: such values still read,
+/// and only their data comes back.
+#[tokio::test]
+async fn a_last_chunk_padded_by_an_earlier_build_still_reads() {
+    let ch = setup();
+    let v = value(2 * CS + 5, 3);
+    set(&ch, b"k", &v).await;
+    let last = chunk_keys(&ch)
+        .into_iter()
+        .find(|k| ch.raw().items()[k].value.len() < CHUNK_HEADER_LEN + CS)
+        .expect("a short last chunk");
+    ch.raw().with_items(|items| {
+        items.get_mut(&last).unwrap().value.resize(CHUNK_HEADER_LEN + CS, 0);
+    });
+    assert_eq!(get(&ch, b"k").await, Some(v));
 }
 
 #[tokio::test]
@@ -972,13 +997,13 @@ fn numbers() {
 }
 
 #[test]
-fn default_chunk_item_fills_slab_class_24() {
+fn default_chunk_item_fills_slab_class_33() {
     assert_eq!(CHUNK_ITEM_OVERHEAD, 112);
-    assert_eq!(DEFAULT_CHUNK_SIZE, 17240);
+    assert_eq!(DEFAULT_CHUNK_SIZE, 129_264);
     let (class, size) =
         riven_memcache::meta::memcached_item_size(CHUNK_KEY_LEN, CHUNK_HEADER_LEN + DEFAULT_CHUNK_SIZE, 0);
-    assert_eq!((class, size), (24, 17352));
-    assert_eq!(ChunkConfig::chunk_size_for_item(17352), DEFAULT_CHUNK_SIZE);
+    assert_eq!((class, size), (33, 129_376));
+    assert_eq!(ChunkConfig::chunk_size_for_item(129_376), DEFAULT_CHUNK_SIZE);
 }
 
 #[tokio::test]

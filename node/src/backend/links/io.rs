@@ -1,5 +1,7 @@
 //! A link's connection: connect and reconnect with backoff, the writer and the reader tasks.
 
+use bytes::BufMut;
+
 use super::*;
 
 /// Keeps one link connected: connect, serve until it breaks, back off, again.
@@ -95,9 +97,21 @@ pub(super) async fn write_loop<W: AsyncWrite + Unpin>(link: &Link, mut w: W) -> 
     }
 }
 
-/// Room a link's reader asks the socket to fill per read: a large value's chunk replies (about
-/// 17 KiB each) come in a few reads, not one per chunk.
+/// Room a link's reader asks the socket to fill per read: many small replies come in one read.
 const READ_BUF: usize = 256 * 1024;
+
+/// A reply at least this long (a large value's chunk, up to 126 KiB) is read into a buffer of its
+/// own size. Replies are handed out where they lie, so a buffer lives as long as any reply in it:
+/// a large reply that started near the end of a shared buffer would have to be copied out, and
+/// strand its room in that buffer for as long as the replies before it live.
+const OWN_BUFFER: usize = 32 * 1024;
+
+/// The longest reply taken from memcached: its largest item, and room for the header and key.
+const MAX_FRAME: usize = (1 << 30) + 4096;
+
+/// After a large reply, the next read takes only this much: enough for the next reply's header,
+/// so a large reply after it starts in a buffer of its own (with at most this much copied).
+const PEEK: usize = 4096;
 
 pub(super) async fn read_loop<R: AsyncRead + Unpin>(link: &Link, mut r: R, timeout: Duration) -> Result<(), LinkError> {
     let mut buf = BytesMut::with_capacity(READ_BUF);
@@ -114,7 +128,7 @@ pub(super) async fn read_loop<R: AsyncRead + Unpin>(link: &Link, mut r: R, timeo
         for waker in to_wake.drain(..) {
             waker.wake();
         }
-        parsed?;
+        let head = parsed?;
         // A request unanswered for longer than the timeout means memcached is hung (or too slow
         // to be useful): drop the link so every waiter fails now and it reconnects.
         let oldest = link.state.lock().pending.front().map(|p| p.0);
@@ -128,10 +142,29 @@ pub(super) async fn read_loop<R: AsyncRead + Unpin>(link: &Link, mut r: R, timeo
             }
             (Some(o), _) => Some((o, Instant::now())),
         };
-        if buf.capacity() - buf.len() < 4096 {
-            buf.reserve(READ_BUF);
-        }
-        match tokio::time::timeout(timeout / 4, r.read_buf(&mut buf)).await {
+        // How much the next read may take: the rest of a large reply, exactly, into a buffer
+        // that ends with it; a peek after one; otherwise all the room there is.
+        let limit = match head {
+            Head::Partial(frame_len) if frame_len >= OWN_BUFFER => {
+                if buf.capacity() < frame_len {
+                    let mut own = BytesMut::with_capacity(frame_len);
+                    own.extend_from_slice(&buf);
+                    buf = own;
+                }
+                frame_len - buf.len()
+            }
+            Head::EndedLarge if buf.is_empty() => {
+                buf = BytesMut::with_capacity(PEEK);
+                PEEK
+            }
+            _ => {
+                if buf.capacity() - buf.len() < 4096 {
+                    buf.reserve(READ_BUF);
+                }
+                usize::MAX
+            }
+        };
+        match tokio::time::timeout(timeout / 4, r.read_buf(&mut (&mut buf).limit(limit))).await {
             Ok(Ok(0)) => return Err(LinkError::Lost),
             Ok(Ok(_)) => {}
             Ok(Err(_)) => return Err(LinkError::Lost),
@@ -141,24 +174,44 @@ pub(super) async fn read_loop<R: AsyncRead + Unpin>(link: &Link, mut r: R, timeo
     }
 }
 
+/// Where a pass over the read buffer stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Head {
+    /// At a reply whose header has not all come, or at the end of small replies.
+    Open,
+    /// Right after a reply of at least [`OWN_BUFFER`] bytes.
+    EndedLarge,
+    /// In a reply of this many bytes (its header read, the rest not all come).
+    Partial(usize),
+}
+
 /// Parses every whole reply in `buf` and hands each to its waiter; groups to wake are pushed on
 /// `to_wake`.
-pub(super) fn deliver_replies(link: &Link, buf: &mut BytesMut, to_wake: &mut Vec<Waker>) -> Result<(), LinkError> {
+pub(super) fn deliver_replies(link: &Link, buf: &mut BytesMut, to_wake: &mut Vec<Waker>) -> Result<Head, LinkError> {
     // One lock for the whole pass, not one per reply: the callers that append requests to a
     // link almost always run on the link's own worker thread, so holding it keeps no one
     // waiting. (Lock order, as in `send_in`: link, then group.)
     let mut st = link.state.lock();
+    let mut last_len = 0;
     loop {
         let header = match binary::parse_response_header(buf) {
             Ok(h) => h,
-            Err(binary::ParseError::Incomplete) => return Ok(()),
+            Err(binary::ParseError::Incomplete) if buf.is_empty() && last_len >= OWN_BUFFER => {
+                return Ok(Head::EndedLarge)
+            }
+            Err(binary::ParseError::Incomplete) => return Ok(Head::Open),
             Err(_) => return Err(LinkError::Protocol),
         };
         let frame_len = header.frame_len();
         if buf.len() < frame_len {
-            buf.reserve(frame_len - buf.len());
-            return Ok(());
+            // No memcached item is larger (`-I` is 1024m at most): a header that says so is
+            // garbage, not a reason to allocate.
+            if frame_len > MAX_FRAME {
+                return Err(LinkError::Protocol);
+            }
+            return Ok(Head::Partial(frame_len));
         }
+        last_len = frame_len;
         let frame = buf.split_to(frame_len).freeze();
         let extras_end = HEADER_LEN + header.extras_len as usize;
         let key_end = extras_end + header.key_len as usize;
