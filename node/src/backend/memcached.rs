@@ -146,6 +146,7 @@ fn item_in(reply: &Reply) -> Result<Option<RawItemRef<'_>>> {
                 flags,
                 cas: reply.cas,
                 value: reply.value(),
+                buf: reply.frame(),
             }))
         }
         Status::KEY_ENOENT => Ok(None),

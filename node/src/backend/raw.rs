@@ -31,6 +31,9 @@ pub struct RawItemRef<'a> {
     /// memcached's CAS of the item.
     pub cas: u64,
     pub value: &'a [u8],
+    /// The buffer `value` lies in: a large value is handed on as a share of it
+    /// ([`Bytes::slice_ref`]) rather than copied.
+    pub buf: &'a Bytes,
 }
 
 /// memcached's plain storage commands.

@@ -38,13 +38,26 @@ pub(super) enum Swap {
 /// them (not gathered: a reply sends them as they are, see `crate::out`).
 pub(super) enum ValueBuf<'a> {
     Inline(&'a [u8]),
+    /// A large inline value, shared with the reply that brought it.
+    InlineShared(Bytes),
     Chunks(Vec<Bytes>),
 }
 
-impl ValueBuf<'_> {
+impl<'a> ValueBuf<'a> {
+    /// The value held inline in `idx`: borrowed if small, shared if large enough for a reply to
+    /// send it from where it lies (`crate::out`).
+    fn inline(idx: &'a Index) -> ValueBuf<'a> {
+        if idx.item.len() - ENV_LEN >= SHARE_MIN {
+            ValueBuf::InlineShared(idx.item.slice(ENV_LEN..))
+        } else {
+            ValueBuf::Inline(idx.inline())
+        }
+    }
+
     pub(super) fn value(&self) -> Value<'_> {
         match self {
             ValueBuf::Inline(s) => Value::slice(s),
+            ValueBuf::InlineShared(b) => Value::shared(std::slice::from_ref(b)),
             ValueBuf::Chunks(c) => Value::shared(c),
         }
     }
@@ -53,6 +66,7 @@ impl ValueBuf<'_> {
     pub(super) fn contiguous(&self) -> std::borrow::Cow<'_, [u8]> {
         match self {
             ValueBuf::Inline(s) => std::borrow::Cow::Borrowed(s),
+            ValueBuf::InlineShared(b) => std::borrow::Cow::Borrowed(b),
             ValueBuf::Chunks(c) => std::borrow::Cow::Owned(c.concat()),
         }
     }
@@ -336,7 +350,7 @@ impl<R: RawStore> Chunked<R> {
         early: Option<Option<Vec<Bytes>>>,
     ) -> Result<Option<ValueBuf<'a>>> {
         if !idx.env.is_chunked() {
-            return Ok(Some(ValueBuf::Inline(idx.inline())));
+            return Ok(Some(ValueBuf::inline(idx)));
         }
         if let Some(v) = early {
             return Ok(v.map(ValueBuf::Chunks));

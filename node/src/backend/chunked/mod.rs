@@ -77,6 +77,7 @@ use crate::model::{
     StoreReq, StoreStats, Value,
 };
 use crate::model::{Backend, BackendError, Hlc, Result, Version};
+use crate::out::SHARE_MIN;
 
 pub use self::envelope::{CHUNK_HEADER_LEN, CHUNK_KEY_LEN, ENV_LEN};
 

@@ -105,6 +105,11 @@ impl Reply {
         &self.frame[self.key_end..]
     }
 
+    /// The whole frame as read: [`Reply::value`] and the others lie in it.
+    pub fn frame(&self) -> &Bytes {
+        &self.frame
+    }
+
     /// The value, sharing the frame's buffer.
     pub fn into_value(self) -> Bytes {
         let mut frame = self.frame;
