@@ -88,7 +88,7 @@ const BUF_SIZE: usize = 16 * 1024;
 /// Buffers that grew past this (a large value) are freed instead of pooled.
 const POOL_MAX_BUF: usize = 64 * 1024;
 /// Buffers kept per worker thread.
-const POOL_DEPTH: usize = 64;
+const POOL_DEPTH: usize = 256;
 
 thread_local! {
     static POOL: RefCell<Vec<Vec<u8>>> = const { RefCell::new(Vec::new()) };

@@ -18,10 +18,15 @@ use std::pin::Pin;
 use std::ptr::NonNull;
 use std::task::{Context, Poll};
 
-/// Most bytes of blocks a thread keeps. Every connection with a burst in flight holds its
-/// blocks until its replies come, so a thread needs about three per busy connection (50
-/// connections at pipeline depth 16 keep about 150 blocks of 3–6 KiB in use).
-const KEPT_BYTES: usize = 1 << 20;
+/// Most bytes of blocks of one layout a thread keeps. Every connection with a burst in flight
+/// holds its blocks until its replies come, so a thread needs about three per busy connection
+/// (50 connections at pipeline depth 16 keep about 150 blocks of 3–6 KiB in use). The bound is
+/// per layout: with one bound for all, blocks of a kind that once had many in flight (a load's
+/// warm-up) kept the room, and the kinds in use then missed the cache on most bursts.
+const KEPT_PER_LAYOUT: usize = 1 << 20;
+
+/// Most bytes of blocks a thread keeps in all.
+const KEPT_BYTES: usize = 8 << 20;
 
 /// The blocks a thread keeps, by layout, freed when the thread ends.
 #[derive(Default)]
@@ -71,11 +76,18 @@ fn give(layout: Layout, block: NonNull<u8>) {
             if f.bytes + layout.size() > KEPT_BYTES {
                 return false;
             }
-            f.bytes += layout.size();
-            match f.stacks.iter_mut().find(|(l, _)| *l == layout) {
-                Some((_, blocks)) => blocks.push(block),
-                None => f.stacks.push((layout, vec![block])),
+            let blocks = match f.stacks.iter().position(|(l, _)| *l == layout) {
+                Some(i) => &mut f.stacks[i].1,
+                None => {
+                    f.stacks.push((layout, Vec::new()));
+                    &mut f.stacks.last_mut().expect("just pushed").1
+                }
+            };
+            if (blocks.len() + 1) * layout.size() > KEPT_PER_LAYOUT {
+                return false;
             }
+            blocks.push(block);
+            f.bytes += layout.size();
             true
         })
         .unwrap_or(false);

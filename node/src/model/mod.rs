@@ -198,11 +198,18 @@ impl<'a> Value<'a> {
         self.len() == 0
     }
     /// Appends the value's bytes to `out`.
+    #[inline]
     pub fn copy_to(&self, out: &mut Vec<u8>) {
+        // The common case (a value in one slice) without the general walk.
+        if let ValueInner::Slice(s) = self.inner {
+            out.extend_from_slice(s);
+            return;
+        }
         out.reserve(self.len());
         self.for_each(|s| out.extend_from_slice(s));
     }
     /// Calls `f` with each piece of the value, in order.
+    #[inline]
     pub fn for_each(&self, mut f: impl FnMut(&[u8])) {
         match &self.inner {
             ValueInner::Pieces(p) => {

@@ -161,7 +161,8 @@ impl RawHeader {
             .and_then(|n| n.checked_add(tail_len))
             .and_then(|n| u32::try_from(n).ok())
             .ok_or(ComposeError::BodyTooLong)?;
-        out.reserve(HEADER_LEN + extras.len() + key.len() + value.len() + tail_len);
+        // Not the tail: the caller may send it from elsewhere (a value where it lies).
+        out.reserve(HEADER_LEN + extras.len() + key.len() + value.len());
         // The header is built whole and copied once: a push per field, each checking the
         // capacity, cost the node's requests to memcached several times as many instructions.
         let mut h = [0u8; HEADER_LEN];
@@ -392,7 +393,8 @@ pub fn compose_response(out: &mut Vec<u8>, res: &Response<'_>) -> Result<(), Com
 
 /// Server side: like [`compose_response`], but the body length also counts `tail_len` bytes that
 /// the caller must append right after (a value held in pieces, written without first gathering
-/// it into one slice). Room for the tail is reserved too.
+/// it into one slice). No room is reserved for the tail: a large value may be sent from where it
+/// lies rather than copied into `out`.
 pub fn compose_response_with_tail(out: &mut Vec<u8>, res: &Response<'_>, tail_len: usize) -> Result<(), ComposeError> {
     res.raw().compose(out, res.extras, res.key, res.value, tail_len)
 }
