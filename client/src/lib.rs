@@ -1,11 +1,24 @@
 //! `riven-client`: the library application teams link to reach a Riven cluster.
 //!
 //! It depends on what a library needs and nothing more: tokio, bytes and the shared memcached
-//! codec ([`riven_memcache`]), so linking it brings no CLI, plotting or benchmark crates. The
-//! load and benchmark tools live in their own crate, `riven-bench` (`client/bench/`).
+//! codec ([`riven_memcache`]), plus the small crates that read a topology and hash keys, so
+//! linking it brings no CLI, plotting or benchmark crates. The load and benchmark tools live in
+//! their own crate, `riven-bench` (`client/bench/`).
 //!
-//! The zone-aware, consistent-hashing client (rings per zone, failover and hedged reads, the
-//! `AllZones` write policies) is built here by the client issue; the replicator and warm-up jobs
-//! route keys with the same ring.
+//! - [`topology`]: the cluster's name, the local zone and each zone's node addresses, built in
+//!   code or read from TOML, and validated either way.
+//! - [`ring`]: the consistent-hashing ring of one zone ([`Ring`]) and the rings of all zones
+//!   ([`Rings`]). The replicator and warm-up jobs route keys with this same ring, so its
+//!   key-to-node mapping is fixed and pinned by golden tests.
+//!
+//! The zone-aware client on top of them (failover and hedged reads, the `AllZones` write
+//! policies) is built here by the client issue.
 
+#![warn(missing_docs)]
+
+pub mod ring;
+pub mod topology;
+
+pub use ring::{Ring, RingHasher, Rings, DEFAULT_VNODES};
 pub use riven_memcache as codec;
+pub use topology::{Topology, TopologyBuilder, TopologyError};
