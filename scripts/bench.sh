@@ -3,8 +3,10 @@
 # (embedded memory store; over that same memcached as L1; L1 + on-disk L2), drives them with
 # `riven-bench compare`, alternating targets round after round, and prints a table of medians and
 # ratios against memcached direct: text/meta/binary, pipeline 1 and 16, 100 B and 100 KiB values,
-# then RSS per idle connection (10,000 of them). It writes BENCHMARKS.md (date, machine, exact
-# commands, tables) and BENCHMARKS.png (throughput ratios, latency percentiles).
+# then RSS per idle connection (10,000 of them). The load generator runs on 1 thread for 100 B
+# values and 2 for 100 KiB ones (one thread is the bottleneck there against memcached direct).
+# It writes BENCHMARKS.md (date, machine, exact commands, tables) and BENCHMARKS.png (throughput
+# ratios, latency percentiles).
 #
 #   scripts/bench.sh                  # the full matrix: 9 alternating rounds of 3 s (about 23 minutes)
 #   scripts/bench.sh --quick          # 1 round of 1 s per setting (about 2 minutes)

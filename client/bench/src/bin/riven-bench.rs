@@ -263,6 +263,10 @@ struct CompareArgs {
     /// Threads of the load generator.
     #[arg(long, default_value_t = 1)]
     client_threads: usize,
+    /// Threads of the load generator for values of 64 KiB or more, where one thread is the
+    /// bottleneck against memcached direct.
+    #[arg(long, default_value_t = 2)]
+    large_client_threads: usize,
     #[arg(long, default_value = "5s", value_parser = parse_duration)]
     timeout: Duration,
     /// A short run of the whole matrix: 1 round of 1 s per setting, 1,000 idle connections.
@@ -562,6 +566,7 @@ fn compare_cmd(a: CompareArgs) -> bool {
     cfg.timeout = a.timeout;
     cfg.idle_connections = a.idle_connections;
     cfg.client_threads = a.client_threads;
+    cfg.large_client_threads = a.large_client_threads;
     if a.quick || a.smoke {
         cfg.rounds = 1;
         cfg.round_duration = Duration::from_secs(1);

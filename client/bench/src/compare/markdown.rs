@@ -7,6 +7,19 @@ use crate::cpu;
 /// exact commands, the throughput and latency table, the idle-connection table, skipped targets
 /// and errors, and the chart when one was written (`chart`: its path relative to the Markdown
 /// file). Columns are padded so it also reads well in a terminal.
+/// The load generator's threads, as the load line gives them.
+fn threads(r: &CompareReport) -> String {
+    let large = r.settings.iter().any(|s| s.value_size >= crate::compare::LARGE_VALUE);
+    if large && r.large_client_threads != r.client_threads {
+        format!(
+            "{} ({} for values of 64 KiB or more)",
+            r.client_threads, r.large_client_threads
+        )
+    } else {
+        r.client_threads.to_string()
+    }
+}
+
 pub fn render_markdown(r: &CompareReport, chart: Option<&str>) -> String {
     let base = r.servers.first().map(|s| s.name.as_str()).unwrap_or("baseline");
     let mut out = String::new();
@@ -28,7 +41,7 @@ pub fn render_markdown(r: &CompareReport, chart: Option<&str>) -> String {
         r.keys,
         r.rounds,
         r.round_secs,
-        r.client_threads
+        threads(r)
     );
 
     let mut rows = vec![[
@@ -251,6 +264,7 @@ mod tests {
             rounds: 3,
             round_secs: 3.0,
             client_threads: 1,
+            large_client_threads: 2,
             settings: vec![s],
             idle: vec![IdleResult {
                 name: "memcached".into(),

@@ -22,6 +22,8 @@ pub struct CompareReport {
     pub rounds: usize,
     pub round_secs: f64,
     pub client_threads: usize,
+    /// The load generator's threads for values of 64 KiB or more.
+    pub large_client_threads: usize,
     pub settings: Vec<SettingResult>,
     pub idle: Vec<IdleResult>,
     /// Optional targets that did not start, with the reason.
@@ -48,6 +50,8 @@ pub struct SettingResult {
     pub pipeline: usize,
     pub value_size: usize,
     pub keys: u64,
+    /// Threads of the load generator.
+    pub client_threads: usize,
     /// In target order; the first is the baseline.
     pub targets: Vec<TargetResult>,
 }

@@ -83,7 +83,15 @@ pub fn run(cfg: &CompareConfig, log: &mut dyn FnMut(&str)) -> Result<CompareRepo
     }
     let mut started = start_targets(cfg, log)?;
     let skipped = std::mem::take(&mut started.skipped);
-    let runtime = load::runtime(cfg.client_threads).map_err(|e| format!("tokio runtime: {e}"))?;
+    // One runtime per thread count the settings ask for, built once.
+    let mut runtimes: Vec<(usize, tokio::runtime::Runtime)> = Vec::new();
+    for &size in &cfg.value_sizes {
+        let threads = cfg.client_threads_for(size);
+        if !runtimes.iter().any(|(t, _)| *t == threads) {
+            let rt = load::runtime(threads).map_err(|e| format!("tokio runtime: {e}"))?;
+            runtimes.push((threads, rt));
+        }
+    }
 
     let mut report = CompareReport {
         ok: true,
@@ -103,6 +111,7 @@ pub fn run(cfg: &CompareConfig, log: &mut dyn FnMut(&str)) -> Result<CompareRepo
         rounds: cfg.rounds,
         round_secs: cfg.round_duration.as_secs_f64(),
         client_threads: cfg.client_threads,
+        large_client_threads: cfg.large_client_threads,
         settings: Vec::new(),
         idle: Vec::new(),
         skipped,
@@ -112,7 +121,9 @@ pub fn run(cfg: &CompareConfig, log: &mut dyn FnMut(&str)) -> Result<CompareRepo
     for &value_size in &cfg.value_sizes {
         for &protocol in &cfg.protocols {
             for &pipeline in &cfg.pipelines {
-                let setting = run_setting(cfg, &runtime, &started, protocol, pipeline, value_size, log);
+                let threads = cfg.client_threads_for(value_size);
+                let runtime = &runtimes.iter().find(|(t, _)| *t == threads).expect("built above").1;
+                let setting = run_setting(cfg, runtime, &started, protocol, pipeline, value_size, log);
                 report.settings.push(setting);
             }
         }
@@ -177,6 +188,7 @@ fn run_setting(
         pipeline,
         value_size,
         keys,
+        client_threads: cfg.client_threads_for(value_size),
         targets: servers
             .iter()
             .map(|s| TargetResult {

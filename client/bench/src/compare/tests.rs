@@ -16,6 +16,7 @@ pub(super) fn sample(ops: f64, p50: f64, p99: f64) -> RunSample {
 
 pub(super) fn setting() -> SettingResult {
     SettingResult {
+        client_threads: 1,
         protocol: Protocol::Text,
         pipeline: 16,
         value_size: 100,
@@ -135,4 +136,12 @@ fn key_space_fits_the_memory_bound() {
     let l2 = riven_node_l1_l2("riven-node", ServerSettings::default());
     assert!(l2.server.args.windows(2).any(|w| w == ["--l2-path", "{tempdir}"]));
     assert!(l2.server.args.windows(2).any(|w| w == ["--l2-max-bytes", "1g"]));
+}
+
+#[test]
+fn large_values_get_the_large_thread_count() {
+    let cfg = CompareConfig::new(Vec::new(), String::new());
+    assert_eq!(cfg.client_threads_for(100), 1);
+    assert_eq!(cfg.client_threads_for(LARGE_VALUE - 1), 1);
+    assert_eq!(cfg.client_threads_for(100 * 1024), 2);
 }
