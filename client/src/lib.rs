@@ -10,14 +10,30 @@
 //! - [`ring`]: the consistent-hashing ring of one zone ([`Ring`]) and the rings of all zones
 //!   ([`Rings`]). The replicator and warm-up jobs route keys with this same ring, so its
 //!   key-to-node mapping is fixed and pinned by golden tests.
+//! - [`conn`]: one multiplexed, pipelined connection to a node over memcached's binary
+//!   protocol ([`Conn`]), carrying [`Op`]s and returning [`Resp`]s.
+//! - [`breaker`]: a node's circuit breaker, a clock-free state machine ([`Breaker`]).
+//! - [`node`]: a handle on one node, a few connections behind its breaker ([`Node`]).
+//! - [`error`]: why a call to a node failed ([`NodeError`]), naming the node.
 //!
 //! The zone-aware client on top of them (failover and hedged reads, the `AllZones` write
 //! policies) is built here by the client issue.
 
 #![warn(missing_docs)]
 
+pub mod breaker;
+pub mod conn;
+pub mod error;
+pub mod node;
+pub mod op;
 pub mod ring;
 pub mod topology;
+
+pub use breaker::{Breaker, BreakerConfig, BreakerState, Rejected, Ticket};
+pub use conn::{Conn, ConnConfig};
+pub use error::{NodeError, Unavailable};
+pub use node::{Node, NodeConfig};
+pub use op::{Arith, Concat, Op, Resp, Store};
 
 pub use ring::{Ring, RingHasher, Rings, DEFAULT_VNODES};
 pub use riven_memcache as codec;

@@ -1,0 +1,481 @@
+//! One multiplexed, pipelined TCP connection to a node over memcached's binary protocol.
+//!
+//! Many callers share a [`Conn`]. A call encodes its request straight into the connection's
+//! write buffer and queues a pending entry, both under one lock, so the bytes on the wire are in
+//! the same order as the pending queue. A writer task takes the whole buffer at once and writes
+//! it with one `write_all`, so a burst of calls costs one syscall rather than one each. A reader
+//! task frames replies and hands each to the oldest pending entry: memcached answers in order,
+//! and no quiet opcodes are sent, so every request gets exactly one reply. The opaque (and
+//! opcode) of each reply is checked against the entry's; a mismatch means the stream is out of
+//! step, and the connection is closed with every pending request failed.
+//!
+//! A call that times out leaves its entry in the queue: its reply, if it comes, still arrives in
+//! order and is dropped there. A broken connection fails everything pending on it; the next call
+//! connects again, with a backoff after failed attempts. The connection is made lazily, by the
+//! first call.
+
+use std::collections::VecDeque;
+use std::io;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use riven_memcache::binary::{self, Opcode, ParseError, HEADER_LEN};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::TcpStream;
+use tokio::sync::{oneshot, Notify};
+use tokio::task::AbortHandle;
+
+use crate::error::{NodeError, Unavailable};
+use crate::op::{Op, Resp};
+
+/// Room the read buffer is topped up to before each read; a reply larger than this gets a
+/// buffer of its own size.
+const READ_CHUNK: usize = 64 * 1024;
+/// A write buffer that grew past this (a large value went through) is not kept, so one large
+/// value does not pin its size for the connection's life.
+const MAX_KEPT_WRITE_BUF: usize = 1024 * 1024;
+
+/// How a connection behaves. Every field has a default ([`ConnConfig::default`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConnConfig {
+    /// How long a connect may take. Default 1 s.
+    pub connect_timeout: Duration,
+    /// How long a call waits for its reply once it is queued (connecting is not counted).
+    /// Default 1 s.
+    pub request_timeout: Duration,
+    /// Requests that may await replies at once; a call beyond this fails at once with
+    /// [`NodeError::Overloaded`] rather than queueing without bound. Default 1024.
+    pub max_in_flight: usize,
+    /// The wait after the first failed connect before another is tried; it doubles with each
+    /// further failure. Default 10 ms.
+    pub reconnect_min_backoff: Duration,
+    /// The longest wait between connect attempts. Default 1 s.
+    pub reconnect_max_backoff: Duration,
+}
+
+impl Default for ConnConfig {
+    fn default() -> ConnConfig {
+        ConnConfig {
+            connect_timeout: Duration::from_secs(1),
+            request_timeout: Duration::from_secs(1),
+            max_in_flight: 1024,
+            reconnect_min_backoff: Duration::from_millis(10),
+            reconnect_max_backoff: Duration::from_secs(1),
+        }
+    }
+}
+
+/// A multiplexed connection to one node, shared by any number of concurrent callers (see the
+/// module docs). Dropping it closes the socket.
+#[derive(Debug)]
+pub struct Conn {
+    addr: Arc<str>,
+    config: ConnConfig,
+    /// The live link, if any. A std mutex: it is held only to clone or swap an `Arc`.
+    active: Mutex<Option<Active>>,
+    /// Serializes connect attempts, so a burst of calls on a dead connection makes one attempt,
+    /// and holds the backoff state between attempts.
+    connect: tokio::sync::Mutex<Backoff>,
+}
+
+impl Conn {
+    /// A connection to `addr` (`host:port`). Nothing is connected until the first call.
+    pub fn new(addr: impl Into<Arc<str>>, config: ConnConfig) -> Conn {
+        Conn {
+            addr: addr.into(),
+            config,
+            active: Mutex::new(None),
+            connect: tokio::sync::Mutex::new(Backoff::default()),
+        }
+    }
+
+    /// The node's address.
+    pub fn addr(&self) -> &str {
+        &self.addr
+    }
+
+    /// The configuration this connection was made with.
+    pub fn config(&self) -> &ConnConfig {
+        &self.config
+    }
+
+    /// Requests sent and not yet answered (including timed-out ones whose replies have not come).
+    pub fn in_flight(&self) -> usize {
+        lock(&self.active)
+            .as_ref()
+            .map_or(0, |a| a.link.in_flight.load(Ordering::Relaxed))
+    }
+
+    /// Sends `op` and waits for its reply, connecting first if there is no live connection.
+    pub async fn call(&self, op: &Op<'_>) -> Result<Resp, NodeError> {
+        let link = self.link().await?;
+        let reply = link.enqueue(op, self.config.max_in_flight)?;
+        match tokio::time::timeout(self.config.request_timeout, reply).await {
+            Ok(Ok(result)) => result,
+            // The link fails every pending entry before its tasks end, so a dropped sender means
+            // the tasks were aborted under us; report it as the lost connection it is.
+            Ok(Err(_)) => Err(link.io_error(io::ErrorKind::ConnectionAborted, "connection closed")),
+            Err(_) => Err(NodeError::Timeout {
+                addr: self.addr.clone(),
+                after: self.config.request_timeout,
+            }),
+        }
+    }
+
+    /// The live link, connecting if there is none.
+    async fn link(&self) -> Result<Arc<Link>, NodeError> {
+        if let Some(link) = self.live_link() {
+            return Ok(link);
+        }
+        let mut backoff = self.connect.lock().await;
+        // Another caller may have connected while this one waited for the lock.
+        if let Some(link) = self.live_link() {
+            return Ok(link);
+        }
+        let now = Instant::now();
+        if let Some(left) = backoff.next_try.and_then(|t| t.checked_duration_since(now)) {
+            if !left.is_zero() {
+                return Err(self.unavailable(Unavailable::ReconnectBackoff(left)));
+            }
+        }
+        match self.open().await {
+            Ok(active) => {
+                *backoff = Backoff::default();
+                let link = active.link.clone();
+                *lock(&self.active) = Some(active);
+                Ok(link)
+            }
+            Err(e) => {
+                backoff.failures = backoff.failures.saturating_add(1);
+                let delay = backoff_delay(
+                    self.config.reconnect_min_backoff,
+                    self.config.reconnect_max_backoff,
+                    backoff.failures,
+                );
+                backoff.next_try = Some(Instant::now() + delay);
+                Err(e)
+            }
+        }
+    }
+
+    /// The current link if it has not failed; a failed one is dropped, which ends its tasks.
+    fn live_link(&self) -> Option<Arc<Link>> {
+        let mut active = lock(&self.active);
+        match active.as_ref() {
+            Some(a) if !a.link.has_failed() => Some(a.link.clone()),
+            Some(_) => {
+                *active = None;
+                None
+            }
+            None => None,
+        }
+    }
+
+    async fn open(&self) -> Result<Active, NodeError> {
+        let connect = TcpStream::connect(&*self.addr);
+        let stream = match tokio::time::timeout(self.config.connect_timeout, connect).await {
+            Ok(Ok(stream)) => stream,
+            Ok(Err(e)) => return Err(self.unavailable(Unavailable::ConnectFailed(Arc::new(e)))),
+            Err(_) => {
+                let after = self.config.connect_timeout;
+                return Err(self.unavailable(Unavailable::ConnectTimeout(after)));
+            }
+        };
+        // Requests are batched by the writer already; Nagle would only add latency on top.
+        if let Err(e) = stream.set_nodelay(true) {
+            return Err(self.unavailable(Unavailable::ConnectFailed(Arc::new(e))));
+        }
+        let (read, write) = stream.into_split();
+        let link = Arc::new(Link::new(self.addr.clone(), self.config.max_in_flight));
+        let reader = tokio::spawn(read_loop(link.clone(), read)).abort_handle();
+        let writer = tokio::spawn(write_loop(link.clone(), write)).abort_handle();
+        Ok(Active {
+            link,
+            tasks: [reader, writer],
+        })
+    }
+
+    fn unavailable(&self, reason: Unavailable) -> NodeError {
+        NodeError::Unavailable {
+            addr: self.addr.clone(),
+            reason,
+        }
+    }
+}
+
+/// The wait after `failures` consecutive failed attempts: `min` doubled per failure after the
+/// first, capped at `max`.
+pub(crate) fn backoff_delay(min: Duration, max: Duration, failures: u32) -> Duration {
+    let doublings = failures.saturating_sub(1).min(31);
+    min.saturating_mul(1 << doublings).min(max)
+}
+
+/// Connect attempts that failed in a row, and when the next may be made.
+#[derive(Debug, Default)]
+struct Backoff {
+    failures: u32,
+    next_try: Option<Instant>,
+}
+
+/// A link and its two tasks, which end when this is dropped.
+#[derive(Debug)]
+struct Active {
+    link: Arc<Link>,
+    tasks: [AbortHandle; 2],
+}
+
+impl Drop for Active {
+    fn drop(&mut self) {
+        // The tasks hold the socket halves: aborting them closes the socket.
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+/// The state one TCP connection's caller, writer and reader share.
+#[derive(Debug)]
+struct Link {
+    addr: Arc<str>,
+    shared: Mutex<Shared>,
+    /// `shared.pending.len()`, readable without the lock (for least-loaded picking).
+    in_flight: AtomicUsize,
+    /// Wakes the writer: bytes were queued, or the link failed.
+    wake: Notify,
+}
+
+#[derive(Debug)]
+struct Shared {
+    /// Encoded requests not yet taken by the writer.
+    write_buf: Vec<u8>,
+    /// Requests sent or queued, oldest first, in the order of their bytes on the wire.
+    pending: VecDeque<Pending>,
+    next_opaque: u32,
+    /// Set once, when the link breaks; every later call fails with it.
+    failed: Option<NodeError>,
+}
+
+#[derive(Debug)]
+struct Pending {
+    opaque: u32,
+    opcode: Opcode,
+    reply: oneshot::Sender<Result<Resp, NodeError>>,
+}
+
+type Reply = oneshot::Receiver<Result<Resp, NodeError>>;
+
+impl Link {
+    fn new(addr: Arc<str>, max_in_flight: usize) -> Link {
+        Link {
+            addr,
+            shared: Mutex::new(Shared {
+                write_buf: Vec::with_capacity(READ_CHUNK),
+                // Sized for the limit up front, so queueing never reallocates.
+                pending: VecDeque::with_capacity(max_in_flight),
+                next_opaque: 0,
+                failed: None,
+            }),
+            in_flight: AtomicUsize::new(0),
+            wake: Notify::new(),
+        }
+    }
+
+    fn has_failed(&self) -> bool {
+        lock(&self.shared).failed.is_some()
+    }
+
+    /// Encodes `op` into the write buffer and queues its pending entry.
+    fn enqueue(&self, op: &Op<'_>, limit: usize) -> Result<Reply, NodeError> {
+        let mut shared = lock(&self.shared);
+        if let Some(e) = &shared.failed {
+            return Err(e.clone());
+        }
+        if shared.pending.len() >= limit {
+            return Err(NodeError::Overloaded {
+                addr: self.addr.clone(),
+                limit,
+            });
+        }
+        let opaque = shared.next_opaque;
+        op.encode(opaque, &mut shared.write_buf)
+            .map_err(|source| NodeError::Invalid {
+                addr: self.addr.clone(),
+                source,
+            })?;
+        shared.next_opaque = opaque.wrapping_add(1);
+        let (tx, rx) = oneshot::channel();
+        shared.pending.push_back(Pending {
+            opaque,
+            opcode: op.opcode(),
+            reply: tx,
+        });
+        self.in_flight.store(shared.pending.len(), Ordering::Relaxed);
+        drop(shared);
+        self.wake.notify_one();
+        Ok(rx)
+    }
+
+    /// Breaks the link: records `err`, fails every pending request with it and wakes the writer
+    /// so it ends. Only the first failure is recorded.
+    fn fail(&self, err: NodeError) {
+        let mut shared = lock(&self.shared);
+        if shared.failed.is_some() {
+            return;
+        }
+        shared.failed = Some(err.clone());
+        let pending = std::mem::take(&mut shared.pending);
+        shared.write_buf = Vec::new();
+        self.in_flight.store(0, Ordering::Relaxed);
+        drop(shared);
+        for p in pending {
+            // A caller that timed out has dropped its receiver; nothing to tell it.
+            let _ = p.reply.send(Err(err.clone()));
+        }
+        self.wake.notify_one();
+    }
+
+    fn io_error(&self, kind: io::ErrorKind, msg: &str) -> NodeError {
+        NodeError::Io {
+            addr: self.addr.clone(),
+            source: Arc::new(io::Error::new(kind, msg.to_owned())),
+        }
+    }
+
+    fn protocol_error(&self, detail: String) -> NodeError {
+        NodeError::Protocol {
+            addr: self.addr.clone(),
+            detail: detail.into(),
+        }
+    }
+
+    /// Frames every whole reply at the front of `buf` and hands each to its pending request.
+    /// An incomplete reply stays in `buf`, with room reserved for all of it.
+    fn deliver(&self, buf: &mut BytesMut) -> Result<(), NodeError> {
+        let mut shared: Option<MutexGuard<'_, Shared>> = None;
+        loop {
+            let head = match binary::parse_response_header(buf) {
+                Ok(head) => head,
+                Err(ParseError::Incomplete) => return Ok(()),
+                Err(e) => return Err(self.protocol_error(e.to_string())),
+            };
+            let Some(value_len) = head.value_len() else {
+                return Err(self.protocol_error(ParseError::BadLengths.to_string()));
+            };
+            let frame_len = head.frame_len();
+            if buf.len() < frame_len {
+                buf.reserve(frame_len - buf.len());
+                return Ok(());
+            }
+            // The reply's bytes become a `Bytes` sharing the read buffer: the value is passed on
+            // without a copy.
+            let frame = buf.split_to(frame_len).freeze();
+            let extras_len = usize::from(head.extras_len);
+            let extras = &frame[HEADER_LEN..HEADER_LEN + extras_len];
+            let resp = Resp {
+                status: head.status,
+                cas: head.cas,
+                flags: binary::parse_u32_extras(extras).unwrap_or(0),
+                value: frame.slice(frame_len - value_len..),
+            };
+
+            let shared = shared.get_or_insert_with(|| lock(&self.shared));
+            let Some(pending) = shared.pending.pop_front() else {
+                let detail = format!("reply (opaque {}) with no request pending", head.opaque);
+                return Err(self.protocol_error(detail));
+            };
+            self.in_flight.store(shared.pending.len(), Ordering::Relaxed);
+            if pending.opaque != head.opaque || pending.opcode != head.opcode {
+                let detail = format!(
+                    "reply {:?} opaque {} does not match the oldest request, {:?} opaque {}",
+                    head.opcode, head.opaque, pending.opcode, pending.opaque
+                );
+                // Put it back so `fail` tells its caller too.
+                shared.pending.push_front(pending);
+                return Err(self.protocol_error(detail));
+            }
+            // The caller may have timed out and gone: the reply is dropped here, in order.
+            let _ = pending.reply.send(Ok(resp));
+        }
+    }
+}
+
+/// Takes everything queued and writes it with one `write_all`, until the link fails.
+async fn write_loop(link: Arc<Link>, mut socket: OwnedWriteHalf) {
+    // Two buffers swap places: callers fill one while this task writes the other, so neither
+    // is reallocated in the steady state.
+    let mut out = Vec::with_capacity(READ_CHUNK);
+    loop {
+        link.wake.notified().await;
+        {
+            let mut shared = lock(&link.shared);
+            if shared.failed.is_some() {
+                return;
+            }
+            std::mem::swap(&mut shared.write_buf, &mut out);
+        }
+        if out.is_empty() {
+            continue;
+        }
+        if let Err(e) = socket.write_all(&out).await {
+            link.fail(NodeError::Io {
+                addr: link.addr.clone(),
+                source: Arc::new(e),
+            });
+            return;
+        }
+        out.clear();
+        if out.capacity() > MAX_KEPT_WRITE_BUF {
+            out = Vec::with_capacity(READ_CHUNK);
+        }
+    }
+}
+
+/// Reads replies and delivers them, until the link fails.
+async fn read_loop(link: Arc<Link>, mut socket: OwnedReadHalf) {
+    let mut buf = BytesMut::with_capacity(READ_CHUNK);
+    loop {
+        if let Err(e) = link.deliver(&mut buf) {
+            link.fail(e);
+            return;
+        }
+        if buf.capacity() - buf.len() < READ_CHUNK / 4 {
+            buf.reserve(READ_CHUNK);
+        }
+        match socket.read_buf(&mut buf).await {
+            Ok(0) => {
+                link.fail(link.io_error(io::ErrorKind::UnexpectedEof, "closed by the node"));
+                return;
+            }
+            Ok(_) => {}
+            Err(e) => {
+                link.fail(NodeError::Io {
+                    addr: link.addr.clone(),
+                    source: Arc::new(e),
+                });
+                return;
+            }
+        }
+    }
+}
+
+/// Locks a std mutex, ignoring poisoning: nothing here panics while holding one, and the state
+/// is consistent between statements anyway.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_from_min_to_max() {
+        let (min, max) = (Duration::from_millis(10), Duration::from_millis(100));
+        let delays: Vec<_> = (1..=6).map(|n| backoff_delay(min, max, n).as_millis()).collect();
+        assert_eq!(delays, [10, 20, 40, 80, 100, 100]);
+        assert_eq!(backoff_delay(min, max, u32::MAX), max);
+    }
+}
