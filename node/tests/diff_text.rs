@@ -317,9 +317,9 @@ fn large_values_in_every_mode() {
     }
     // Append to and touch a chunked value, then read it back.
     script.push(send(
-        "append big6 0 0 3\r\nxyz\r\nprepend big6 0 0 2\r\n<<\r\ntouch big6 100\r\nget big6\r\n",
+        "append big7 0 0 3\r\nxyz\r\nprepend big7 0 0 2\r\n<<\r\ntouch big7 100\r\nget big7\r\n",
     ));
-    script.push(send("delete big7\r\nget big7\r\n"));
+    script.push(send("delete big8\r\nget big8\r\n"));
     let with_limit = |s| {
         common::with(s, |c| {
             c.limits.max_item_size = riven_node::config::Size(16 << 20);
@@ -329,7 +329,7 @@ fn large_values_in_every_mode() {
     let mc = Memcached::start(&["-I", "16m", "-m", "256"]);
     let want = normalize_text(&exchange(mc.addr, &script));
     assert!(
-        want.contains("VALUE big8 8 8388608\n"),
+        want.contains("VALUE big9 9 8388608\n"),
         "the reference must store 8 MiB"
     );
     assert_eq!(want.matches("STORED").count(), sizes.len() + 2);
