@@ -32,13 +32,14 @@ pub enum Op<'a> {
     },
     /// SET: store unconditionally (or only if the CAS matches, when it is not 0).
     Set(Store<'a>),
-    /// ADD: store only if the key is absent (`NOT_STORED` otherwise).
+    /// ADD: store only if the key is absent (memcached answers `KEY_EEXISTS` otherwise, over
+    /// the binary protocol).
     Add(Store<'a>),
-    /// REPLACE: store only if the key is present (`NOT_STORED` otherwise).
+    /// REPLACE: store only if the key is present (memcached answers `KEY_ENOENT` otherwise).
     Replace(Store<'a>),
-    /// APPEND the value to an existing item's.
+    /// APPEND the value to an existing item's (`NOT_STORED` if there is none).
     Append(Concat<'a>),
-    /// PREPEND the value to an existing item's.
+    /// PREPEND the value to an existing item's (`NOT_STORED` if there is none).
     Prepend(Concat<'a>),
     /// DELETE, only if the CAS matches when it is not 0.
     Delete {
@@ -226,7 +227,7 @@ impl Op<'_> {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Resp {
     /// The reply's status: `SUCCESS`, or memcached's answer such as `KEY_ENOENT` (a miss),
-    /// `KEY_EEXISTS` (CAS mismatch) or `NOT_STORED`.
+    /// `KEY_EEXISTS` (CAS mismatch, or ADD of a present key) or `NOT_STORED`.
     pub status: Status,
     /// The item's CAS after the operation (0 on most errors).
     pub cas: u64,

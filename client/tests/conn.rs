@@ -1,0 +1,623 @@
+//! Node connections against a real memcached: every operation's semantics, pipelining, the
+//! in-flight limit, timeouts, a dying node and its breaker.
+//!
+//! Each test starts its own memcached on a free loopback port. Stalls are made with SIGSTOP
+//! rather than sleeps, and every wait is bounded and panics with what it was waiting for.
+
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use riven_client::codec::binary::{self, Status};
+use riven_client::{
+    Arith, BreakerConfig, BreakerState, Concat, Conn, ConnConfig, Node, NodeConfig, NodeError, Op, Resp, Store,
+    Unavailable,
+};
+use tokio::task::JoinSet;
+
+/// The longest any test waits for something it expects to happen soon.
+const PATIENCE: Duration = Duration::from_secs(10);
+
+/// A memcached process, killed when dropped.
+struct Memcached {
+    child: Option<Child>,
+    port: u16,
+}
+
+impl Memcached {
+    fn start() -> Memcached {
+        // The kernel picks a free port; memcached binds it right after (with SO_REUSEADDR).
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free loopback port")
+            .port();
+        Memcached::start_on(port)
+    }
+
+    fn start_on(port: u16) -> Memcached {
+        let mut cmd = Command::new("/usr/bin/memcached");
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } == 0 {
+            cmd.args(["-u", "root"]);
+        }
+        let port_arg = port.to_string();
+        cmd.args(["-l", "127.0.0.1", "-p", &port_arg, "-U", "0"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        let mut child = cmd.spawn().expect("memcached starts (/usr/bin/memcached)");
+        let deadline = Instant::now() + PATIENCE;
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!("memcached on port {port} exited at start: {status}");
+            }
+            assert!(
+                Instant::now() < deadline,
+                "memcached did not listen on port {port} within {PATIENCE:?}"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        Memcached {
+            child: Some(child),
+            port,
+        }
+    }
+
+    fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    fn signal(&self, signal: libc::c_int) {
+        let child = self.child.as_ref().expect("memcached is running");
+        let pid = libc::pid_t::try_from(child.id()).expect("pid fits pid_t");
+        // SAFETY: kill has no memory preconditions; the pid is our own unreaped child.
+        let rc = unsafe { libc::kill(pid, signal) };
+        assert_eq!(rc, 0, "kill({pid}, {signal}) failed");
+    }
+
+    /// Freezes memcached: connections stay open, nothing is answered. SIGSTOP is delivered
+    /// asynchronously, and a worker thread that is running could still answer a request sent
+    /// after `kill` returned, so this waits until every thread of the process is stopped.
+    fn pause(&self) {
+        self.signal(libc::SIGSTOP);
+        let pid = self.child.as_ref().expect("memcached is running").id();
+        let deadline = Instant::now() + PATIENCE;
+        while !all_threads_stopped(pid) {
+            assert!(
+                Instant::now() < deadline,
+                "memcached {pid} did not stop within {PATIENCE:?}"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    fn resume(&self) {
+        self.signal(libc::SIGCONT);
+    }
+
+    /// Kills memcached and reaps it, so its port is closed when this returns.
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Memcached {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Whether every thread of process `pid` is in the stopped state (`T` in `/proc/.../stat`).
+fn all_threads_stopped(pid: u32) -> bool {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return false;
+    };
+    tasks.into_iter().all(|task| {
+        let Ok(task) = task else { return false };
+        let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) else {
+            return false;
+        };
+        // The state follows the command name, which is in parentheses and may hold anything.
+        let state = stat.rfind(')').and_then(|i| stat[i + 1..].split_whitespace().next());
+        state == Some("T")
+    })
+}
+
+/// Polls `done` until it holds, panicking with `what` after [`PATIENCE`].
+async fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + PATIENCE;
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
+async fn call(conn: &Conn, op: Op<'_>) -> Resp {
+    conn.call(&op).await.unwrap_or_else(|e| panic!("{op:?} failed: {e}"))
+}
+
+async fn status(conn: &Conn, op: Op<'_>) -> Status {
+    call(conn, op).await.status
+}
+
+async fn get(conn: &Conn, key: &[u8]) -> Resp {
+    call(conn, Op::Get { key }).await
+}
+
+fn conn(mc: &Memcached, config: ConnConfig) -> Arc<Conn> {
+    Arc::new(Conn::new(mc.addr(), config))
+}
+
+/// An absolute unix time long past: memcached expires an item given it at once, which tests
+/// TOUCH and GAT without waiting out a real expiry.
+const LONG_AGO: u32 = 30 * 24 * 3600 + 1;
+
+#[tokio::test]
+async fn every_operation_round_trips_with_memcached_semantics() {
+    let mc = Memcached::start();
+    let c = conn(&mc, ConnConfig::default());
+
+    // get / gets
+    assert_eq!(status(&c, Op::Get { key: b"k" }).await, Status::KEY_ENOENT);
+    let set = call(&c, Op::Set(Store::new(b"k", b"v1").flags(42))).await;
+    assert_eq!(set.status, Status::SUCCESS);
+    assert_ne!(set.cas, 0);
+    let got = get(&c, b"k").await;
+    assert_eq!((&got.value[..], got.flags, got.cas), (&b"v1"[..], 42, set.cas));
+
+    // add / replace. Over the binary protocol memcached reports a refused ADD as KEY_EEXISTS
+    // and a refused REPLACE as KEY_ENOENT (the text protocol says NOT_STORED to both).
+    assert_eq!(status(&c, Op::Add(Store::new(b"k", b"x"))).await, Status::KEY_EEXISTS);
+    assert_eq!(status(&c, Op::Add(Store::new(b"a", b"x"))).await, Status::SUCCESS);
+    assert_eq!(
+        status(&c, Op::Replace(Store::new(b"r", b"x"))).await,
+        Status::KEY_ENOENT
+    );
+    assert_eq!(
+        status(&c, Op::Replace(Store::new(b"k", b"v2").flags(7))).await,
+        Status::SUCCESS
+    );
+    let got = get(&c, b"k").await;
+    assert_eq!((&got.value[..], got.flags), (&b"v2"[..], 7));
+
+    // append / prepend keep the flags
+    assert_eq!(status(&c, Op::Append(Concat::new(b"k", b">"))).await, Status::SUCCESS);
+    assert_eq!(status(&c, Op::Prepend(Concat::new(b"k", b"<"))).await, Status::SUCCESS);
+    assert_eq!(
+        status(&c, Op::Append(Concat::new(b"none", b">"))).await,
+        Status::NOT_STORED
+    );
+    let got = get(&c, b"k").await;
+    assert_eq!((&got.value[..], got.flags), (&b"<v2>"[..], 7));
+
+    // cas
+    let stale = got.cas;
+    assert_eq!(status(&c, Op::Set(Store::new(b"k", b"v3"))).await, Status::SUCCESS);
+    let fresh = get(&c, b"k").await.cas;
+    assert_ne!(fresh, stale);
+    assert_eq!(
+        status(&c, Op::Set(Store::new(b"k", b"no").cas(stale))).await,
+        Status::KEY_EEXISTS
+    );
+    assert_eq!(
+        status(&c, Op::Set(Store::new(b"k", b"v4").cas(fresh))).await,
+        Status::SUCCESS
+    );
+    assert_eq!(&get(&c, b"k").await.value[..], b"v4");
+    assert_eq!(
+        status(&c, Op::Set(Store::new(b"gone", b"x").cas(fresh))).await,
+        Status::KEY_ENOENT
+    );
+
+    // delete
+    let cas = get(&c, b"k").await.cas;
+    assert_eq!(
+        status(
+            &c,
+            Op::Delete {
+                key: b"k",
+                cas: cas + 1
+            }
+        )
+        .await,
+        Status::KEY_EEXISTS
+    );
+    assert_eq!(status(&c, Op::Delete { key: b"k", cas }).await, Status::SUCCESS);
+    assert_eq!(status(&c, Op::Delete { key: b"k", cas: 0 }).await, Status::KEY_ENOENT);
+    assert_eq!(status(&c, Op::Get { key: b"k" }).await, Status::KEY_ENOENT);
+
+    // incr / decr
+    let miss = call(&c, Op::Incr(Arith::new(b"n", 1))).await;
+    assert_eq!((miss.status, miss.counter()), (Status::KEY_ENOENT, None));
+    // A created counter starts at `initial`; the delta is not added.
+    assert_eq!(
+        call(&c, Op::Incr(Arith::new(b"n", 1).or_create(10, 0))).await.counter(),
+        Some(10)
+    );
+    assert_eq!(call(&c, Op::Incr(Arith::new(b"n", 5))).await.counter(), Some(15));
+    // memcached's decrement stops at zero.
+    assert_eq!(call(&c, Op::Decr(Arith::new(b"n", 20))).await.counter(), Some(0));
+    // A counter that got shorter is rewritten in place, padded with spaces, as memcached does.
+    assert_eq!(&get(&c, b"n").await.value[..], b"0 ");
+    assert_eq!(status(&c, Op::Set(Store::new(b"text", b"abc"))).await, Status::SUCCESS);
+    assert_eq!(status(&c, Op::Incr(Arith::new(b"text", 1))).await, Status::DELTA_BADVAL);
+
+    // touch / gat
+    assert_eq!(
+        status(
+            &c,
+            Op::Touch {
+                key: b"none",
+                exptime: 0
+            }
+        )
+        .await,
+        Status::KEY_ENOENT
+    );
+    assert_eq!(
+        status(
+            &c,
+            Op::Gat {
+                key: b"none",
+                exptime: 0
+            }
+        )
+        .await,
+        Status::KEY_ENOENT
+    );
+    assert_eq!(
+        status(&c, Op::Set(Store::new(b"t", b"tv").flags(3))).await,
+        Status::SUCCESS
+    );
+    assert_eq!(
+        status(
+            &c,
+            Op::Touch {
+                key: b"t",
+                exptime: 3600
+            }
+        )
+        .await,
+        Status::SUCCESS
+    );
+    assert_eq!(
+        status(
+            &c,
+            Op::Touch {
+                key: b"t",
+                exptime: LONG_AGO
+            }
+        )
+        .await,
+        Status::SUCCESS
+    );
+    assert_eq!(
+        status(&c, Op::Get { key: b"t" }).await,
+        Status::KEY_ENOENT,
+        "touched into the past"
+    );
+    assert_eq!(
+        status(&c, Op::Set(Store::new(b"g", b"gv").flags(9))).await,
+        Status::SUCCESS
+    );
+    let gat = call(
+        &c,
+        Op::Gat {
+            key: b"g",
+            exptime: LONG_AGO,
+        },
+    )
+    .await;
+    assert_eq!(
+        (gat.status, &gat.value[..], gat.flags),
+        (Status::SUCCESS, &b"gv"[..], 9)
+    );
+    assert_eq!(
+        status(&c, Op::Get { key: b"g" }).await,
+        Status::KEY_ENOENT,
+        "gat into the past"
+    );
+
+    // A large value crosses many reads and comes back whole.
+    let big: Vec<u8> = (0..700_000u32).map(|i| (i % 251) as u8).collect();
+    assert_eq!(status(&c, Op::Set(Store::new(b"big", &big))).await, Status::SUCCESS);
+    assert_eq!(&get(&c, b"big").await.value[..], &big[..]);
+    assert_eq!(c.in_flight(), 0);
+}
+
+#[tokio::test]
+async fn a_thousand_concurrent_requests_share_one_connection() {
+    let mc = Memcached::start();
+    let config = ConnConfig {
+        request_timeout: PATIENCE,
+        ..ConnConfig::default()
+    };
+    let c = conn(&mc, config);
+    const N: usize = 1000;
+    let key = |i: usize| format!("key:{i}");
+    let value = |i: usize| format!("value of {i} ").repeat(i % 7 + 1);
+
+    let mut sets = JoinSet::new();
+    for i in 0..N {
+        let c = c.clone();
+        sets.spawn(async move {
+            let r = c
+                .call(&Op::Set(
+                    Store::new(key(i).as_bytes(), value(i).as_bytes()).flags(i as u32),
+                ))
+                .await;
+            r.expect("set").status
+        });
+    }
+    while let Some(s) = sets.join_next().await {
+        assert_eq!(s.expect("task"), Status::SUCCESS);
+    }
+
+    // With memcached frozen, all the gets are in flight on the one connection at once.
+    mc.pause();
+    let mut gets = JoinSet::new();
+    for i in 0..N {
+        let c = c.clone();
+        gets.spawn(async move { (i, c.call(&Op::Get { key: key(i).as_bytes() }).await) });
+    }
+    wait_until("all gets are in flight", || c.in_flight() == N).await;
+    mc.resume();
+    let mut seen = 0;
+    while let Some(joined) = gets.join_next().await {
+        let (i, r) = joined.expect("task");
+        let r = r.unwrap_or_else(|e| panic!("get {i}: {e}"));
+        assert_eq!((&r.value[..], r.flags), (value(i).as_bytes(), i as u32), "get {i}");
+        seen += 1;
+    }
+    assert_eq!(seen, N);
+    assert_eq!(c.in_flight(), 0);
+}
+
+#[tokio::test]
+async fn a_full_queue_fails_fast_and_drains() {
+    let mc = Memcached::start();
+    let config = ConnConfig {
+        max_in_flight: 4,
+        request_timeout: PATIENCE,
+        ..ConnConfig::default()
+    };
+    let c = conn(&mc, config);
+    assert_eq!(status(&c, Op::Set(Store::new(b"k", b"v"))).await, Status::SUCCESS);
+
+    mc.pause();
+    let mut pending = JoinSet::new();
+    for _ in 0..4 {
+        let c = c.clone();
+        pending.spawn(async move { c.call(&Op::Get { key: b"k" }).await });
+    }
+    wait_until("four gets are in flight", || c.in_flight() == 4).await;
+    let started = Instant::now();
+    match c.call(&Op::Get { key: b"k" }).await {
+        Err(NodeError::Overloaded { addr, limit }) => {
+            assert_eq!((&*addr, limit), (mc.addr().as_str(), 4));
+        }
+        other => panic!("expected Overloaded, got {other:?}"),
+    }
+    assert!(
+        started.elapsed() < Duration::from_millis(100),
+        "Overloaded took {:?}",
+        started.elapsed()
+    );
+
+    mc.resume();
+    while let Some(r) = pending.join_next().await {
+        assert_eq!(&r.expect("task").expect("queued get").value[..], b"v");
+    }
+    assert_eq!(&get(&c, b"k").await.value[..], b"v");
+}
+
+#[tokio::test]
+async fn a_timeout_fails_the_request_and_the_connection_recovers() {
+    let mc = Memcached::start();
+    let timeout = Duration::from_millis(300);
+    let config = ConnConfig {
+        request_timeout: timeout,
+        ..ConnConfig::default()
+    };
+    let c = conn(&mc, config);
+    assert_eq!(status(&c, Op::Set(Store::new(b"k", b"v"))).await, Status::SUCCESS);
+
+    mc.pause();
+    let started = Instant::now();
+    let err = c
+        .call(&Op::Get { key: b"k" })
+        .await
+        .expect_err("no reply from a frozen node");
+    let took = started.elapsed();
+    assert!(
+        matches!(err, NodeError::Timeout { after, .. } if after == timeout),
+        "{err:?}"
+    );
+    assert_eq!(err.addr(), mc.addr());
+    assert!(took >= timeout && took < timeout * 3, "timed out after {took:?}");
+
+    mc.resume();
+    // The late reply to the timed-out get is dropped in order; this get gets its own.
+    assert_eq!(status(&c, Op::Set(Store::new(b"k", b"v2"))).await, Status::SUCCESS);
+    assert_eq!(&get(&c, b"k").await.value[..], b"v2");
+    assert_eq!(c.in_flight(), 0);
+}
+
+#[tokio::test]
+async fn a_dead_node_fails_pending_requests_opens_the_breaker_and_recovers() {
+    let mut mc = Memcached::start();
+    let addr = mc.addr();
+    let config = NodeConfig {
+        connections: 1,
+        conn: ConnConfig {
+            request_timeout: PATIENCE,
+            reconnect_min_backoff: Duration::from_millis(5),
+            reconnect_max_backoff: Duration::from_millis(20),
+            ..ConnConfig::default()
+        },
+        breaker: BreakerConfig {
+            failure_threshold: 3,
+            min_backoff: Duration::from_millis(20),
+            max_backoff: Duration::from_millis(100),
+        },
+    };
+    let node = Arc::new(Node::new(addr.clone(), config));
+    let set = Op::Set(Store::new(b"k", b"v"));
+    assert_eq!(node.call(&set).await.expect("set").status, Status::SUCCESS);
+
+    // Three requests are pending when memcached dies.
+    mc.pause();
+    let mut pending = JoinSet::new();
+    for _ in 0..3 {
+        let node = node.clone();
+        pending.spawn(async move { node.call(&Op::Get { key: b"k" }).await });
+    }
+    wait_until("three gets are in flight", || node.in_flight() == 3).await;
+    mc.kill();
+    while let Some(r) = pending.join_next().await {
+        let err = r.expect("task").expect_err("the node died");
+        assert!(matches!(err, NodeError::Io { .. }), "{err:?}");
+        assert_eq!(err.addr(), addr);
+    }
+
+    // Three failures in a row open the breaker: calls now fail at once.
+    assert_eq!(node.breaker_state(), BreakerState::Open);
+    let started = Instant::now();
+    let err = node.call(&set).await.expect_err("breaker open");
+    assert!(
+        matches!(
+            err,
+            NodeError::Unavailable {
+                reason: Unavailable::BreakerOpen,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(started.elapsed() < Duration::from_millis(100));
+
+    // While the port is closed, probes fail and the breaker stays shut to calls.
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        match node.call(&set).await {
+            Err(NodeError::Unavailable {
+                reason: Unavailable::ConnectFailed(_),
+                ..
+            }) => break,
+            Err(NodeError::Unavailable { .. }) => {}
+            other => panic!("expected a failed probe, got {other:?}"),
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no probe was let through within {PATIENCE:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(node.breaker_state(), BreakerState::Open);
+
+    // A new memcached on the same port: the next probe succeeds and closes the breaker.
+    let _mc = Memcached::start_on(mc.port);
+    let deadline = Instant::now() + PATIENCE;
+    let resp = loop {
+        match node.call(&set).await {
+            Ok(resp) => break resp,
+            Err(NodeError::Unavailable { .. }) => {}
+            Err(e) => panic!("unexpected error while recovering: {e}"),
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the node did not recover within {PATIENCE:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    assert_eq!(resp.status, Status::SUCCESS);
+    assert_eq!(node.breaker_state(), BreakerState::Closed);
+    assert_eq!(&node.call(&Op::Get { key: b"k" }).await.expect("get").value[..], b"v");
+}
+
+#[tokio::test]
+async fn a_reply_out_of_step_is_a_protocol_error_and_the_next_call_reconnects() {
+    // A fake node that answers every request with the wrong opaque.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr").to_string();
+    let accepts = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = accepts.clone();
+    tokio::spawn(async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        while let Ok((mut socket, _)) = listener.accept().await {
+            counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 4096];
+                let mut have = 0;
+                loop {
+                    match socket.read(&mut buf[have..]).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => have += n,
+                    }
+                    while let Ok((req, used)) = binary::parse_request(&buf[..have]) {
+                        let mut out = Vec::new();
+                        let res = binary::Response::new(req.opcode, req.opaque.wrapping_add(1), Status::SUCCESS);
+                        binary::compose_response(&mut out, &res).expect("compose");
+                        if socket.write_all(&out).await.is_err() {
+                            return;
+                        }
+                        buf.copy_within(used..have, 0);
+                        have -= used;
+                    }
+                }
+            });
+        }
+    });
+
+    let c = Conn::new(addr.clone(), ConnConfig::default());
+    for attempt in 1..=2 {
+        let err = c.call(&Op::Get { key: b"k" }).await.expect_err("out of step");
+        assert!(matches!(err, NodeError::Protocol { .. }), "{err:?}");
+        assert_eq!(err.addr(), addr);
+        assert!(err.to_string().contains("opaque"), "{err}");
+        assert_eq!(
+            accepts.load(std::sync::atomic::Ordering::SeqCst),
+            attempt,
+            "a new connection per attempt"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_refused_connect_is_unavailable_then_backs_off() {
+    let port = TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free loopback port")
+        .port();
+    let config = ConnConfig {
+        reconnect_min_backoff: Duration::from_secs(60),
+        ..ConnConfig::default()
+    };
+    let c = Conn::new(format!("127.0.0.1:{port}"), config);
+    let err = c.call(&Op::Get { key: b"k" }).await.expect_err("nothing listens");
+    assert!(
+        matches!(
+            err,
+            NodeError::Unavailable {
+                reason: Unavailable::ConnectFailed(_),
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(err.is_node_failure());
+    let err = c.call(&Op::Get { key: b"k" }).await.expect_err("backing off");
+    assert!(
+        matches!(
+            err,
+            NodeError::Unavailable {
+                reason: Unavailable::ReconnectBackoff(_),
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+}
