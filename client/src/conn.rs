@@ -17,7 +17,7 @@
 use std::collections::VecDeque;
 use std::io;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
@@ -192,10 +192,10 @@ impl Conn {
         let link = Arc::new(Link::new(self.addr.clone(), self.config.max_in_flight));
         let reader = tokio::spawn(read_loop(link.clone(), read)).abort_handle();
         let writer = tokio::spawn(write_loop(link.clone(), write)).abort_handle();
-        Ok(Active {
-            link,
-            tasks: [reader, writer],
-        })
+        // A task that fails the link before this is set misses the aborts in `fail`; the next
+        // call then finds the link failed and drops its `Active`, which aborts both.
+        let _ = link.tasks.set([reader, writer]);
+        Ok(Active { link })
     }
 
     fn unavailable(&self, reason: Unavailable) -> NodeError {
@@ -220,19 +220,17 @@ struct Backoff {
     next_try: Option<Instant>,
 }
 
-/// A link and its two tasks, which end when this is dropped.
+/// The connection's current link, whose tasks end when this is dropped.
 #[derive(Debug)]
 struct Active {
     link: Arc<Link>,
-    tasks: [AbortHandle; 2],
 }
 
 impl Drop for Active {
     fn drop(&mut self) {
-        // The tasks hold the socket halves: aborting them closes the socket.
-        for task in &self.tasks {
-            task.abort();
-        }
+        // The tasks hold the socket halves (and an `Arc` of the link each): aborting them
+        // closes the socket and frees the link.
+        self.link.abort_tasks();
     }
 }
 
@@ -245,6 +243,9 @@ struct Link {
     in_flight: AtomicUsize,
     /// Wakes the writer: bytes were queued, or the link failed.
     wake: Notify,
+    /// The reader and writer tasks, aborted when the link fails so the socket closes at once
+    /// (the other task may be parked on a socket that will never wake it).
+    tasks: OnceLock<[AbortHandle; 2]>,
 }
 
 #[derive(Debug)]
@@ -280,6 +281,7 @@ impl Link {
             }),
             in_flight: AtomicUsize::new(0),
             wake: Notify::new(),
+            tasks: OnceLock::new(),
         }
     }
 
@@ -318,8 +320,8 @@ impl Link {
         Ok(rx)
     }
 
-    /// Breaks the link: records `err`, fails every pending request with it and wakes the writer
-    /// so it ends. Only the first failure is recorded.
+    /// Breaks the link: records `err`, fails every pending request with it and ends both
+    /// tasks, which closes the socket. Only the first failure is recorded.
     fn fail(&self, err: NodeError) {
         let mut shared = lock(&self.shared);
         if shared.failed.is_some() {
@@ -334,7 +336,15 @@ impl Link {
             // A caller that timed out has dropped its receiver; nothing to tell it.
             let _ = p.reply.send(Err(err.clone()));
         }
+        // The writer also ends by itself when woken to a failed link.
         self.wake.notify_one();
+        self.abort_tasks();
+    }
+
+    fn abort_tasks(&self) {
+        for task in self.tasks.get().into_iter().flatten() {
+            task.abort();
+        }
     }
 
     fn io_error(&self, kind: io::ErrorKind, msg: &str) -> NodeError {

@@ -79,7 +79,8 @@ impl Node {
     ///
     /// Fails at once with [`Unavailable::BreakerOpen`] while the breaker is open. Replies of
     /// every status count as successes for the breaker (a miss is an answer);
-    /// [`NodeError::is_node_failure`] says which errors count against it.
+    /// [`NodeError::is_node_failure`] says which errors count against it, and the others are
+    /// not counted at all.
     pub async fn call(&self, op: &Op<'_>) -> Result<Resp, NodeError> {
         let ticket = self
             .lock_breaker()
@@ -95,8 +96,14 @@ impl Node {
             ticket: Some(ticket),
         };
         let result = self.pick().call(op).await;
-        let failed = matches!(&result, Err(e) if e.is_node_failure());
-        report.finish(!failed);
+        match &result {
+            Ok(_) => report.finish(true),
+            Err(e) if e.is_node_failure() => report.finish(false),
+            // A full queue or a request that cannot be encoded says nothing about the node
+            // either way: it must not close a breaker (a stalled node's queue fills with
+            // timed-out requests) nor reset the failure count.
+            Err(_) => {}
+        }
         result
     }
 

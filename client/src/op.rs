@@ -235,7 +235,8 @@ pub struct Resp {
     pub flags: u32,
     /// The item's value on a hit; the counter as 8 big-endian bytes after INCREMENT or
     /// DECREMENT; memcached's error message after an error status. It shares the connection's
-    /// read buffer rather than being copied out of it.
+    /// read buffer rather than being copied out of it, so a small value kept for long keeps
+    /// that buffer's block alive: copy it (`Bytes::copy_from_slice`) to keep it.
     pub value: Bytes,
 }
 

@@ -5,7 +5,6 @@
 //! rather than sleeps, and every wait is bounded and panics with what it was waiting for.
 
 use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -16,124 +15,9 @@ use riven_client::{
 };
 use tokio::task::JoinSet;
 
-/// The longest any test waits for something it expects to happen soon.
-const PATIENCE: Duration = Duration::from_secs(10);
+mod common;
 
-/// A memcached process, killed when dropped.
-struct Memcached {
-    child: Option<Child>,
-    port: u16,
-}
-
-impl Memcached {
-    fn start() -> Memcached {
-        // The kernel picks a free port; memcached binds it right after (with SO_REUSEADDR).
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free loopback port")
-            .port();
-        Memcached::start_on(port)
-    }
-
-    fn start_on(port: u16) -> Memcached {
-        let mut cmd = Command::new("/usr/bin/memcached");
-        // SAFETY: geteuid has no preconditions.
-        if unsafe { libc::geteuid() } == 0 {
-            cmd.args(["-u", "root"]);
-        }
-        let port_arg = port.to_string();
-        cmd.args(["-l", "127.0.0.1", "-p", &port_arg, "-U", "0"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        let mut child = cmd.spawn().expect("memcached starts (/usr/bin/memcached)");
-        let deadline = Instant::now() + PATIENCE;
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            if let Ok(Some(status)) = child.try_wait() {
-                panic!("memcached on port {port} exited at start: {status}");
-            }
-            assert!(
-                Instant::now() < deadline,
-                "memcached did not listen on port {port} within {PATIENCE:?}"
-            );
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        Memcached {
-            child: Some(child),
-            port,
-        }
-    }
-
-    fn addr(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
-    }
-
-    fn signal(&self, signal: libc::c_int) {
-        let child = self.child.as_ref().expect("memcached is running");
-        let pid = libc::pid_t::try_from(child.id()).expect("pid fits pid_t");
-        // SAFETY: kill has no memory preconditions; the pid is our own unreaped child.
-        let rc = unsafe { libc::kill(pid, signal) };
-        assert_eq!(rc, 0, "kill({pid}, {signal}) failed");
-    }
-
-    /// Freezes memcached: connections stay open, nothing is answered. SIGSTOP is delivered
-    /// asynchronously, and a worker thread that is running could still answer a request sent
-    /// after `kill` returned, so this waits until every thread of the process is stopped.
-    fn pause(&self) {
-        self.signal(libc::SIGSTOP);
-        let pid = self.child.as_ref().expect("memcached is running").id();
-        let deadline = Instant::now() + PATIENCE;
-        while !all_threads_stopped(pid) {
-            assert!(
-                Instant::now() < deadline,
-                "memcached {pid} did not stop within {PATIENCE:?}"
-            );
-            std::thread::sleep(Duration::from_millis(1));
-        }
-    }
-
-    fn resume(&self) {
-        self.signal(libc::SIGCONT);
-    }
-
-    /// Kills memcached and reaps it, so its port is closed when this returns.
-    fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-impl Drop for Memcached {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-/// Whether every thread of process `pid` is in the stopped state (`T` in `/proc/.../stat`).
-fn all_threads_stopped(pid: u32) -> bool {
-    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
-        return false;
-    };
-    tasks.into_iter().all(|task| {
-        let Ok(task) = task else { return false };
-        let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) else {
-            return false;
-        };
-        // The state follows the command name, which is in parentheses and may hold anything.
-        let state = stat.rfind(')').and_then(|i| stat[i + 1..].split_whitespace().next());
-        state == Some("T")
-    })
-}
-
-/// Polls `done` until it holds, panicking with `what` after [`PATIENCE`].
-async fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + PATIENCE;
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting until {what}");
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
-}
+use common::{wait_until, Memcached, PATIENCE};
 
 async fn call(conn: &Conn, op: Op<'_>) -> Resp {
     conn.call(&op).await.unwrap_or_else(|e| panic!("{op:?} failed: {e}"))
@@ -536,6 +420,76 @@ async fn a_dead_node_fails_pending_requests_opens_the_breaker_and_recovers() {
     assert_eq!(resp.status, Status::SUCCESS);
     assert_eq!(node.breaker_state(), BreakerState::Closed);
     assert_eq!(&node.call(&Op::Get { key: b"k" }).await.expect("get").value[..], b"v");
+}
+
+#[tokio::test]
+async fn a_stalled_node_opens_the_breaker_and_a_full_queue_does_not_close_it() {
+    let mc = Memcached::start();
+    let config = NodeConfig {
+        connections: 1,
+        conn: ConnConfig {
+            max_in_flight: 2,
+            request_timeout: Duration::from_millis(100),
+            ..ConnConfig::default()
+        },
+        breaker: BreakerConfig {
+            failure_threshold: 2,
+            min_backoff: Duration::from_millis(10),
+            max_backoff: Duration::from_millis(10),
+        },
+    };
+    let node = Node::new(mc.addr(), config);
+    let get = Op::Get { key: b"k" };
+    assert_eq!(node.call(&get).await.expect("get").status, Status::KEY_ENOENT);
+
+    // Two timeouts open the breaker, and their requests still fill the queue.
+    mc.pause();
+    for _ in 0..2 {
+        let err = node.call(&get).await.expect_err("frozen");
+        assert!(matches!(err, NodeError::Timeout { .. }), "{err:?}");
+    }
+    assert_eq!(node.breaker_state(), BreakerState::Open);
+    assert_eq!(node.in_flight(), 2);
+
+    // The probe finds the queue full: that says nothing about the node, so it stays open.
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        match node.call(&get).await {
+            Err(NodeError::Overloaded { .. }) => break,
+            Err(NodeError::Unavailable {
+                reason: Unavailable::BreakerOpen,
+                ..
+            }) => {}
+            other => panic!("expected the probe to find the queue full, got {other:?}"),
+        }
+        assert!(Instant::now() < deadline, "no probe within {PATIENCE:?}");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    assert_ne!(node.breaker_state(), BreakerState::Closed);
+
+    // Thawed, the late replies drain the queue and the next probe closes the breaker.
+    mc.resume();
+    wait_until("the late replies have drained", || node.in_flight() == 0).await;
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        match node.call(&get).await {
+            Ok(resp) => {
+                assert_eq!(resp.status, Status::KEY_ENOENT);
+                break;
+            }
+            Err(NodeError::Unavailable {
+                reason: Unavailable::BreakerOpen,
+                ..
+            }) => {}
+            Err(e) => panic!("unexpected error while recovering: {e}"),
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the breaker did not close within {PATIENCE:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    assert_eq!(node.breaker_state(), BreakerState::Closed);
 }
 
 #[tokio::test]
