@@ -34,6 +34,11 @@ use crate::op::{Op, Resp};
 /// Room the read buffer is topped up to before each read; a reply larger than this gets a
 /// buffer of its own size.
 const READ_CHUNK: usize = 64 * 1024;
+/// The starting size of each of the two write buffers.
+const WRITE_BUF: usize = 64 * 1024;
+/// Room for this many pending entries is made up front; a larger in-flight limit grows the
+/// queue as it fills.
+const PREALLOC_PENDING: usize = 4096;
 /// A write buffer that grew past this (a large value went through) is not kept, so one large
 /// value does not pin its size for the connection's life.
 const MAX_KEPT_WRITE_BUF: usize = 1024 * 1024;
@@ -115,8 +120,8 @@ impl Conn {
         let reply = link.enqueue(op, self.config.max_in_flight)?;
         match tokio::time::timeout(self.config.request_timeout, reply).await {
             Ok(Ok(result)) => result,
-            // The link fails every pending entry before its tasks end, so a dropped sender means
-            // the tasks were aborted under us; report it as the lost connection it is.
+            // The link keeps each sender until it answers or fails the request, so this does not
+            // happen; were it to, the request is as lost as on a broken connection.
             Ok(Err(_)) => Err(link.io_error(io::ErrorKind::ConnectionAborted, "connection closed")),
             Err(_) => Err(NodeError::Timeout {
                 addr: self.addr.clone(),
@@ -273,9 +278,9 @@ impl Link {
         Link {
             addr,
             shared: Mutex::new(Shared {
-                write_buf: Vec::with_capacity(READ_CHUNK),
-                // Sized for the limit up front, so queueing never reallocates.
-                pending: VecDeque::with_capacity(max_in_flight),
+                write_buf: Vec::with_capacity(WRITE_BUF),
+                // Sized for the limit (within reason) up front, so queueing does not reallocate.
+                pending: VecDeque::with_capacity(max_in_flight.min(PREALLOC_PENDING)),
                 next_opaque: 0,
                 failed: None,
             }),
@@ -416,7 +421,7 @@ impl Link {
 async fn write_loop(link: Arc<Link>, mut socket: OwnedWriteHalf) {
     // Two buffers swap places: callers fill one while this task writes the other, so neither
     // is reallocated in the steady state.
-    let mut out = Vec::with_capacity(READ_CHUNK);
+    let mut out = Vec::with_capacity(WRITE_BUF);
     loop {
         link.wake.notified().await;
         {
@@ -438,7 +443,7 @@ async fn write_loop(link: Arc<Link>, mut socket: OwnedWriteHalf) {
         }
         out.clear();
         if out.capacity() > MAX_KEPT_WRITE_BUF {
-            out = Vec::with_capacity(READ_CHUNK);
+            out = Vec::with_capacity(WRITE_BUF);
         }
     }
 }
