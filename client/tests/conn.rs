@@ -5,6 +5,8 @@
 //! rather than sleeps, and every wait is bounded and panics with what it was waiting for.
 
 use std::net::TcpListener;
+use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::Ordering::SeqCst;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -13,6 +15,7 @@ use riven_client::{
     Arith, BreakerConfig, BreakerState, Concat, Conn, ConnConfig, Node, NodeConfig, NodeError, Op, Resp, Store,
     Unavailable,
 };
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::task::JoinSet;
 
 mod common;
@@ -492,17 +495,16 @@ async fn a_stalled_node_opens_the_breaker_and_a_full_queue_does_not_close_it() {
     assert_eq!(node.breaker_state(), BreakerState::Closed);
 }
 
-#[tokio::test]
-async fn a_reply_out_of_step_is_a_protocol_error_and_the_next_call_reconnects() {
-    // A fake node that answers every request with the wrong opaque.
+/// A fake node that answers every request SUCCESS with its opaque plus `opaque_skew`, and
+/// counts the connections it accepts.
+async fn fake_node(opaque_skew: u32) -> (String, Arc<AtomicUsize>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr").to_string();
-    let accepts = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let accepts = Arc::new(AtomicUsize::new(0));
     let counted = accepts.clone();
     tokio::spawn(async move {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
         while let Ok((mut socket, _)) = listener.accept().await {
-            counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            counted.fetch_add(1, SeqCst);
             tokio::spawn(async move {
                 let mut buf = vec![0u8; 4096];
                 let mut have = 0;
@@ -512,8 +514,9 @@ async fn a_reply_out_of_step_is_a_protocol_error_and_the_next_call_reconnects() 
                         Ok(n) => have += n,
                     }
                     while let Ok((req, used)) = binary::parse_request(&buf[..have]) {
+                        let opaque = req.opaque.wrapping_add(opaque_skew);
+                        let res = binary::Response::new(req.opcode, opaque, Status::SUCCESS);
                         let mut out = Vec::new();
-                        let res = binary::Response::new(req.opcode, req.opaque.wrapping_add(1), Status::SUCCESS);
                         binary::compose_response(&mut out, &res).expect("compose");
                         if socket.write_all(&out).await.is_err() {
                             return;
@@ -525,19 +528,36 @@ async fn a_reply_out_of_step_is_a_protocol_error_and_the_next_call_reconnects() 
             });
         }
     });
+    (addr, accepts)
+}
 
+#[tokio::test]
+async fn a_reply_out_of_step_is_a_protocol_error_and_the_next_call_reconnects() {
+    let (addr, accepts) = fake_node(1).await;
     let c = Conn::new(addr.clone(), ConnConfig::default());
     for attempt in 1..=2 {
         let err = c.call(&Op::Get { key: b"k" }).await.expect_err("out of step");
         assert!(matches!(err, NodeError::Protocol { .. }), "{err:?}");
         assert_eq!(err.addr(), addr);
         assert!(err.to_string().contains("opaque"), "{err}");
-        assert_eq!(
-            accepts.load(std::sync::atomic::Ordering::SeqCst),
-            attempt,
-            "a new connection per attempt"
-        );
+        assert_eq!(accepts.load(SeqCst), attempt, "a new connection per attempt");
     }
+}
+
+#[tokio::test]
+async fn a_node_spreads_calls_over_its_connections() {
+    let (addr, accepts) = fake_node(0).await;
+    let config = NodeConfig {
+        connections: 3,
+        ..NodeConfig::default()
+    };
+    let node = Node::new(addr, config);
+    // Idle connections tie on load, so calls take them in turn and each gets connected.
+    for _ in 0..6 {
+        assert!(node.call(&Op::Get { key: b"k" }).await.expect("get").is_success());
+    }
+    assert_eq!(accepts.load(SeqCst), 3);
+    assert_eq!(node.breaker_state(), BreakerState::Closed);
 }
 
 #[tokio::test]
