@@ -97,9 +97,10 @@ pub const CHUNK_ITEM_OVERHEAD: usize = riven_memcache::slab::item_size(CHUNK_KEY
 ///
 /// Why this class: memcached's cost of a value grows with the items it takes (an item lookup,
 /// a reply and a wakeup each), so fewer, larger chunks are cheaper for it and for the node
-/// (BENCHMARKS.md, "Design measurements"): a 100 KiB value is one item, a 1 MiB value nine. Immunity to a
-/// change in value sizes does not need one small chunk size any more: the slab balancer
-/// (`backend::slabs`) keeps memcached's pages where the writes go, whatever classes they are in.
+/// (BENCHMARKS.md, "Design measurements"): a 100 KiB value is one item, a 1 MiB value nine.
+/// Immunity to a change in value sizes does not need one small chunk size any more: the slab
+/// balancer (`backend::slabs`) keeps memcached's pages where the writes go, whatever classes
+/// they are in.
 /// The last chunk holds only its data (no padding), so a chunked value costs what memcached
 /// would charge for it. Every item stays at or under 512 KiB, so memcached never needs its
 /// chained "large item" path at all.
