@@ -13,6 +13,7 @@ pub mod conn;
 pub mod counter;
 pub mod engine;
 pub mod l2;
+pub mod malloc;
 pub mod model;
 pub mod node;
 pub mod orchestrator;

@@ -9,6 +9,8 @@ use riven_node::node::Node;
 use tokio_util::sync::CancellationToken;
 
 fn main() -> ExitCode {
+    // First, before any thread or buffer exists.
+    let tuned = riven_node::malloc::keep_freed_memory();
     let args = Args::parse();
     let config = match load(&args) {
         Ok(c) => c,
@@ -27,6 +29,9 @@ fn main() -> ExitCode {
         .init();
     // Secrets show redacted (`config::Secret`).
     tracing::info!(?config, "starting riven-node with this effective configuration");
+    if !tuned {
+        tracing::debug!("glibc malloc thresholds left as they are (GLIBC_TUNABLES, or not glibc)");
+    }
     let workers = riven_node::node::worker_threads(&config);
     if workers < config.server.threads {
         tracing::info!(
