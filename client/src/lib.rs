@@ -16,24 +16,30 @@
 //! - [`node`]: a handle on one node, a few connections behind its breaker ([`Node`]).
 //! - [`error`]: why a call to a node failed ([`NodeError`]), naming the node.
 //!
-//! The zone-aware client on top of them (failover and hedged reads, the `AllZones` write
-//! policies) is built here by the client issue.
+//! - [`client`]: the zone-aware [`Client`] application teams call: reads that fail over from
+//!   zone to zone, writes to the local zone or to all zones ([`WritePolicy`]).
+//! - [`policy`]: the client's configuration ([`ClientConfig`]), write policies and item
+//!   lifetimes ([`Ttl`]).
 
 #![warn(missing_docs)]
 
 pub mod breaker;
+pub mod client;
 pub mod conn;
 pub mod error;
 pub mod node;
 pub mod op;
+pub mod policy;
 pub mod ring;
 pub mod topology;
 
 pub use breaker::{Breaker, BreakerConfig, BreakerState, Rejected, Ticket};
+pub use client::{Attempt, Client, ClientError, ConfigError, Failure, Item, Stored};
 pub use conn::{Conn, ConnConfig};
 pub use error::{NodeError, Unavailable};
 pub use node::{Node, NodeConfig};
 pub use op::{Arith, Concat, Op, Resp, Store};
+pub use policy::{ClientConfig, Ttl, Wait, WritePolicy};
 
 pub use ring::{Ring, RingHasher, Rings, DEFAULT_VNODES};
 pub use riven_memcache as codec;
