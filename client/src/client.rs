@@ -16,7 +16,7 @@ use crate::error::NodeError;
 use crate::node::Node;
 use crate::op::{Arith, Concat, Op, Resp, Store};
 use crate::policy::{ClientConfig, Ttl, WritePolicy};
-use crate::ring::Rings;
+use crate::ring::{Ring, Rings};
 use crate::topology::Topology;
 
 /// Why a zone's node did not give a usable answer.
@@ -107,7 +107,8 @@ pub enum ConfigError {
 /// A value read by [`Client::gets`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Item {
-    /// The value.
+    /// The value. One of 8 KiB or more shares the connection's read buffer (see
+    /// [`Resp::value`]); a smaller one is a copy of its own.
     pub value: Bytes,
     /// Its client flags.
     pub flags: u32,
@@ -229,10 +230,11 @@ impl Write {
     }
 }
 
-/// One zone: its name and a handle per node, in the order of its ring's nodes.
+/// One zone: its name, its ring and a handle per node, in the order of the ring's nodes.
 #[derive(Debug)]
 struct Zone {
     name: String,
+    ring: Ring,
     nodes: Vec<Arc<Node>>,
 }
 
@@ -240,8 +242,7 @@ struct Zone {
 /// enough, as every node's connections are multiplexed.
 #[derive(Debug)]
 pub struct Client {
-    rings: Rings,
-    /// Every zone, in the rings' (name) order.
+    /// Every zone, in the topology's (name) order.
     zones: Vec<Zone>,
     /// Indexes into `zones`: the order reads try zones in.
     order: Vec<usize>,
@@ -257,6 +258,7 @@ impl Client {
             .zones()
             .map(|(name, ring)| Zone {
                 name: name.to_string(),
+                ring: ring.clone(),
                 nodes: ring
                     .nodes()
                     .iter()
@@ -288,7 +290,6 @@ impl Client {
             }
         };
         Ok(Client {
-            rings,
             zones,
             order,
             fallback_on_miss: config.fallback_on_miss,
@@ -337,7 +338,7 @@ impl Client {
             let failure = match node.call(&op).await {
                 Ok(resp) if resp.is_success() => {
                     return Ok(Some(Item {
-                        value: resp.value,
+                        value: detach(resp.value),
                         flags: resp.flags,
                         cas: resp.cas,
                     }))
@@ -549,8 +550,23 @@ impl Client {
     /// The zone's name and the node that owns `key` in it.
     fn owner(&self, zone: usize, key: &[u8]) -> Option<(&str, &Arc<Node>)> {
         let z = &self.zones[zone];
-        let index = self.rings.get(&z.name)?.index_for(key)?;
+        let index = z.ring.index_for(key)?;
         Some((&z.name, z.nodes.get(index)?))
+    }
+}
+
+/// Values shorter than this are copied out of the connection's read buffer before they are
+/// handed to the caller; longer ones keep sharing it. The buffer is read in 64 KiB blocks and a
+/// value kept by the caller keeps its whole block alive, so a copied small value cannot pin a
+/// block many times its size, while a large one (at most 8 times smaller than a block) is not
+/// copied at all.
+const COPY_BELOW: usize = 8 * 1024;
+
+fn detach(value: Bytes) -> Bytes {
+    if value.len() < COPY_BELOW {
+        Bytes::copy_from_slice(&value)
+    } else {
+        value
     }
 }
 

@@ -360,6 +360,21 @@ async fn outcomes_are_results_not_errors() {
 }
 
 #[tokio::test]
+async fn values_small_and_large_round_trip_with_their_flags() {
+    let cluster = Cluster::start();
+    let c = cluster.client("a", all_zones(Wait::All));
+    for len in [0, 1, 8 * 1024 - 1, 8 * 1024, 300 * 1024] {
+        let value: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+        let key = format!("len-{len}");
+        let stored = c.set(key.as_bytes(), &value, len as u32, Ttl::Never).await;
+        assert_eq!(stored.expect("set"), Stored::Stored);
+        let (got, flags) = c.get(key.as_bytes()).await.expect("get").expect("hit");
+        assert_eq!((got.len(), flags), (len, len as u32));
+        assert!(got[..] == value[..], "value of {len} bytes");
+    }
+}
+
+#[tokio::test]
 async fn an_expired_ttl_hides_the_item() {
     let cluster = Cluster::start();
     let c = cluster.client("a", config());
