@@ -411,3 +411,49 @@ async fn zone_order_is_checked() {
     assert_eq!(err(&["a", "a"]), ConfigError::DuplicateZone("a".into()));
     assert_eq!(err(&[]), ConfigError::EmptyZoneOrder);
 }
+
+#[tokio::test]
+async fn an_open_breaker_sends_reads_to_the_next_zone() {
+    let mut cluster = Cluster::start();
+    let mut config = config();
+    config.node.breaker.failure_threshold = 1;
+    config.node.breaker.min_backoff = Duration::from_secs(60);
+    let a = cluster.client("a", config);
+    let b = cluster.client("b", self::config());
+    set(&b, b"k", b"from-b").await;
+    cluster.zones[0].kill();
+    assert_eq!(
+        get(&a, b"k").await.as_deref(),
+        Some(&b"from-b"[..]),
+        "a refuses: b answers"
+    );
+    // Zone a's breaker is open now: it is skipped without a connect attempt.
+    assert_eq!(get(&a, b"k").await.as_deref(), Some(&b"from-b"[..]));
+    cluster.zones[1].kill();
+    cluster.zones[2].kill();
+    let e = a.get(b"k").await.expect_err("every zone down");
+    let ClientError::Unavailable { tried } = &e else {
+        panic!("{e}")
+    };
+    assert!(
+        matches!(
+            &tried[0].failure,
+            Failure::Node(riven_client::NodeError::Unavailable {
+                reason: riven_client::Unavailable::BreakerOpen,
+                ..
+            })
+        ),
+        "{e}"
+    );
+}
+
+#[tokio::test]
+async fn local_writes_do_not_fail_over() {
+    let mut cluster = Cluster::start();
+    let a = cluster.client("a", config());
+    cluster.zones[0].kill();
+    let e = a.set(b"k", b"v", 0, Ttl::Never).await.expect_err("zone a is down");
+    assert_eq!(zones_named(&e), [("a".to_string(), cluster.addr(0))], "{e}");
+    let b = cluster.client("b", config());
+    assert_eq!(get(&b, b"k").await, None, "nothing was written elsewhere");
+}
