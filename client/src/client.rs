@@ -4,6 +4,9 @@
 //! owner in the first zone of the client's zone order and move to the next zone when that one
 //! cannot answer; writes go where the [`WritePolicy`] says. Keys are checked with memcached's
 //! own rules before anything is sent, so a bad key fails the same way whatever the zones' health.
+//!
+//! Reads live in `client/read.rs`: [`Client::get`] and its kin (hedged when the config has a
+//! [`HedgeConfig`]), [`Client::get_many`], and the counters of [`Client::stats`].
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -15,9 +18,14 @@ use riven_memcache::binary::{ArithExtras, Status};
 use crate::error::NodeError;
 use crate::node::Node;
 use crate::op::{Arith, Concat, Op, Resp, Store};
-use crate::policy::{ClientConfig, Ttl, WritePolicy};
+use crate::policy::{ClientConfig, HedgeConfig, Ttl, WritePolicy};
 use crate::ring::{Ring, Rings};
 use crate::topology::Topology;
+
+mod read;
+
+pub use read::ClientStats;
+use read::Stats;
 
 /// Why a zone's node did not give a usable answer.
 #[derive(Clone, Debug)]
@@ -248,6 +256,10 @@ pub struct Client {
     order: Vec<usize>,
     fallback_on_miss: bool,
     write_policy: WritePolicy,
+    /// Hedged reads, if on.
+    hedge: Option<HedgeConfig>,
+    /// Counters of reads, hedges and failovers; they also hold the hedge budget.
+    stats: Stats,
 }
 
 impl Client {
@@ -294,79 +306,14 @@ impl Client {
             order,
             fallback_on_miss: config.fallback_on_miss,
             write_policy: config.write_policy,
+            hedge: config.hedge,
+            stats: Stats::default(),
         })
     }
 
     /// The zones reads try, in order.
     pub fn zone_order(&self) -> impl Iterator<Item = &str> + '_ {
         self.order.iter().map(|&i| self.zones[i].name.as_str())
-    }
-
-    /// The value and flags under `key`, or `None` on a miss.
-    pub async fn get(&self, key: &[u8]) -> Result<Option<(Bytes, u32)>, ClientError> {
-        Ok(self.read(Op::Get { key }).await?.map(|i| (i.value, i.flags)))
-    }
-
-    /// The value, flags and CAS under `key`, or `None` on a miss.
-    pub async fn gets(&self, key: &[u8]) -> Result<Option<Item>, ClientError> {
-        self.read(Op::Get { key }).await
-    }
-
-    /// The value and flags under `key`, setting its lifetime to `ttl`, or `None` on a miss.
-    /// Only the zone that answers has its lifetime changed.
-    pub async fn gat(&self, key: &[u8], ttl: Ttl) -> Result<Option<(Bytes, u32)>, ClientError> {
-        let op = Op::Gat {
-            key,
-            exptime: ttl.exptime(),
-        };
-        Ok(self.read(op).await?.map(|i| (i.value, i.flags)))
-    }
-
-    /// Asks the key's owner zone by zone (see the module docs).
-    async fn read(&self, op: Op<'_>) -> Result<Option<Item>, ClientError> {
-        let key = match op {
-            Op::Get { key } | Op::Gat { key, .. } => key,
-            _ => unreachable!("reads are GET and GAT"),
-        };
-        check(key)?;
-        let mut tried = Vec::new();
-        let mut missed = false;
-        for &z in &self.order {
-            let Some((zone, node)) = self.owner(z, key) else {
-                continue;
-            };
-            let failure = match node.call(&op).await {
-                Ok(resp) if resp.is_success() => {
-                    return Ok(Some(Item {
-                        value: detach(resp.value),
-                        flags: resp.flags,
-                        cas: resp.cas,
-                    }))
-                }
-                Ok(resp) if resp.status == Status::KEY_ENOENT => {
-                    // Without fallback a miss is the answer; with it, the next zone may have
-                    // the key (a write replication has not brought here yet).
-                    if !self.fallback_on_miss {
-                        return Ok(None);
-                    }
-                    missed = true;
-                    continue;
-                }
-                Ok(resp) => status_failure(&resp),
-                Err(e) => Failure::Node(e),
-            };
-            tried.push(Attempt {
-                zone: zone.to_string(),
-                node: node.addr().to_string(),
-                failure,
-            });
-        }
-        // A miss is an answer: the read fails only when no zone gave one.
-        if missed {
-            Ok(None)
-        } else {
-            Err(ClientError::Unavailable { tried })
-        }
     }
 
     /// Stores `value` under `key` unconditionally.
@@ -552,21 +499,6 @@ impl Client {
         let z = &self.zones[zone];
         let index = z.ring.index_for(key)?;
         Some((&z.name, z.nodes.get(index)?))
-    }
-}
-
-/// Values shorter than this are copied out of the connection's read buffer before they are
-/// handed to the caller; longer ones keep sharing it. The buffer is read in 64 KiB blocks and a
-/// value kept by the caller keeps its whole block alive, so a copied small value cannot pin a
-/// block many times its size, while a large one (at most 8 times smaller than a block) is not
-/// copied at all.
-const COPY_BELOW: usize = 8 * 1024;
-
-fn detach(value: Bytes) -> Bytes {
-    if value.len() < COPY_BELOW {
-        Bytes::copy_from_slice(&value)
-    } else {
-        value
     }
 }
 

@@ -17,9 +17,10 @@
 //! - [`error`]: why a call to a node failed ([`NodeError`]), naming the node.
 //!
 //! - [`client`]: the zone-aware [`Client`] application teams call: reads that fail over from
-//!   zone to zone, writes to the local zone or to all zones ([`WritePolicy`]).
-//! - [`policy`]: the client's configuration ([`ClientConfig`]), write policies and item
-//!   lifetimes ([`Ttl`]).
+//!   zone to zone (optionally hedged, [`HedgeConfig`]), multi-key reads
+//!   ([`Client::get_many`]), writes to the local zone or to all zones ([`WritePolicy`]).
+//! - [`policy`]: the client's configuration ([`ClientConfig`]), hedged reads, write policies
+//!   and item lifetimes ([`Ttl`]).
 
 #![warn(missing_docs)]
 
@@ -34,12 +35,12 @@ pub mod ring;
 pub mod topology;
 
 pub use breaker::{Breaker, BreakerConfig, BreakerState, Rejected, Ticket};
-pub use client::{Attempt, Client, ClientError, ConfigError, Failure, Item, Stored};
+pub use client::{Attempt, Client, ClientError, ClientStats, ConfigError, Failure, Item, Stored};
 pub use conn::{Conn, ConnConfig};
 pub use error::{NodeError, Unavailable};
 pub use node::{Node, NodeConfig};
 pub use op::{Arith, Concat, Op, Resp, Store};
-pub use policy::{ClientConfig, Ttl, Wait, WritePolicy};
+pub use policy::{ClientConfig, HedgeConfig, Ttl, Wait, WritePolicy};
 
 pub use ring::{Ring, RingHasher, Rings, DEFAULT_VNODES};
 pub use riven_memcache as codec;

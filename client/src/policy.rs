@@ -108,9 +108,57 @@ impl Wait {
     }
 }
 
+/// Hedged reads: when the first zone of the order has not answered a
+/// [`get`](crate::Client::get) or [`gets`](crate::Client::gets) within `delay_ms`, the same read
+/// is also sent to the next zone, and the first answer that is not an error wins.
+///
+/// A hedge turns one slow node into an extra read elsewhere, so it is budgeted: at most
+/// `max_share` of all reads (plus `burst`) are hedged, so a zone that is slow for everyone
+/// cannot double the load on the next one. Every field has a default
+/// ([`HedgeConfig::default`]), also when it is left out of a configuration file.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HedgeConfig {
+    /// How long the first zone has before the next one is asked too, in milliseconds. A fixed
+    /// delay: set it near the first zone's 95th–99th percentile latency. Default 10.
+    pub delay_ms: u64,
+    /// The largest share of reads that may be hedged, 0.0 to 1.0. 0.0 (or less) sends no hedge
+    /// at all, whatever `burst` says. Default 0.05.
+    pub max_share: f64,
+    /// Hedges allowed above `max_share` of the reads so far, so that a young client (whose
+    /// share of a few reads rounds down to nothing) can hedge too. Default 10.
+    pub burst: u64,
+}
+
+impl Default for HedgeConfig {
+    fn default() -> HedgeConfig {
+        HedgeConfig {
+            delay_ms: 10,
+            max_share: 0.05,
+            burst: 10,
+        }
+    }
+}
+
+impl HedgeConfig {
+    /// The hedge delay.
+    pub fn delay(&self) -> Duration {
+        Duration::from_millis(self.delay_ms)
+    }
+
+    /// How many hedges the budget allows after `reads` reads.
+    pub fn allowed(&self, reads: u64) -> u64 {
+        if self.max_share.is_nan() || self.max_share <= 0.0 {
+            return 0;
+        }
+        // A float-to-int `as` saturates, so a huge share cannot wrap.
+        ((self.max_share * reads as f64) as u64).saturating_add(self.burst)
+    }
+}
+
 /// How a [`Client`](crate::Client) behaves. Every field has a default, both from
 /// [`ClientConfig::default`] and when it is left out of a configuration file.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ClientConfig {
     /// How each node handle behaves.
@@ -125,6 +173,9 @@ pub struct ClientConfig {
     pub fallback_on_miss: bool,
     /// Which zones writes go to. Default [`WritePolicy::Local`].
     pub write_policy: WritePolicy,
+    /// Hedged reads ([`HedgeConfig`]). Default off (`None`): a hedge is an extra read, which
+    /// only a caller who knows its latency needs should pay for.
+    pub hedge: Option<HedgeConfig>,
 }
 
 /// [`NodeConfig`] as configuration files spell it: durations in milliseconds, every field
@@ -235,5 +286,27 @@ mod tests {
         assert_eq!(c.write_policy, WritePolicy::AllZones { wait: Wait::Quorum });
         let local: ClientConfig = serde_json::from_str(r#"{"write_policy": "local"}"#).expect("local");
         assert_eq!(local.write_policy, WritePolicy::Local);
+        assert_eq!(local.hedge, None);
+        let hedge: ClientConfig = serde_json::from_str(r#"{"hedge": {"delay_ms": 20}}"#).expect("hedge");
+        let expect = HedgeConfig {
+            delay_ms: 20,
+            ..HedgeConfig::default()
+        };
+        assert_eq!(hedge.hedge, Some(expect));
+        assert!(serde_json::from_str::<ClientConfig>(r#"{"hedge": {"delay": 1}}"#).is_err());
+    }
+
+    #[test]
+    fn hedge_budget() {
+        let h = |max_share, burst| HedgeConfig {
+            delay_ms: 1,
+            max_share,
+            burst,
+        };
+        assert_eq!(h(0.05, 2).allowed(0), 2);
+        assert_eq!(h(0.05, 2).allowed(100), 7);
+        assert_eq!(h(0.0, 10).allowed(1000), 0, "a share of 0 sends no hedge");
+        assert_eq!(h(f64::NAN, 10).allowed(1000), 0);
+        assert_eq!(h(1e300, 10).allowed(1000), u64::MAX);
     }
 }
