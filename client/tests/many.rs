@@ -274,3 +274,48 @@ async fn hedged_reads_answer_from_the_next_zone_within_the_budget() {
     }
     owner.resume();
 }
+
+#[tokio::test]
+async fn hedges_spend_their_burst_and_a_failed_race_names_both_zones_in_order() {
+    let mut cluster = Cluster::start();
+    let writer_b = cluster.client("b", config(Duration::from_secs(1)));
+    set(&writer_b, b"k", b"from-b").await;
+    let port = cluster.owner_in_a(b"k").port;
+    let owner = cluster.a.iter().position(|m| m.port == port).expect("owner");
+    cluster.a[owner].pause();
+
+    // A share that rounds down to nothing for a few reads, and a burst of one hedge.
+    let mut one_hedge = hedged(0.01);
+    one_hedge.hedge.as_mut().expect("hedge").burst = 1;
+    let client = cluster.client("a", one_hedge);
+    let started = Instant::now();
+    assert!(client.get(b"k").await.expect("get").is_some());
+    assert!(started.elapsed() < Duration::from_millis(500), "the burst's hedge");
+    let started = Instant::now();
+    assert!(client.get(b"k").await.expect("get").is_some());
+    assert!(started.elapsed() >= Duration::from_millis(900), "the budget is spent");
+    let stats = client.stats();
+    assert_eq!((stats.reads, stats.hedges, stats.failovers), (2, 1, 1));
+
+    // Without fallback on a miss, the hedge zone's miss is an answer and wins the race.
+    let client = cluster.client("a", hedged(0.05));
+    let missing = keys("missing", 100)
+        .into_iter()
+        .find(|k| cluster.owner_in_a(k).port == port)
+        .expect("a key the stalled node owns");
+    let started = Instant::now();
+    assert_eq!(client.get(&missing).await.expect("get"), None);
+    assert!(started.elapsed() < Duration::from_millis(500));
+    assert_eq!(client.stats().hedges, 1);
+
+    // The hedge zone refuses at once, zone a times out later: the error lists a, then b.
+    let (a_addr, b_addr) = (cluster.a[owner].addr(), cluster.b.addr());
+    cluster.b.kill();
+    let e = client.get(b"k").await.expect_err("no zone answers");
+    let ClientError::Unavailable { tried } = &e else {
+        panic!("{e}")
+    };
+    let named: Vec<(&str, &str)> = tried.iter().map(|t| (t.zone.as_str(), t.node.as_str())).collect();
+    assert_eq!(named, [("a", &*a_addr), ("b", &*b_addr)], "{e}");
+    cluster.a[owner].resume();
+}
