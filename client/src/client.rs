@@ -6,26 +6,29 @@
 //! own rules before anything is sent, so a bad key fails the same way whatever the zones' health.
 //!
 //! Reads live in `client/read.rs`: [`Client::get`] and its kin (hedged when the config has a
-//! [`HedgeConfig`]), [`Client::get_many`], and the counters of [`Client::stats`].
+//! [`HedgeConfig`]), [`Client::get_many`], and the counters of [`Client::stats`]. The routing
+//! state (rings, node handles, zone order) lives in `client/state.rs`, behind one `Arc` that
+//! [`Client::set_topology`] swaps.
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, RwLock};
 
 use bytes::Bytes;
 use riven_memcache::binary::{ArithExtras, Status};
 
 use crate::error::NodeError;
-use crate::node::Node;
+use crate::node::{Node, NodeConfig};
 use crate::op::{Arith, Concat, Op, Resp, Store};
 use crate::policy::{ClientConfig, HedgeConfig, Ttl, WritePolicy};
-use crate::ring::{Ring, Rings};
 use crate::topology::Topology;
 
 mod read;
+mod state;
 
 pub use read::ClientStats;
 use read::Stats;
+use state::State;
 
 /// Why a zone's node did not give a usable answer.
 #[derive(Clone, Debug)]
@@ -238,22 +241,18 @@ impl Write {
     }
 }
 
-/// One zone: its name, its ring and a handle per node, in the order of the ring's nodes.
-#[derive(Debug)]
-struct Zone {
-    name: String,
-    ring: Ring,
-    nodes: Vec<Arc<Node>>,
-}
-
 /// The zone-aware client. Share it (it is cheap to call concurrently); one per process is
 /// enough, as every node's connections are multiplexed.
 #[derive(Debug)]
 pub struct Client {
-    /// Every zone, in the topology's (name) order.
-    zones: Vec<Zone>,
-    /// Indexes into `zones`: the order reads try zones in.
-    order: Vec<usize>,
+    /// The routing state, swapped whole by [`Client::set_topology`].
+    state: RwLock<Arc<State>>,
+    /// Serializes [`Client::set_topology`] calls.
+    swap: Mutex<()>,
+    /// The configured zone order, checked again against every new topology.
+    zone_order: Option<Vec<String>>,
+    /// How new nodes' handles behave.
+    node: NodeConfig,
     fallback_on_miss: bool,
     write_policy: WritePolicy,
     /// Hedged reads, if on.
@@ -265,45 +264,12 @@ pub struct Client {
 impl Client {
     /// A client of `topology`'s cluster. No connection is made until the first call.
     pub fn new(topology: Topology, config: ClientConfig) -> Result<Client, ConfigError> {
-        let rings = Rings::new(&topology);
-        let zones: Vec<Zone> = rings
-            .zones()
-            .map(|(name, ring)| Zone {
-                name: name.to_string(),
-                ring: ring.clone(),
-                nodes: ring
-                    .nodes()
-                    .iter()
-                    .map(|addr| Arc::new(Node::new(addr.as_str(), config.node.clone())))
-                    .collect(),
-            })
-            .collect();
-        let index = |name: &str| zones.iter().position(|z| z.name == name);
-        let order = match &config.zone_order {
-            Some(names) => {
-                if names.is_empty() {
-                    return Err(ConfigError::EmptyZoneOrder);
-                }
-                let mut order = Vec::with_capacity(names.len());
-                for name in names {
-                    let i = index(name).ok_or_else(|| ConfigError::UnknownZone(name.clone()))?;
-                    if order.contains(&i) {
-                        return Err(ConfigError::DuplicateZone(name.clone()));
-                    }
-                    order.push(i);
-                }
-                order
-            }
-            None => {
-                let local = index(topology.local_zone()).unwrap_or(0);
-                std::iter::once(local)
-                    .chain((0..zones.len()).filter(|&i| i != local))
-                    .collect()
-            }
-        };
+        let state = State::build(&topology, config.zone_order.as_deref(), &config.node, None)?;
         Ok(Client {
-            zones,
-            order,
+            state: RwLock::new(Arc::new(state)),
+            swap: Mutex::new(()),
+            zone_order: config.zone_order,
+            node: config.node,
             fallback_on_miss: config.fallback_on_miss,
             write_policy: config.write_policy,
             hedge: config.hedge,
@@ -311,9 +277,11 @@ impl Client {
         })
     }
 
-    /// The zones reads try, in order.
-    pub fn zone_order(&self) -> impl Iterator<Item = &str> + '_ {
-        self.order.iter().map(|&i| self.zones[i].name.as_str())
+    /// The zones reads try, in order, in the topology now.
+    pub fn zone_order(&self) -> impl Iterator<Item = String> {
+        let state = self.state();
+        let names: Vec<String> = state.order.iter().map(|&i| state.zones[i].name.clone()).collect();
+        names.into_iter()
     }
 
     /// Stores `value` under `key` unconditionally.
@@ -413,93 +381,82 @@ impl Client {
 
     async fn write(&self, w: Write) -> Result<Answer, ClientError> {
         check(&w.key)?;
+        // One snapshot for the whole write, so it lands on the zones of one topology.
+        let state = self.state();
         match self.write_policy {
             WritePolicy::AllZones { wait } if w.kind != Kind::Cas => {
-                self.write_all(w, wait.needed(self.zones.len())).await
+                let needed = wait.needed(state.zones.len());
+                write_all(&state, w, needed).await
             }
-            _ => self.write_first(&w).await,
+            _ => write_first(&state, &w).await,
         }
     }
+}
 
-    /// A write to the first zone of the order only.
-    async fn write_first(&self, w: &Write) -> Result<Answer, ClientError> {
-        let Some((zone, node)) = self.order.first().and_then(|&z| self.owner(z, &w.key)) else {
-            return Err(ClientError::WriteFailed {
-                succeeded: Vec::new(),
-                failed: Vec::new(),
-            });
-        };
-        call_write(node, w).await.map_err(|failure| ClientError::WriteFailed {
+/// A write to the first zone of the order only.
+async fn write_first(state: &State, w: &Write) -> Result<Answer, ClientError> {
+    let Some((zone, node)) = state.order.first().and_then(|&z| state.owner(z, &w.key)) else {
+        return Err(ClientError::WriteFailed {
             succeeded: Vec::new(),
-            failed: vec![Attempt {
-                zone: zone.to_string(),
-                node: node.addr().to_string(),
-                failure,
-            }],
-        })
-    }
+            failed: Vec::new(),
+        });
+    };
+    call_write(node, w).await.map_err(|failure| ClientError::WriteFailed {
+        succeeded: Vec::new(),
+        failed: vec![Attempt {
+            zone: zone.to_string(),
+            node: node.addr().to_string(),
+            failure,
+        }],
+    })
+}
 
-    /// A write sent to every zone's owner at once, returning once `needed` zones answered.
-    ///
-    /// Each zone's call runs in its own task, so the zones not waited for still get the write
-    /// after this returns (a dropped future would leave them without it). Only answers count
-    /// towards `needed`: a zone that failed never does. An answer such as `NotStored` counts,
-    /// because the zone did carry out the command; the outcome returned is that of the
-    /// earliest zone in the order among those that had answered when the wait was met.
-    async fn write_all(&self, w: Write, needed: usize) -> Result<Answer, ClientError> {
-        let w = Arc::new(w);
-        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-        let mut failed = Vec::new();
-        for (rank, z) in self.all_zones().enumerate() {
-            let Some((zone, node)) = self.owner(z, &w.key) else {
-                continue;
-            };
-            let (zone, node, w, tx) = (zone.to_string(), node.clone(), w.clone(), tx.clone());
-            tokio::spawn(async move {
-                let result = call_write(&node, &w).await;
-                // The caller may have returned already; the write was done all the same.
-                let _ = tx.send((rank, zone, node.addr().to_string(), result));
-            });
-        }
-        drop(tx);
-        let mut answers: BTreeMap<usize, (String, Answer)> = BTreeMap::new();
-        // Once the wait can no longer be met the rest are still awaited (each within its
-        // node's timeouts), so the error names every zone that failed, not just the first.
-        while answers.len() < needed {
-            let Some((rank, zone, node, result)) = rx.recv().await else {
-                break;
-            };
-            match result {
-                Ok(answer) => {
-                    answers.insert(rank, (zone, answer));
-                }
-                Err(failure) => failed.push(Attempt { zone, node, failure }),
+/// A write sent to every zone's owner at once, returning once `needed` zones answered.
+///
+/// Each zone's call runs in its own task, so the zones not waited for still get the write
+/// after this returns (a dropped future would leave them without it). Only answers count
+/// towards `needed`: a zone that failed never does. An answer such as `NotStored` counts,
+/// because the zone did carry out the command; the outcome returned is that of the
+/// earliest zone in the order among those that had answered when the wait was met.
+async fn write_all(state: &State, w: Write, needed: usize) -> Result<Answer, ClientError> {
+    let w = Arc::new(w);
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let mut failed = Vec::new();
+    for (rank, z) in state.all_zones().enumerate() {
+        let Some((zone, node)) = state.owner(z, &w.key) else {
+            continue;
+        };
+        let (zone, node, w, tx) = (zone.to_string(), node.clone(), w.clone(), tx.clone());
+        tokio::spawn(async move {
+            let result = call_write(&node, &w).await;
+            // The caller may have returned already; the write was done all the same.
+            let _ = tx.send((rank, zone, node.addr().to_string(), result));
+        });
+    }
+    drop(tx);
+    let mut answers: BTreeMap<usize, (String, Answer)> = BTreeMap::new();
+    // Once the wait can no longer be met the rest are still awaited (each within its
+    // node's timeouts), so the error names every zone that failed, not just the first.
+    while answers.len() < needed {
+        let Some((rank, zone, node, result)) = rx.recv().await else {
+            break;
+        };
+        match result {
+            Ok(answer) => {
+                answers.insert(rank, (zone, answer));
             }
+            Err(failure) => failed.push(Attempt { zone, node, failure }),
         }
-        if answers.len() >= needed {
-            if let Some((_, (_, answer))) = answers.first_key_value() {
-                return Ok(*answer);
-            }
+    }
+    if answers.len() >= needed {
+        if let Some((_, (_, answer))) = answers.first_key_value() {
+            return Ok(*answer);
         }
-        Err(ClientError::WriteFailed {
-            succeeded: answers.into_values().map(|(zone, _)| zone).collect(),
-            failed,
-        })
     }
-
-    /// Every zone, the order's first and then those left out of it, which `AllZones` writes
-    /// still reach.
-    fn all_zones(&self) -> impl Iterator<Item = usize> + '_ {
-        let rest = (0..self.zones.len()).filter(move |i| !self.order.contains(i));
-        self.order.iter().copied().chain(rest)
-    }
-
-    /// The zone's name and the node that owns `key` in it.
-    fn owner(&self, zone: usize, key: &[u8]) -> Option<(&str, &Arc<Node>)> {
-        let z = &self.zones[zone];
-        let index = z.ring.index_for(key)?;
-        Some((&z.name, z.nodes.get(index)?))
-    }
+    Err(ClientError::WriteFailed {
+        succeeded: answers.into_values().map(|(zone, _)| zone).collect(),
+        failed,
+    })
 }
 
 /// Rejects a key memcached would refuse, before anything is sent.

@@ -18,7 +18,8 @@
 //!
 //! - [`client`]: the zone-aware [`Client`] application teams call: reads that fail over from
 //!   zone to zone (optionally hedged, [`HedgeConfig`]), multi-key reads
-//!   ([`Client::get_many`]), writes to the local zone or to all zones ([`WritePolicy`]).
+//!   ([`Client::get_many`]), writes to the local zone or to all zones ([`WritePolicy`]), and a topology replaced at
+//!   run time ([`Client::set_topology`]).
 //! - [`policy`]: the client's configuration ([`ClientConfig`]), hedged reads, write policies
 //!   and item lifetimes ([`Ttl`]).
 

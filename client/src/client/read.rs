@@ -162,18 +162,20 @@ impl Client {
         let mut seen = HashSet::with_capacity(keys.len());
         let mut pending: Vec<&[u8]> = keys.iter().copied().filter(|k| seen.insert(*k)).collect();
         Stats::add(&self.stats.reads, pending.len());
+        // One snapshot for the whole call: every zone it asks is of one topology.
+        let state = self.state();
         let mut found = HashMap::with_capacity(pending.len());
         let mut missed: HashSet<&[u8]> = HashSet::new();
         // The first failure of each (zone, node index) asked.
         let mut failed: Vec<(usize, usize, Attempt)> = Vec::new();
-        for (rank, &z) in self.order.iter().enumerate() {
+        for (rank, &z) in state.order.iter().enumerate() {
             if pending.is_empty() {
                 break;
             }
             if rank > 0 {
                 Stats::add(&self.stats.failovers, pending.len());
             }
-            let zone = &self.zones[z];
+            let zone = &state.zones[z];
             let mut shares: Vec<Vec<&[u8]>> = vec![Vec::new(); zone.nodes.len()];
             let mut next = Vec::new();
             for &key in &pending {
@@ -234,7 +236,7 @@ impl Client {
         // Name the nodes that failed the unanswered keys, not those whose keys another zone
         // answered: they are not why the call failed.
         let owned_unanswered = |z: usize, i: usize| {
-            let ring = &self.zones[z].ring;
+            let ring = &state.zones[z].ring;
             unanswered.iter().any(|k| ring.index_for(k) == Some(i))
         };
         let tried = failed
@@ -264,8 +266,11 @@ impl Client {
         };
         check(key)?;
         Stats::add(&self.stats.reads, 1);
+        // One snapshot for the whole read, hedge and failovers included, so a read under way
+        // across a topology swap finishes on the ring it started on.
+        let state = self.state();
         // The owner in each zone of the order; a zone without nodes is left out.
-        let owners: Vec<Owner<'_>> = self.order.iter().filter_map(|&z| self.owner(z, key)).collect();
+        let owners: Vec<Owner<'_>> = state.order.iter().filter_map(|&z| state.owner(z, key)).collect();
         let mut walk = Walk {
             fallback_on_miss: self.fallback_on_miss,
             missed: false,
