@@ -1,6 +1,6 @@
 //! The zone-aware client application teams call.
 //!
-//! A key is owned by one node in each zone (each zone's [`Ring`]). Reads ask the
+//! A key is owned by one node in each zone (each zone's [`Ring`](crate::Ring)). Reads ask the
 //! owner in the first zone of the client's zone order and move to the next zone when that one
 //! cannot answer; writes go where the [`WritePolicy`] says. Keys are checked with memcached's
 //! own rules before anything is sent, so a bad key fails the same way whatever the zones' health.
