@@ -23,6 +23,8 @@ use crate::op::{Arith, Concat, Op, Resp, Store};
 use crate::policy::{ClientConfig, HedgeConfig, Ttl, WritePolicy};
 use crate::topology::Topology;
 
+#[cfg(feature = "json")]
+mod json;
 mod read;
 mod state;
 
@@ -98,6 +100,12 @@ pub enum ClientError {
         /// The zones that failed, with their nodes and errors.
         failed: Vec<Attempt>,
     },
+    /// A value could not be turned into JSON ([`Client::set_json`], nothing was sent), or the
+    /// value read is not JSON of the type asked for ([`Client::get_json`]). It holds
+    /// serde_json's message.
+    #[cfg(feature = "json")]
+    #[error("JSON: {0}")]
+    Json(String),
 }
 
 /// Why a [`Client`] could not be built.

@@ -20,6 +20,8 @@
 //!   zone to zone (optionally hedged, [`HedgeConfig`]), multi-key reads
 //!   ([`Client::get_many`]), writes to the local zone or to all zones ([`WritePolicy`]), and a topology replaced at
 //!   run time ([`Client::set_topology`]).
+//!   With the `json` feature, typed helpers store values as JSON (`Client::set_json`,
+//!   `Client::get_json`); without it the crate does not depend on serde_json.
 //! - [`policy`]: the client's configuration ([`ClientConfig`]), hedged reads, write policies
 //!   and item lifetimes ([`Ttl`]).
 
