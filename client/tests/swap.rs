@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use riven_client::{Client, ClientConfig, ConfigError, ConnConfig, NodeConfig, Stored, Topology, Ttl};
+use riven_client::{BreakerConfig, Client, ClientConfig, ConfigError, ConnConfig, NodeConfig, Stored, Topology, Ttl};
 
 // Not every helper of the harness is used here.
 #[allow(dead_code)]
@@ -120,4 +120,39 @@ async fn a_node_kept_across_a_swap_keeps_serving_and_a_zone_can_be_added() {
     client.set_topology(three).expect("new topology");
     assert_eq!(client.zone_order().collect::<Vec<_>>(), ["a", "b", "c"]);
     assert_eq!(get(&client, b"k").await.as_deref(), Some(&b"v"[..]));
+}
+
+#[tokio::test]
+async fn a_node_kept_across_a_swap_keeps_its_breaker() {
+    let (mut ma, mb, mc) = (Memcached::start(), Memcached::start(), Memcached::start());
+    // One failure opens the breaker, for far longer than the test.
+    let mut config = config();
+    config.node.breaker = BreakerConfig {
+        failure_threshold: 1,
+        min_backoff: Duration::from_secs(60),
+        max_backoff: Duration::from_secs(60),
+        ..BreakerConfig::default()
+    };
+    let client = Client::new(topology(&ma, &mb), config).expect("client builds");
+    let port = ma.port;
+    ma.kill();
+    // Zone a refuses the connection, which opens its node's breaker; zone b answers.
+    assert_eq!(get(&client, b"k").await, None);
+
+    // Zone a's memcached is back on its port and holds the key; zone b is now another one.
+    let ma = Memcached::start_on(port);
+    let direct = Client::new(
+        Topology::builder("test", "a")
+            .zone("a", [ma.addr()])
+            .build()
+            .expect("valid topology"),
+        ClientConfig::default(),
+    )
+    .expect("client builds");
+    direct.set(b"k", b"in-a", 0, Ttl::Never).await.expect("set in a");
+    client.set_topology(topology(&ma, &mc)).expect("new topology");
+
+    // Zone a's handle is the old one, its breaker still open: the read goes to zone b's new
+    // memcached, which misses. A new handle would have read zone a's value.
+    assert_eq!(get(&client, b"k").await, None, "zone a's breaker is still open");
 }
