@@ -131,7 +131,6 @@ async fn a_node_kept_across_a_swap_keeps_its_breaker() {
         failure_threshold: 1,
         min_backoff: Duration::from_secs(60),
         max_backoff: Duration::from_secs(60),
-        ..BreakerConfig::default()
     };
     let client = Client::new(topology(&ma, &mb), config).expect("client builds");
     let port = ma.port;
