@@ -20,4 +20,7 @@ fi
 
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
+cargo clippy -p riven-client --all-targets --all-features -- -D warnings
 cargo test --workspace "$@"
+# The client's optional features (`json`) have tests of their own.
+cargo test -p riven-client --all-features "$@"
