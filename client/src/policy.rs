@@ -3,6 +3,7 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use riven_memcache::absolute_exptime;
 use serde::Deserialize;
 
 use crate::breaker::BreakerConfig;
@@ -10,8 +11,8 @@ use crate::conn::ConnConfig;
 use crate::node::NodeConfig;
 
 /// memcached reads an exptime up to this many seconds (30 days) as relative to now, and a larger
-/// one as a unix time (`REALTIME_MAXDELTA` in memcached's `memcached.c`).
-pub const MAX_RELATIVE_EXPTIME: u64 = 60 * 60 * 24 * 30;
+/// one as a unix time ([`riven_memcache::REALTIME_MAXDELTA`]).
+pub const MAX_RELATIVE_EXPTIME: u64 = riven_memcache::REALTIME_MAXDELTA as u64;
 
 /// How long an item lives.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -48,10 +49,10 @@ impl Ttl {
                 if secs <= MAX_RELATIVE_EXPTIME {
                     secs as u32
                 } else {
-                    absolute(unix_secs(now).saturating_add(secs))
+                    absolute_exptime(unix_secs(now).saturating_add(secs))
                 }
             }
-            Ttl::At(t) => absolute(unix_secs(t)),
+            Ttl::At(t) => absolute_exptime(unix_secs(t)),
         }
     }
 }
@@ -59,12 +60,6 @@ impl Ttl {
 /// Seconds since the epoch; a time before it counts as the epoch.
 fn unix_secs(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
-}
-
-/// A unix time memcached reads as one: above the 30-day line (a time that low is long past, so
-/// lifting it there still expires the item at once) and capped at what 32 bits hold.
-fn absolute(unix: u64) -> u32 {
-    unix.clamp(MAX_RELATIVE_EXPTIME + 1, u64::from(u32::MAX)) as u32
 }
 
 /// Which zones a write goes to.

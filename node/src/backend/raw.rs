@@ -11,6 +11,7 @@ use std::pin::Pin;
 use std::task::Poll;
 
 use bytes::Bytes;
+use riven_memcache::REALTIME_MAXDELTA;
 
 use crate::model::Result;
 use crate::model::{Clock, Expiry};
@@ -148,9 +149,6 @@ impl<T: RawStore> RawStore for std::sync::Arc<T> {
     }
 }
 
-/// memcached's own boundary between relative and absolute exptimes (30 days).
-const REALTIME_MAXDELTA: u32 = crate::model::REALTIME_MAXDELTA as u32;
-
 /// The exptime to send memcached for an expiry: 0 for never, else the absolute unix time, so the
 /// value does not live longer however late the request reaches memcached. An expiry already past
 /// becomes an absolute time memcached's clock also sees as past (just above its 30-day boundary,
@@ -170,8 +168,7 @@ pub fn memcached_exptime(clock: &Clock, e: Expiry) -> u32 {
 pub fn unix_exptime(unix: i64) -> u32 {
     match unix {
         0 => 0,
-        u if u <= i64::from(REALTIME_MAXDELTA) => REALTIME_MAXDELTA + 1,
-        u => u32::try_from(u).unwrap_or(u32::MAX),
+        u => riven_memcache::absolute_exptime(u.max(0) as u64),
     }
 }
 

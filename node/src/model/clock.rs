@@ -7,7 +7,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use super::Expiry;
 
 /// memcached's boundary: an exptime above 30 days is an absolute unix time.
-pub const REALTIME_MAXDELTA: i64 = 60 * 60 * 24 * 30;
+pub const REALTIME_MAXDELTA: i64 = riven_memcache::REALTIME_MAXDELTA as i64;
 
 /// Server time starts here, so that `Expiry(1)` is always in the past ("already expired") and 0
 /// stays free to mean "never".

@@ -11,6 +11,18 @@ pub mod plan;
 pub mod slab;
 pub mod text;
 
+/// memcached's boundary between relative and absolute exptimes: one up to this many seconds (30
+/// days) counts from now, a larger one is a unix time (`REALTIME_MAXDELTA` in memcached.c).
+pub const REALTIME_MAXDELTA: u32 = 60 * 60 * 24 * 30;
+
+/// A unix time as an exptime memcached reads as one: a time at or below the 30-day line (long
+/// past) is lifted just above it, still past, so the item expires at once; later times are
+/// capped at what 32 bits hold. (0 is not special here: callers that mean "never" send 0
+/// themselves.)
+pub fn absolute_exptime(unix: u64) -> u32 {
+    unix.clamp(u64::from(REALTIME_MAXDELTA) + 1, u64::from(u32::MAX)) as u32
+}
+
 /// memcached's key length limit.
 pub const MAX_KEY_LEN: usize = 250;
 
