@@ -44,13 +44,13 @@ pub(super) enum ValueBuf<'a> {
 }
 
 impl<'a> ValueBuf<'a> {
-    /// The value held inline in `idx`: borrowed if small, shared if large enough for a reply to
-    /// send it from where it lies (`crate::out`).
-    fn inline(idx: &'a Index) -> ValueBuf<'a> {
-        if idx.item.len() - ENV_LEN >= SHARE_MIN {
-            ValueBuf::InlineShared(idx.item.slice(ENV_LEN..))
+    /// An inline value, `data`, lying in `buf`: borrowed if small, shared if large enough for a
+    /// reply to send it from where it lies (`crate::out`).
+    pub(super) fn inline_in(buf: &Bytes, data: &'a [u8]) -> ValueBuf<'a> {
+        if data.len() >= SHARE_MIN {
+            ValueBuf::InlineShared(buf.slice_ref(data))
         } else {
-            ValueBuf::Inline(idx.inline())
+            ValueBuf::Inline(data)
         }
     }
 
@@ -350,7 +350,7 @@ impl<R: RawStore> Chunked<R> {
         early: Option<Option<Vec<Bytes>>>,
     ) -> Result<Option<ValueBuf<'a>>> {
         if !idx.env.is_chunked() {
-            return Ok(Some(ValueBuf::inline(idx)));
+            return Ok(Some(ValueBuf::inline_in(&idx.item, idx.inline())));
         }
         if let Some(v) = early {
             return Ok(v.map(ValueBuf::Chunks));

@@ -67,7 +67,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use self::chunks::{Found, Swap};
+use self::chunks::{Found, Swap, ValueBuf};
 use self::envelope::{check_chunk, chunk_header, key_hash, ChunkKeys, Envelope, STALE, TOKEN_SENT};
 use self::hints::{Hints, Layout};
 use super::raw::{run_windowed, unix_exptime, RawDeleted, RawItem, RawMode, RawStore, RawStored, RawWrite};

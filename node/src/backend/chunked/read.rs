@@ -54,15 +54,8 @@ impl<R: RawStore> Chunked<R> {
                 Some(env) if env.is_chunked() || env.bits & STALE != 0 => None,
                 Some(env) => {
                     let f = f.take()?;
-                    let data = &item.value[ENV_LEN..];
-                    let shared;
-                    let value = if data.len() >= SHARE_MIN {
-                        shared = item.buf.slice_ref(data);
-                        Value::shared(std::slice::from_ref(&shared))
-                    } else {
-                        Value::slice(data)
-                    };
-                    Some(Ok(Some(f(&self.view(&env, value, false)))))
+                    let value = ValueBuf::inline_in(item.buf, &item.value[ENV_LEN..]);
+                    Some(Ok(Some(f(&self.view(&env, value.value(), false)))))
                 }
                 None => Some(Ok(None)),
             },

@@ -153,7 +153,8 @@ pub(super) async fn read_loop<R: AsyncRead + Unpin>(link: &Link, mut r: R, timeo
                 }
                 frame_len - buf.len()
             }
-            Head::EndedLarge if buf.is_empty() => {
+            // (Only ever at an empty buffer: see `deliver_replies`.)
+            Head::EndedLarge => {
                 buf = BytesMut::with_capacity(PEEK);
                 PEEK
             }
