@@ -6,10 +6,7 @@ use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::time::{Duration, Instant};
 
-use riven_client::{
-    BreakerConfig, Client, ClientConfig, ClientError, ConfigError, ConnConfig, Failure, NodeConfig, Stored, Topology,
-    Ttl, Wait, WritePolicy,
-};
+use riven_client::{Client, ClientConfig, ClientError, ConfigError, Failure, Stored, Topology, Ttl, Wait, WritePolicy};
 
 mod common;
 
@@ -53,22 +50,7 @@ fn topology(local: &str, [a, b, c]: [String; 3]) -> Topology {
 /// Short timeouts, so a stalled node costs a test little; a breaker that does not open during
 /// a test, so every call really reaches the node.
 fn config() -> ClientConfig {
-    let node = NodeConfig {
-        connections: 1,
-        conn: ConnConfig {
-            request_timeout: Duration::from_millis(200),
-            connect_timeout: Duration::from_millis(200),
-            ..ConnConfig::default()
-        },
-        breaker: BreakerConfig {
-            failure_threshold: 1000,
-            ..BreakerConfig::default()
-        },
-    };
-    ClientConfig {
-        node,
-        ..ClientConfig::default()
-    }
+    common::client_config(Duration::from_millis(200))
 }
 
 fn all_zones(wait: Wait) -> ClientConfig {

@@ -5,11 +5,9 @@ use std::collections::{BTreeSet, HashMap};
 use std::net::TcpListener;
 use std::time::{Duration, Instant};
 
-use riven_client::{
-    BreakerConfig, Client, ClientConfig, ClientError, ConnConfig, HedgeConfig, NodeConfig, Rings, Stored, Topology, Ttl,
-};
+use riven_client::{Client, ClientConfig, ClientError, HedgeConfig, Rings, Stored, Topology, Ttl};
 
-// Only the harness's memcached is used here, not its polling helper.
+// Not every helper of the harness is used here.
 #[allow(dead_code)]
 mod common;
 
@@ -51,22 +49,7 @@ impl Cluster {
 
 /// A request timeout of `timeout`; a breaker that does not open during a test.
 fn config(timeout: Duration) -> ClientConfig {
-    let node = NodeConfig {
-        connections: 1,
-        conn: ConnConfig {
-            request_timeout: timeout,
-            connect_timeout: timeout,
-            ..ConnConfig::default()
-        },
-        breaker: BreakerConfig {
-            failure_threshold: 1000,
-            ..BreakerConfig::default()
-        },
-    };
-    ClientConfig {
-        node,
-        ..ClientConfig::default()
-    }
+    common::client_config(timeout)
 }
 
 fn fallback() -> ClientConfig {

@@ -8,6 +8,29 @@ use std::time::{Duration, Instant};
 /// The longest any test waits for something it expects to happen soon.
 pub const PATIENCE: Duration = Duration::from_secs(10);
 
+/// A client configuration for tests: one connection per node, `timeout` for connects and
+/// requests (so a stalled node costs a test little), and a breaker that does not open during a
+/// test, so every call really reaches its node.
+#[allow(dead_code)]
+pub fn client_config(timeout: Duration) -> riven_client::ClientConfig {
+    let node = riven_client::NodeConfig {
+        connections: 1,
+        conn: riven_client::ConnConfig {
+            request_timeout: timeout,
+            connect_timeout: timeout,
+            ..riven_client::ConnConfig::default()
+        },
+        breaker: riven_client::BreakerConfig {
+            failure_threshold: 1000,
+            ..riven_client::BreakerConfig::default()
+        },
+    };
+    riven_client::ClientConfig {
+        node,
+        ..riven_client::ClientConfig::default()
+    }
+}
+
 /// A memcached process, killed when dropped.
 pub struct Memcached {
     child: Option<Child>,
