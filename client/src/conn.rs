@@ -9,15 +9,26 @@
 //! opcode) of each reply is checked against the entry's; a mismatch means the stream is out of
 //! step, and the connection is closed with every pending request failed.
 //!
-//! A call that times out leaves its entry in the queue: its reply, if it comes, still arrives in
-//! order and is dropped there. A broken connection fails everything pending on it; the next call
-//! connects again, with a backoff after failed attempts. The connection is made lazily, by the
-//! first call.
+//! A call waits on a completion slot borrowed from the link's slab (module `slots`) rather than a
+//! channel of its own, so a call allocates nothing: the slab is reused for the link's life. The
+//! pending entry names the slot with its generation, which changes whenever the slot is given
+//! back.
+//!
+//! A call that times out (or whose future is dropped) gives its slot back at once but leaves its
+//! entry in the queue: its reply, if it comes, still arrives in order, finds the slot's
+//! generation changed (a later call may hold the slot by then) and is dropped. A broken
+//! connection fails everything pending on it; the next call connects again, with a backoff after
+//! failed attempts. The connection is made lazily, by the first call.
+
+mod slots;
 
 use std::collections::VecDeque;
+use std::future::Future;
 use std::io;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
@@ -25,11 +36,12 @@ use riven_memcache::binary::{self, Opcode, ParseError, HEADER_LEN};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
-use tokio::sync::{oneshot, Notify};
+use tokio::sync::Notify;
 use tokio::task::AbortHandle;
 
 use crate::error::{NodeError, Unavailable};
 use crate::op::{Op, Resp};
+use slots::{Outcome, SlotId, Slots};
 
 /// Room the read buffer is topped up to before each read; a reply larger than this gets a
 /// buffer of its own size.
@@ -39,6 +51,9 @@ const WRITE_BUF: usize = 64 * 1024;
 /// Room for this many pending entries is made up front; a larger in-flight limit grows the
 /// queue as it fills.
 const PREALLOC_PENDING: usize = 4096;
+/// Room for this many completion slots is made up front (a slot is larger than an entry, and
+/// most connections never have this many calls waiting); beyond it the slab doubles as needed.
+const PREALLOC_SLOTS: usize = 256;
 /// A write buffer that grew past this (a large value went through) is not kept, so one large
 /// value does not pin its size for the connection's life.
 const MAX_KEPT_WRITE_BUF: usize = 1024 * 1024;
@@ -114,15 +129,24 @@ impl Conn {
             .map_or(0, |a| a.link.in_flight.load(Ordering::Relaxed))
     }
 
+    /// The live link's reply slots: how many calls hold one, and how many the link has
+    /// allocated (`(0, 0)` with no link). For tests that check slots are given back and reused;
+    /// not a stable interface.
+    #[doc(hidden)]
+    pub fn reply_slots(&self) -> (usize, usize) {
+        lock(&self.active).as_ref().map_or((0, 0), |a| {
+            let shared = lock(&a.link.shared);
+            (shared.slots.in_use(), shared.slots.allocated())
+        })
+    }
+
     /// Sends `op` and waits for its reply, connecting first if there is no live connection.
     pub async fn call(&self, op: &Op<'_>) -> Result<Resp, NodeError> {
         let link = self.link().await?;
         let reply = link.enqueue(op, self.config.max_in_flight)?;
+        // On a timeout `reply` is dropped, which gives its slot back (see `Reply`'s `Drop`).
         match tokio::time::timeout(self.config.request_timeout, reply).await {
-            Ok(Ok(result)) => result,
-            // The link keeps each sender until it answers or fails the request, so this does not
-            // happen; were it to, the request is as lost as on a broken connection.
-            Ok(Err(_)) => Err(link.io_error(io::ErrorKind::ConnectionAborted, "connection closed")),
+            Ok(result) => result,
             Err(_) => Err(NodeError::Timeout {
                 addr: self.addr.clone(),
                 after: self.config.request_timeout,
@@ -259,6 +283,8 @@ struct Shared {
     write_buf: Vec<u8>,
     /// Requests sent or queued, oldest first, in the order of their bytes on the wire.
     pending: VecDeque<Pending>,
+    /// Where replies are left for the calls waiting on them.
+    slots: Slots,
     next_opaque: u32,
     /// Set once, when the link breaks; every later call fails with it.
     failed: Option<NodeError>,
@@ -268,10 +294,44 @@ struct Shared {
 struct Pending {
     opaque: u32,
     opcode: Opcode,
-    reply: oneshot::Sender<Result<Resp, NodeError>>,
+    /// The slot of the call waiting for this reply; if the call gave it up, the slot's
+    /// generation has moved on and the reply is dropped.
+    slot: SlotId,
 }
 
-type Reply = oneshot::Receiver<Result<Resp, NodeError>>;
+/// A queued call's wait for its reply. Dropping it (a timeout, or the caller's future dropped)
+/// gives the slot back; the request's pending entry stays, and its reply is dropped on arrival.
+#[derive(Debug)]
+struct Reply<'a> {
+    link: &'a Link,
+    slot: SlotId,
+    /// The outcome was taken, and the slot with it given back.
+    done: bool,
+}
+
+impl Future for Reply<'_> {
+    type Output = Outcome;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Outcome> {
+        // The state is read and the waker stored under the lock the reader completes slots
+        // under, so a reply cannot land between the two and its wakeup be lost.
+        let polled = lock(&self.link.shared).slots.poll(self.slot, cx);
+        if polled.is_ready() {
+            self.done = true;
+        }
+        polled
+    }
+}
+
+impl Drop for Reply<'_> {
+    fn drop(&mut self) {
+        if !self.done {
+            let left = lock(&self.link.shared).slots.release(self.slot);
+            // A reply that came just too late is dropped here, after the lock is released.
+            drop(left);
+        }
+    }
+}
 
 impl Link {
     fn new(addr: Arc<str>, max_in_flight: usize) -> Link {
@@ -281,6 +341,7 @@ impl Link {
                 write_buf: Vec::with_capacity(WRITE_BUF),
                 // Sized for the limit (within reason) up front, so queueing does not reallocate.
                 pending: VecDeque::with_capacity(max_in_flight.min(PREALLOC_PENDING)),
+                slots: Slots::with_capacity(max_in_flight.min(PREALLOC_SLOTS)),
                 next_opaque: 0,
                 failed: None,
             }),
@@ -294,8 +355,9 @@ impl Link {
         lock(&self.shared).failed.is_some()
     }
 
-    /// Encodes `op` into the write buffer and queues its pending entry.
-    fn enqueue(&self, op: &Op<'_>, limit: usize) -> Result<Reply, NodeError> {
+    /// Encodes `op` into the write buffer and queues its pending entry, with a slot for the
+    /// reply.
+    fn enqueue(&self, op: &Op<'_>, limit: usize) -> Result<Reply<'_>, NodeError> {
         let mut shared = lock(&self.shared);
         if let Some(e) = &shared.failed {
             return Err(e.clone());
@@ -313,16 +375,20 @@ impl Link {
                 source,
             })?;
         shared.next_opaque = opaque.wrapping_add(1);
-        let (tx, rx) = oneshot::channel();
+        let slot = shared.slots.take();
         shared.pending.push_back(Pending {
             opaque,
             opcode: op.opcode(),
-            reply: tx,
+            slot,
         });
         self.in_flight.store(shared.pending.len(), Ordering::Relaxed);
         drop(shared);
         self.wake.notify_one();
-        Ok(rx)
+        Ok(Reply {
+            link: self,
+            slot,
+            done: false,
+        })
     }
 
     /// Breaks the link: records `err`, fails every pending request with it and ends both
@@ -336,11 +402,15 @@ impl Link {
         let pending = std::mem::take(&mut shared.pending);
         shared.write_buf = Vec::new();
         self.in_flight.store(0, Ordering::Relaxed);
+        // A link fails once, so this allocation is not per request. A caller that timed out has
+        // given its slot up: nothing to tell it, and `complete` skips it.
+        let wakers: Vec<Waker> = pending
+            .into_iter()
+            .filter_map(|p| shared.slots.complete(p.slot, Err(err.clone())))
+            .collect();
         drop(shared);
-        for p in pending {
-            // A caller that timed out has dropped its receiver; nothing to tell it.
-            let _ = p.reply.send(Err(err.clone()));
-        }
+        // Woken outside the lock, so a woken caller does not find it held.
+        wakers.into_iter().for_each(Waker::wake);
         // The writer also ends by itself when woken to a failed link.
         self.wake.notify_one();
         self.abort_tasks();
@@ -366,9 +436,10 @@ impl Link {
         }
     }
 
-    /// Frames every whole reply at the front of `buf` and hands each to its pending request.
-    /// An incomplete reply stays in `buf`, with room reserved for all of it.
-    fn deliver(&self, buf: &mut BytesMut) -> Result<(), NodeError> {
+    /// Frames every whole reply at the front of `buf` and hands each to its pending request,
+    /// pushing the wakers of the calls completed onto `wake`, to be woken once the lock is
+    /// released. An incomplete reply stays in `buf`, with room reserved for all of it.
+    fn deliver(&self, buf: &mut BytesMut, wake: &mut Vec<Waker>) -> Result<(), NodeError> {
         let mut shared: Option<MutexGuard<'_, Shared>> = None;
         loop {
             let head = match binary::parse_response_header(buf) {
@@ -412,7 +483,7 @@ impl Link {
                 return Err(self.protocol_error(detail));
             }
             // The caller may have timed out and gone: the reply is dropped here, in order.
-            let _ = pending.reply.send(Ok(resp));
+            wake.extend(shared.slots.complete(pending.slot, Ok(resp)));
         }
     }
 }
@@ -451,8 +522,13 @@ async fn write_loop(link: Arc<Link>, mut socket: OwnedWriteHalf) {
 /// Reads replies and delivers them, until the link fails.
 async fn read_loop(link: Arc<Link>, mut socket: OwnedReadHalf) {
     let mut buf = BytesMut::with_capacity(READ_CHUNK);
+    // Reused for every batch of replies: it grows to the largest batch and then stays.
+    let mut wakers = Vec::new();
     loop {
-        if let Err(e) = link.deliver(&mut buf) {
+        let delivered = link.deliver(&mut buf, &mut wakers);
+        // Replies completed before a bad one are still handed over.
+        wakers.drain(..).for_each(Waker::wake);
+        if let Err(e) = delivered {
             link.fail(e);
             return;
         }
