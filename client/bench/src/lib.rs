@@ -15,6 +15,8 @@
 //! - [`idle`]: many idle connections, to measure a server's memory per connection;
 //! - [`proc`]: server processes, RSS, the machine;
 //! - [`compare`]: the benchmark runner, alternating targets round by round;
+//! - [`smart`]: the smart client (`riven-client`) against the raw engine, and its hedged reads
+//!   with one zone slowed by a [`delay`] proxy;
 //! - [`chart`]: the PNG chart of a comparison.
 
 pub mod blast;
@@ -22,6 +24,7 @@ pub mod chart;
 pub mod common;
 pub mod compare;
 pub mod cpu;
+pub mod delay;
 pub mod engine;
 pub mod fill;
 pub mod hist;
@@ -33,6 +36,7 @@ pub mod schedule;
 pub mod setget;
 pub mod setops;
 pub mod sizes;
+pub mod smart;
 pub mod stream;
 pub mod value;
 pub mod wire;

@@ -47,6 +47,51 @@ enum Cmd {
     Idle(IdleArgs),
     /// Benchmark memcached against riven-node in each mode, alternating rounds; table, BENCHMARKS.md, chart.
     Compare(CompareArgs),
+    /// The smart client (riven-client) against the raw engine on one node, and its hedged reads
+    /// with one zone slowed; table, and BENCHMARKS.md's section.
+    Client(ClientArgs),
+}
+
+#[derive(Args)]
+struct ClientArgs {
+    /// The riven-node binary.
+    #[arg(long, default_value = "target/release/riven-node")]
+    node: PathBuf,
+    /// The node's worker threads (-t).
+    #[arg(long, default_value_t = 1)]
+    node_threads: usize,
+    /// Threads of the load generator (both the raw engine and the client).
+    #[arg(long, default_value_t = 1)]
+    client_threads: usize,
+    /// Throughput settings, CONNECTIONSxPIPELINE: the raw engine's connections and depth; the
+    /// client runs as many callers as requests in flight.
+    #[arg(long, value_delimiter = ',', default_value = "50x1,4x16")]
+    settings: Vec<String>,
+    /// The client's connections to the node.
+    #[arg(long, default_value_t = 2)]
+    client_connections: usize,
+    #[arg(long, default_value_t = 9)]
+    rounds: usize,
+    /// Each round's measured phase, per side.
+    #[arg(long, default_value = "3s", value_parser = parse_duration)]
+    duration: Duration,
+    #[arg(long, default_value_t = 10_000)]
+    keys: u64,
+    /// The slow zone's added delay.
+    #[arg(long, default_value = "5ms", value_parser = parse_duration)]
+    delay: Duration,
+    /// Reads per second of the hedging measurement (open loop).
+    #[arg(long, default_value_t = 2000.0)]
+    hedge_rate: f64,
+    /// 1 round of 1 s.
+    #[arg(long)]
+    quick: bool,
+    /// One JSON line on stdout (the table goes to stderr).
+    #[arg(long)]
+    json: bool,
+    /// Replace (or add) the section "Smart client (riven-client)" of this Markdown file.
+    #[arg(long)]
+    markdown: Option<PathBuf>,
 }
 
 /// Options every tool takes. Those left unset take the tool's own default (see each tool's help).
@@ -297,6 +342,7 @@ fn main() -> ExitCode {
         Cmd::Fill(a) => fill_cmd(a),
         Cmd::Idle(a) => idle_cmd(a),
         Cmd::Compare(a) => compare_cmd(a),
+        Cmd::Client(a) => client_cmd(a),
     };
     if ok {
         ExitCode::SUCCESS
@@ -595,6 +641,64 @@ fn compare_cmd(a: CompareArgs) -> bool {
     if let Some(path) = &a.markdown {
         if let Err(e) = std::fs::write(path, &md) {
             eprintln!("riven-bench compare: cannot write {}: {e}", path.display());
+            ok = false;
+        }
+    }
+    emit(&md, a.json.then(|| to_json(&report)));
+    ok
+}
+
+fn client_cmd(a: ClientArgs) -> bool {
+    use riven_bench::smart::suite::{self, SuiteConfig};
+    if !a.node.exists() {
+        eprintln!(
+            "riven-bench client: {} not found (build it: cargo build --release -p riven-node)",
+            a.node.display()
+        );
+        return false;
+    }
+    let mut settings = Vec::new();
+    for s in &a.settings {
+        let parsed = s
+            .split_once('x')
+            .and_then(|(c, p)| Some((c.parse::<usize>().ok()?, p.parse::<usize>().ok()?)))
+            .filter(|&(c, p)| c > 0 && p > 0);
+        match parsed {
+            Some(setting) => settings.push(setting),
+            None => {
+                eprintln!("riven-bench client: bad setting {s:?} (expected CONNECTIONSxPIPELINE, e.g. 50x1)");
+                return false;
+            }
+        }
+    }
+    let cfg = SuiteConfig {
+        node: a.node,
+        node_threads: a.node_threads,
+        client_threads: a.client_threads,
+        settings,
+        client_connections: a.client_connections,
+        rounds: if a.quick { 1 } else { a.rounds },
+        duration: if a.quick { Duration::from_secs(1) } else { a.duration },
+        keys: a.keys,
+        value_len: 100,
+        delay: a.delay,
+        hedge_rate: a.hedge_rate,
+    };
+    let Some(rt) = runtime("client", a.client_threads) else {
+        return false;
+    };
+    let report = match rt.block_on(suite::run(&cfg)) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("riven-bench client: {e}");
+            return false;
+        }
+    };
+    let md = report.markdown();
+    let mut ok = report.errors.is_empty();
+    if let Some(path) = &a.markdown {
+        if let Err(e) = suite::replace_section(path, &md) {
+            eprintln!("riven-bench client: cannot write {}: {e}", path.display());
             ok = false;
         }
     }
