@@ -151,9 +151,10 @@ async fn a_node_killed_under_a_read_load_costs_no_read_errors() {
         })
         .collect();
     tokio::time::sleep(Duration::from_secs(1)).await;
-    cluster.node_at(0, &victim).kill();
+    // Marked before the kill: a read may fail over before kill() has returned.
     let kill_time = Instant::now();
     killed.store(true, Ordering::Relaxed);
+    cluster.node_at(0, &victim).kill();
     tokio::time::sleep(Duration::from_secs(2)).await;
     stop.store(true, Ordering::Relaxed);
 
