@@ -74,7 +74,17 @@ pub struct ConnConfig {
     pub reconnect_min_backoff: Duration,
     /// The longest wait between connect attempts. Default 1 s.
     pub reconnect_max_backoff: Duration,
+    /// The largest reply body (extras, key and value) accepted, in bytes. A reply whose header
+    /// claims more is taken for a corrupt stream: the connection fails with
+    /// [`NodeError::Protocol`] before any room is reserved for it, and the next call connects
+    /// again. Set it at or above the nodes' item size limit (`-I`). Default
+    /// [`DEFAULT_MAX_REPLY`] (64 MiB).
+    pub max_reply: usize,
 }
+
+/// The default [`ConnConfig::max_reply`]: 64 MiB, well above memcached's and the node's default
+/// item limit of 1 MiB, and far below what a garbage header can claim (4 GiB).
+pub const DEFAULT_MAX_REPLY: usize = 64 * 1024 * 1024;
 
 impl Default for ConnConfig {
     fn default() -> ConnConfig {
@@ -84,6 +94,7 @@ impl Default for ConnConfig {
             max_in_flight: 1024,
             reconnect_min_backoff: Duration::from_millis(10),
             reconnect_max_backoff: Duration::from_secs(1),
+            max_reply: DEFAULT_MAX_REPLY,
         }
     }
 }
@@ -218,7 +229,7 @@ impl Conn {
             return Err(self.unavailable(Unavailable::ConnectFailed(Arc::new(e))));
         }
         let (read, write) = stream.into_split();
-        let link = Arc::new(Link::new(self.addr.clone(), self.config.max_in_flight));
+        let link = Arc::new(Link::new(self.addr.clone(), &self.config));
         let reader = tokio::spawn(read_loop(link.clone(), read)).abort_handle();
         let writer = tokio::spawn(write_loop(link.clone(), write)).abort_handle();
         // A task that fails the link before this is set misses the aborts in `fail`; the next
@@ -267,6 +278,8 @@ impl Drop for Active {
 #[derive(Debug)]
 struct Link {
     addr: Arc<str>,
+    /// [`ConnConfig::max_reply`].
+    max_reply: usize,
     shared: Mutex<Shared>,
     /// `shared.pending.len()`, readable without the lock (for least-loaded picking).
     in_flight: AtomicUsize,
@@ -334,9 +347,11 @@ impl Drop for Reply<'_> {
 }
 
 impl Link {
-    fn new(addr: Arc<str>, max_in_flight: usize) -> Link {
+    fn new(addr: Arc<str>, config: &ConnConfig) -> Link {
+        let max_in_flight = config.max_in_flight;
         Link {
             addr,
+            max_reply: config.max_reply,
             shared: Mutex::new(Shared {
                 write_buf: Vec::with_capacity(WRITE_BUF),
                 // Sized for the limit (within reason) up front, so queueing does not reallocate.
@@ -451,6 +466,15 @@ impl Link {
                 return Err(self.protocol_error(ParseError::BadLengths.to_string()));
             };
             let frame_len = head.frame_len();
+            let body_len = frame_len - HEADER_LEN;
+            if body_len > self.max_reply {
+                let detail = format!(
+                    "reply {:?} opaque {} claims a body of {body_len} bytes, over the limit of {} \
+                     (max_reply)",
+                    head.opcode, head.opaque, self.max_reply
+                );
+                return Err(self.protocol_error(detail));
+            }
             if buf.len() < frame_len {
                 buf.reserve(frame_len - buf.len());
                 return Ok(());

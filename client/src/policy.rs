@@ -184,6 +184,7 @@ struct RawNodeConfig {
     max_in_flight: Option<usize>,
     reconnect_min_backoff_ms: Option<u64>,
     reconnect_max_backoff_ms: Option<u64>,
+    max_reply: Option<usize>,
     breaker_failure_threshold: Option<u32>,
     breaker_min_backoff_ms: Option<u64>,
     breaker_max_backoff_ms: Option<u64>,
@@ -201,6 +202,7 @@ fn node_config<'de, D: serde::Deserializer<'de>>(de: D) -> Result<NodeConfig, D:
             max_in_flight: raw.max_in_flight.unwrap_or(conn.max_in_flight),
             reconnect_min_backoff: ms(raw.reconnect_min_backoff_ms, conn.reconnect_min_backoff),
             reconnect_max_backoff: ms(raw.reconnect_max_backoff_ms, conn.reconnect_max_backoff),
+            max_reply: raw.max_reply.unwrap_or(conn.max_reply),
         },
         breaker: BreakerConfig {
             failure_threshold: raw.breaker_failure_threshold.unwrap_or(breaker.failure_threshold),
