@@ -78,11 +78,12 @@ async fn exchange(addr: &str) -> anyhow::Result<Vec<(String, String)>> {
     let mut line = Vec::new();
     loop {
         line.clear();
-        let n = reader
+        reader
             .read_until(b'\n', &mut line)
             .await
             .context("reading stats failed")?;
-        if n == 0 {
+        // A line without its newline is the end of the stream: the limit, or the node hung up.
+        if !line.ends_with(b"\n") {
             if reader.limit() == 0 {
                 bail!("more than {MAX_REPLY} bytes of stats without END");
             }
@@ -220,6 +221,36 @@ mod tests {
         let err = parse_line(b"SERVER_ERROR out of memory\r\n").expect_err("not a stat");
         assert!(err.to_string().contains("SERVER_ERROR out of memory"), "{err}");
         assert!(parse_line(b"STAT lonely\r\n").is_err());
+    }
+
+    /// A fake node on a loopback port that reads the request and answers `reply`, then hangs up.
+    async fn fake_node(reply: &'static [u8]) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("a listener");
+        let addr = listener.local_addr().expect("its address").to_string();
+        tokio::spawn(async move {
+            let (mut stream, _) = listener.accept().await.expect("a connection");
+            let mut request = [0; 7];
+            stream.read_exact(&mut request).await.expect("the request");
+            assert_eq!(&request, b"stats\r\n");
+            stream.write_all(reply).await.expect("the reply");
+        });
+        addr
+    }
+
+    #[tokio::test]
+    async fn fetch_reads_until_end_and_reports_what_is_wrong() {
+        let second = Duration::from_secs(1);
+        let addr = fake_node(b"STAT pid 7\r\nSTAT version 1.6.18\r\nEND\r\n").await;
+        let got = fetch(&addr, second).await.expect("stats");
+        assert_eq!(got, stats(&[("pid", "7"), ("version", "1.6.18")]));
+
+        let addr = fake_node(b"ERROR\r\n").await;
+        let err = fetch(&addr, second).await.expect_err("not stats");
+        assert!(format!("{err:#}").contains("\"ERROR\""), "{err:#}");
+
+        let addr = fake_node(b"STAT pid 7\r\nSTAT upt").await;
+        let err = fetch(&addr, second).await.expect_err("cut short");
+        assert!(format!("{err:#}").contains("closed before END"), "{err:#}");
     }
 
     #[test]
