@@ -103,6 +103,13 @@ impl Breaker {
         }
     }
 
+    /// Whether the breaker is closed with no failure counted: then [`Breaker::admit`] lets
+    /// any call through as [`Ticket::Normal`] and recording a success changes nothing, which
+    /// lets its owner skip both (and the clock) while this holds.
+    pub fn is_clean(&self) -> bool {
+        self.state == State::Closed { failures: 0 }
+    }
+
     /// Whether a call may go through now, and in what role.
     pub fn admit(&mut self, now: Instant) -> Result<Ticket, Rejected> {
         match self.state {

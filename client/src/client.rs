@@ -177,39 +177,53 @@ enum Answer {
 /// A write, owning its bytes so that an [`WritePolicy::AllZones`] write can finish in the zones
 /// not waited for after the call has returned.
 #[derive(Clone, Debug)]
-struct Write {
+/// A write command. It borrows the caller's key and value (`B` = `&[u8]`) while it goes to
+/// one zone, so a local write copies nothing; a write sent to every zone is made owned
+/// (`B` = [`Bytes`]) once, for the tasks that carry it on after the call returns.
+struct Write<B> {
     kind: Kind,
-    key: Bytes,
-    value: Bytes,
+    key: B,
+    value: B,
     flags: u32,
     exptime: u32,
     /// CAS for [`Kind::Cas`]; delta for incr/decr.
     num: u64,
 }
 
-impl Write {
-    fn new(kind: Kind, key: &[u8]) -> Write {
+impl<'a> Write<&'a [u8]> {
+    fn new(kind: Kind, key: &'a [u8]) -> Write<&'a [u8]> {
         Write {
             kind,
-            key: Bytes::copy_from_slice(key),
-            value: Bytes::new(),
+            key,
+            value: &[],
             flags: 0,
             exptime: 0,
             num: 0,
         }
     }
 
+    fn to_owned(&self) -> Write<Bytes> {
+        Write {
+            kind: self.kind,
+            key: Bytes::copy_from_slice(self.key),
+            value: Bytes::copy_from_slice(self.value),
+            flags: self.flags,
+            exptime: self.exptime,
+            num: self.num,
+        }
+    }
+}
+
+impl<B: AsRef<[u8]>> Write<B> {
     fn op(&self) -> Op<'_> {
-        let store = Store::new(&self.key, &self.value)
-            .flags(self.flags)
-            .exptime(self.exptime);
-        let key = &self.key[..];
+        let (key, value) = (self.key.as_ref(), self.value.as_ref());
+        let store = Store::new(key, value).flags(self.flags).exptime(self.exptime);
         match self.kind {
             Kind::Set => Op::Set(store),
             Kind::Add => Op::Add(store),
             Kind::Replace => Op::Replace(store),
-            Kind::Append => Op::Append(Concat::new(key, &self.value)),
-            Kind::Prepend => Op::Prepend(Concat::new(key, &self.value)),
+            Kind::Append => Op::Append(Concat::new(key, value)),
+            Kind::Prepend => Op::Prepend(Concat::new(key, value)),
             Kind::Cas => Op::Set(store.cas(self.num)),
             Kind::Delete => Op::Delete { key, cas: 0 },
             Kind::Incr => Op::Incr(Arith::new(key, self.num)),
@@ -377,7 +391,7 @@ impl Client {
     ) -> Result<Stored, ClientError> {
         check(key)?;
         let mut w = Write::new(kind, key);
-        w.value = Bytes::copy_from_slice(value);
+        w.value = value;
         w.flags = flags;
         w.exptime = ttl.exptime();
         w.num = num;
@@ -387,14 +401,14 @@ impl Client {
         }
     }
 
-    async fn write(&self, w: Write) -> Result<Answer, ClientError> {
-        check(&w.key)?;
+    async fn write(&self, w: Write<&[u8]>) -> Result<Answer, ClientError> {
+        check(w.key)?;
         // One snapshot for the whole write, so it lands on the zones of one topology.
         let state = self.state();
         match self.write_policy {
             WritePolicy::AllZones { wait } if w.kind != Kind::Cas => {
                 let needed = wait.needed(state.zones.len());
-                write_all(&state, w, needed).await
+                write_all(&state, w.to_owned(), needed).await
             }
             _ => write_first(&state, &w).await,
         }
@@ -402,8 +416,8 @@ impl Client {
 }
 
 /// A write to the first zone of the order only.
-async fn write_first(state: &State, w: &Write) -> Result<Answer, ClientError> {
-    let Some((zone, node)) = state.order.first().and_then(|&z| state.owner(z, &w.key)) else {
+async fn write_first(state: &State, w: &Write<&[u8]>) -> Result<Answer, ClientError> {
+    let Some((zone, node)) = state.order.first().and_then(|&z| state.owner(z, w.key)) else {
         return Err(ClientError::WriteFailed {
             succeeded: Vec::new(),
             failed: Vec::new(),
@@ -426,7 +440,7 @@ async fn write_first(state: &State, w: &Write) -> Result<Answer, ClientError> {
 /// towards `needed`: a zone that failed never does. An answer such as `NotStored` counts,
 /// because the zone did carry out the command; the outcome returned is that of the
 /// earliest zone in the order among those that had answered when the wait was met.
-async fn write_all(state: &State, w: Write, needed: usize) -> Result<Answer, ClientError> {
+async fn write_all(state: &State, w: Write<Bytes>, needed: usize) -> Result<Answer, ClientError> {
     let w = Arc::new(w);
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let mut failed = Vec::new();
@@ -483,7 +497,7 @@ fn status_failure(resp: &Resp) -> Failure {
     }
 }
 
-async fn call_write(node: &Node, w: &Write) -> Result<Answer, Failure> {
+async fn call_write<B: AsRef<[u8]>>(node: &Node, w: &Write<B>) -> Result<Answer, Failure> {
     let resp = node.call(&w.op()).await.map_err(Failure::Node)?;
     w.answer(&resp).ok_or_else(|| status_failure(&resp))
 }

@@ -14,9 +14,14 @@
 //! pending entry names the slot with its generation, which changes whenever the slot is given
 //! back.
 //!
-//! A call that times out (or whose future is dropped) gives its slot back at once but leaves its
-//! entry in the queue: its reply, if it comes, still arrives in order, finds the slot's
-//! generation changed (a later call may hold the slot by then) and is dropped. A broken
+//! Timeouts cost no timer per call. Calls are queued in order and all wait equally long, so
+//! their deadlines rise along the pending queue: one expiry task per link sleeps until the
+//! oldest deadline not yet passed, fails every call whose deadline has come, and sleeps again.
+//! Under load it wakes about once per request timeout, however many calls go by.
+//!
+//! A call that times out (or whose future is dropped) gives its slot back but leaves its entry
+//! in the queue: its reply, if it comes, still arrives in order, finds the slot's generation
+//! changed (a later call may hold the slot by then) and is dropped. A broken
 //! connection fails everything pending on it; the next call connects again, with a backoff after
 //! failed attempts. The connection is made lazily, by the first call.
 
@@ -26,7 +31,7 @@ use std::collections::VecDeque;
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
@@ -110,6 +115,9 @@ pub struct Conn {
     /// Serializes connect attempts, so a burst of calls on a dead connection makes one attempt,
     /// and holds the backoff state between attempts.
     connect: tokio::sync::Mutex<Backoff>,
+    /// The live link's pending requests, shared with it, so [`Conn::in_flight`] (read on every
+    /// call to pick a connection) is one atomic load. A new link starts it again from zero.
+    in_flight: Arc<AtomicUsize>,
 }
 
 impl Conn {
@@ -120,6 +128,7 @@ impl Conn {
             config,
             active: Mutex::new(None),
             connect: tokio::sync::Mutex::new(Backoff::default()),
+            in_flight: Arc::new(AtomicUsize::new(0)),
         }
     }
 
@@ -135,9 +144,7 @@ impl Conn {
 
     /// Requests sent and not yet answered (including timed-out ones whose replies have not come).
     pub fn in_flight(&self) -> usize {
-        lock(&self.active)
-            .as_ref()
-            .map_or(0, |a| a.link.in_flight.load(Ordering::Relaxed))
+        self.in_flight.load(Ordering::Relaxed)
     }
 
     /// The live link's reply slots: how many calls hold one, and how many the link has
@@ -152,17 +159,12 @@ impl Conn {
     }
 
     /// Sends `op` and waits for its reply, connecting first if there is no live connection.
+    /// The request timeout runs from when the request is queued.
     pub async fn call(&self, op: &Op<'_>) -> Result<Resp, NodeError> {
         let link = self.link().await?;
-        let reply = link.enqueue(op, self.config.max_in_flight)?;
-        // On a timeout `reply` is dropped, which gives its slot back (see `Reply`'s `Drop`).
-        match tokio::time::timeout(self.config.request_timeout, reply).await {
-            Ok(result) => result,
-            Err(_) => Err(NodeError::Timeout {
-                addr: self.addr.clone(),
-                after: self.config.request_timeout,
-            }),
-        }
+        let deadline = Instant::now() + self.config.request_timeout;
+        let reply = link.enqueue(op, self.config.max_in_flight, deadline)?;
+        reply.await
     }
 
     /// The live link, connecting if there is none.
@@ -229,12 +231,14 @@ impl Conn {
             return Err(self.unavailable(Unavailable::ConnectFailed(Arc::new(e))));
         }
         let (read, write) = stream.into_split();
-        let link = Arc::new(Link::new(self.addr.clone(), &self.config));
+        self.in_flight.store(0, Ordering::Relaxed);
+        let link = Arc::new(Link::new(self.addr.clone(), &self.config, self.in_flight.clone()));
         let reader = tokio::spawn(read_loop(link.clone(), read)).abort_handle();
         let writer = tokio::spawn(write_loop(link.clone(), write)).abort_handle();
+        let expiry = tokio::spawn(expiry_loop(link.clone())).abort_handle();
         // A task that fails the link before this is set misses the aborts in `fail`; the next
-        // call then finds the link failed and drops its `Active`, which aborts both.
-        let _ = link.tasks.set([reader, writer]);
+        // call then finds the link failed and drops its `Active`, which aborts them all.
+        let _ = link.tasks.set([reader, writer, expiry]);
         Ok(Active { link })
     }
 
@@ -280,14 +284,19 @@ struct Link {
     addr: Arc<str>,
     /// [`ConnConfig::max_reply`].
     max_reply: usize,
+    /// [`ConnConfig::request_timeout`], for the expiry task.
+    request_timeout: Duration,
     shared: Mutex<Shared>,
-    /// `shared.pending.len()`, readable without the lock (for least-loaded picking).
-    in_flight: AtomicUsize,
+    /// `shared.pending.len()`, readable without the lock (for least-loaded picking); the
+    /// [`Conn`]'s counter.
+    in_flight: Arc<AtomicUsize>,
+    /// `shared.failed.is_some()`, readable without the lock (checked on every call).
+    failed: AtomicBool,
     /// Wakes the writer: bytes were queued, or the link failed.
     wake: Notify,
-    /// The reader and writer tasks, aborted when the link fails so the socket closes at once
-    /// (the other task may be parked on a socket that will never wake it).
-    tasks: OnceLock<[AbortHandle; 2]>,
+    /// The reader, writer and expiry tasks, aborted when the link fails so the socket closes at
+    /// once (another task may be parked on a socket that will never wake it).
+    tasks: OnceLock<[AbortHandle; 3]>,
 }
 
 #[derive(Debug)]
@@ -296,6 +305,9 @@ struct Shared {
     write_buf: Vec<u8>,
     /// Requests sent or queued, oldest first, in the order of their bytes on the wire.
     pending: VecDeque<Pending>,
+    /// How many entries at the front of `pending` have passed their deadline and had their
+    /// calls failed with a timeout; their replies, when they come, are dropped.
+    expired: usize,
     /// Where replies are left for the calls waiting on them.
     slots: Slots,
     next_opaque: u32,
@@ -310,10 +322,13 @@ struct Pending {
     /// The slot of the call waiting for this reply; if the call gave it up, the slot's
     /// generation has moved on and the reply is dropped.
     slot: SlotId,
+    /// When the call times out.
+    deadline: Instant,
 }
 
-/// A queued call's wait for its reply. Dropping it (a timeout, or the caller's future dropped)
-/// gives the slot back; the request's pending entry stays, and its reply is dropped on arrival.
+/// A queued call's wait for its reply (or its timeout, from the expiry task). Dropping it (the
+/// caller's future dropped) gives the slot back; the request's pending entry stays, and its
+/// reply is dropped on arrival.
 #[derive(Debug)]
 struct Reply<'a> {
     link: &'a Link,
@@ -347,32 +362,35 @@ impl Drop for Reply<'_> {
 }
 
 impl Link {
-    fn new(addr: Arc<str>, config: &ConnConfig) -> Link {
+    fn new(addr: Arc<str>, config: &ConnConfig, in_flight: Arc<AtomicUsize>) -> Link {
         let max_in_flight = config.max_in_flight;
         Link {
             addr,
             max_reply: config.max_reply,
+            request_timeout: config.request_timeout,
             shared: Mutex::new(Shared {
                 write_buf: Vec::with_capacity(WRITE_BUF),
                 // Sized for the limit (within reason) up front, so queueing does not reallocate.
                 pending: VecDeque::with_capacity(max_in_flight.min(PREALLOC_PENDING)),
+                expired: 0,
                 slots: Slots::with_capacity(max_in_flight.min(PREALLOC_SLOTS)),
                 next_opaque: 0,
                 failed: None,
             }),
-            in_flight: AtomicUsize::new(0),
+            in_flight,
+            failed: AtomicBool::new(false),
             wake: Notify::new(),
             tasks: OnceLock::new(),
         }
     }
 
     fn has_failed(&self) -> bool {
-        lock(&self.shared).failed.is_some()
+        self.failed.load(Ordering::Acquire)
     }
 
     /// Encodes `op` into the write buffer and queues its pending entry, with a slot for the
-    /// reply.
-    fn enqueue(&self, op: &Op<'_>, limit: usize) -> Result<Reply<'_>, NodeError> {
+    /// reply, to be failed with a timeout at `deadline`.
+    fn enqueue(&self, op: &Op<'_>, limit: usize, deadline: Instant) -> Result<Reply<'_>, NodeError> {
         let mut shared = lock(&self.shared);
         if let Some(e) = &shared.failed {
             return Err(e.clone());
@@ -395,6 +413,7 @@ impl Link {
             opaque,
             opcode: op.opcode(),
             slot,
+            deadline,
         });
         self.in_flight.store(shared.pending.len(), Ordering::Relaxed);
         drop(shared);
@@ -414,13 +433,17 @@ impl Link {
             return;
         }
         shared.failed = Some(err.clone());
+        self.failed.store(true, Ordering::Release);
         let pending = std::mem::take(&mut shared.pending);
+        // The expired entries' calls were told already.
+        let expired = std::mem::take(&mut shared.expired);
         shared.write_buf = Vec::new();
         self.in_flight.store(0, Ordering::Relaxed);
         // A link fails once, so this allocation is not per request. A caller that timed out has
         // given its slot up: nothing to tell it, and `complete` skips it.
         let wakers: Vec<Waker> = pending
             .into_iter()
+            .skip(expired)
             .filter_map(|p| shared.slots.complete(p.slot, Err(err.clone())))
             .collect();
         drop(shared);
@@ -429,6 +452,30 @@ impl Link {
         // The writer also ends by itself when woken to a failed link.
         self.wake.notify_one();
         self.abort_tasks();
+    }
+
+    /// Fails with a timeout every call whose deadline is `now` or earlier, pushing their wakers
+    /// onto `wake`, and returns when to look again: the next deadline, or a request timeout
+    /// from now if nothing is waiting (a call queued later cannot be due sooner). `None` once
+    /// the link has failed.
+    fn expire(&self, now: Instant, wake: &mut Vec<Waker>) -> Option<Instant> {
+        let mut guard = lock(&self.shared);
+        let shared = &mut *guard;
+        if shared.failed.is_some() {
+            return None;
+        }
+        while let Some(p) = shared.pending.get(shared.expired) {
+            if p.deadline > now {
+                return Some(p.deadline);
+            }
+            let timeout = NodeError::Timeout {
+                addr: self.addr.clone(),
+                after: self.request_timeout,
+            };
+            wake.extend(shared.slots.complete(p.slot, Err(timeout)));
+            shared.expired += 1;
+        }
+        Some(now + self.request_timeout)
     }
 
     fn abort_tasks(&self) {
@@ -497,6 +544,7 @@ impl Link {
                 return Err(self.protocol_error(detail));
             };
             self.in_flight.store(shared.pending.len(), Ordering::Relaxed);
+            let was_expired = shared.expired > 0;
             if pending.opaque != head.opaque || pending.opcode != head.opcode {
                 let detail = format!(
                     "reply {:?} opaque {} does not match the oldest request, {:?} opaque {}",
@@ -506,7 +554,12 @@ impl Link {
                 shared.pending.push_front(pending);
                 return Err(self.protocol_error(detail));
             }
-            // The caller may have timed out and gone: the reply is dropped here, in order.
+            if was_expired {
+                // Its call was failed with a timeout: the reply is dropped here, in order.
+                shared.expired -= 1;
+                continue;
+            }
+            // The caller may have given up and gone: then the reply is dropped here too.
             wake.extend(shared.slots.complete(pending.slot, Ok(resp)));
         }
     }
@@ -540,6 +593,17 @@ async fn write_loop(link: Arc<Link>, mut socket: OwnedWriteHalf) {
         if out.capacity() > MAX_KEPT_WRITE_BUF {
             out = Vec::with_capacity(WRITE_BUF);
         }
+    }
+}
+
+/// Fails calls whose deadlines have passed, until the link fails.
+async fn expiry_loop(link: Arc<Link>) {
+    let mut wakers = Vec::new();
+    loop {
+        let next = link.expire(Instant::now(), &mut wakers);
+        wakers.drain(..).for_each(Waker::wake);
+        let Some(next) = next else { return };
+        tokio::time::sleep_until(next.into()).await;
     }
 }
 

@@ -5,7 +5,7 @@
 //! A call goes to the least-loaded connection, starting the comparison at a rotating index so
 //! equally loaded connections take turns.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -43,6 +43,10 @@ pub struct Node {
     next: AtomicUsize,
     /// A std mutex: the breaker is a few fields updated in a moment, never across an await.
     breaker: Mutex<Breaker>,
+    /// The breaker's [`Breaker::is_clean`], kept up to date under its lock. While it holds, a
+    /// call is admitted and its success recorded without the lock or the clock: the common
+    /// case costs one atomic load on each side.
+    clean: AtomicBool,
 }
 
 impl Node {
@@ -57,6 +61,7 @@ impl Node {
             conns,
             next: AtomicUsize::new(0),
             breaker: Mutex::new(Breaker::new(config.breaker)),
+            clean: AtomicBool::new(true),
         }
     }
 
@@ -82,13 +87,16 @@ impl Node {
     /// [`NodeError::is_node_failure`] says which errors count against it, and the others are
     /// not counted at all.
     pub async fn call(&self, op: &Op<'_>) -> Result<Resp, NodeError> {
-        let ticket = self
-            .lock_breaker()
-            .admit(Instant::now())
-            .map_err(|_| NodeError::Unavailable {
-                addr: self.addr.clone(),
-                reason: Unavailable::BreakerOpen,
-            })?;
+        let ticket = if self.clean.load(Ordering::Acquire) {
+            Ticket::Normal
+        } else {
+            self.lock_breaker()
+                .admit(Instant::now())
+                .map_err(|_| NodeError::Unavailable {
+                    addr: self.addr.clone(),
+                    reason: Unavailable::BreakerOpen,
+                })?
+        };
         // Reports to the breaker even if this future is dropped mid-call, so a cancelled probe
         // cannot leave the breaker half-open for good.
         let mut report = Report {
@@ -120,6 +128,13 @@ impl Node {
     fn lock_breaker(&self) -> std::sync::MutexGuard<'_, Breaker> {
         self.breaker.lock().unwrap_or_else(|e| e.into_inner())
     }
+
+    /// Changes the breaker under its lock and republishes whether it is clean.
+    fn update(&self, change: impl FnOnce(&mut Breaker)) {
+        let mut breaker = self.lock_breaker();
+        change(&mut breaker);
+        self.clean.store(breaker.is_clean(), Ordering::Release);
+    }
 }
 
 /// A breaker ticket that must be handed back.
@@ -130,16 +145,21 @@ struct Report<'a> {
 
 impl Report<'_> {
     fn finish(&mut self, success: bool) {
-        if let Some(ticket) = self.ticket.take() {
-            self.node.lock_breaker().record(ticket, success, Instant::now());
+        let Some(ticket) = self.ticket.take() else { return };
+        // A success through a clean breaker leaves it clean. A race with a failure being
+        // recorded only reorders two outcomes that happened at once.
+        if success && ticket == Ticket::Normal && self.node.clean.load(Ordering::Acquire) {
+            return;
         }
+        self.node.update(|b| b.record(ticket, success, Instant::now()));
     }
 }
 
 impl Drop for Report<'_> {
     fn drop(&mut self) {
-        if let Some(ticket) = self.ticket.take() {
-            self.node.lock_breaker().abandon(ticket, Instant::now());
+        // Only a probe's abandonment changes the breaker.
+        if let Some(Ticket::Probe) = self.ticket.take() {
+            self.node.update(|b| b.abandon(Ticket::Probe, Instant::now()));
         }
     }
 }

@@ -3,6 +3,7 @@
 //! keys that were not answered.
 
 use std::collections::{HashMap, HashSet};
+use std::iter::Peekable;
 use std::ops::ControlFlow;
 use std::pin::pin;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -12,6 +13,7 @@ use bytes::Bytes;
 use futures_util::future::join_all;
 use riven_memcache::binary::Status;
 
+use super::state::Owners;
 use super::{check, status_failure, Attempt, Client, ClientError, Failure, Item};
 use crate::error::NodeError;
 use crate::node::Node;
@@ -269,43 +271,48 @@ impl Client {
         // One snapshot for the whole read, hedge and failovers included, so a read under way
         // across a topology swap finishes on the ring it started on.
         let state = self.state();
-        // The owner in each zone of the order; a zone without nodes is left out.
-        let owners: Vec<Owner<'_>> = state.order.iter().filter_map(|&z| state.owner(z, key)).collect();
+        // The owner in each zone of the order, a zone without nodes left out. Each is looked
+        // up only when that zone is asked (or about to be hedged to): most reads ask one.
+        let mut owners = state.owners(key).peekable();
         let mut walk = Walk {
             fallback_on_miss: self.fallback_on_miss,
             missed: false,
             tried: Vec::new(),
         };
-        let mut asked = 0;
-        if let (true, Some(hedge), [first, second, ..]) = (hedged, &self.hedge, &owners[..]) {
-            match self.race(&op, hedge, *first, *second, &mut walk).await {
-                ControlFlow::Break(done) => return Ok(done),
-                ControlFlow::Continue(n) => asked = n,
+        let mut rank = 0;
+        if let (true, Some(hedge)) = (hedged, &self.hedge) {
+            if let Some(first) = owners.next() {
+                match self.race(&op, hedge, first, &mut owners, &mut walk).await {
+                    ControlFlow::Break(done) => return Ok(done),
+                    ControlFlow::Continue(n) => rank = n,
+                }
             }
         }
-        for (rank, &owner) in owners.iter().enumerate().skip(asked) {
+        for owner in owners {
             if rank > 0 {
                 Stats::add(&self.stats.failovers, 1);
             }
             if let Some(done) = walk.take(rank, owner, judge(owner.1.call(&op).await)) {
                 return Ok(done);
             }
+            rank += 1;
         }
         walk.finish()
     }
 
-    /// Asks `first`, and `second` too if `first` has not answered within the hedge delay and
-    /// the budget allows a hedge. Breaks with the read's result if either gave a final
-    /// answer; otherwise continues with how many zones were asked (1 or 2).
+    /// Asks `first`, and the next of `rest` too if `first` has not answered within the hedge
+    /// delay and the budget allows a hedge. Breaks with the read's result if either gave a
+    /// final answer; otherwise continues with how many zones were asked (1 or 2), the zones
+    /// asked taken off `rest`.
     ///
     /// The first final answer wins and the other call is dropped: its reply, if it comes, is
     /// discarded by the connection, and its node's breaker is not charged for it.
-    async fn race(
+    async fn race<'s>(
         &self,
         op: &Op<'_>,
         hedge: &HedgeConfig,
-        first: Owner<'_>,
-        second: Owner<'_>,
+        first: Owner<'s>,
+        rest: &mut Peekable<Owners<'s>>,
         walk: &mut Walk,
     ) -> ControlFlow<Option<Item>, usize> {
         let final_or =
@@ -314,10 +321,15 @@ impl Client {
         if let Ok(result) = tokio::time::timeout(hedge.delay(), one.as_mut()).await {
             return final_or(walk.take(0, first, judge(result)), 1);
         }
-        if !self.take_hedge(hedge) {
-            let result = one.await;
-            return final_or(walk.take(0, first, judge(result)), 1);
-        }
+        let second = match rest.peek() {
+            Some(&second) if self.take_hedge(hedge) => second,
+            // No zone to hedge to, or no hedge left in the budget.
+            _ => {
+                let result = one.await;
+                return final_or(walk.take(0, first, judge(result)), 1);
+            }
+        };
+        rest.next();
         let mut two = pin!(second.1.call(op));
         let (mut one_done, mut two_done) = (false, false);
         // The guards keep a finished call from being polled again; the loop ends before both

@@ -91,11 +91,45 @@ impl State {
         self.order.iter().copied().chain(rest)
     }
 
+    /// The owner of `key` in each zone of the read order, looked up one zone at a time as the
+    /// iterator is advanced; a zone without nodes is skipped.
+    pub(super) fn owners<'s>(&'s self, key: &'s [u8]) -> Owners<'s> {
+        Owners {
+            state: self,
+            key,
+            next: 0,
+        }
+    }
+
     /// The zone's name and the node that owns `key` in it.
     pub(super) fn owner(&self, zone: usize, key: &[u8]) -> Option<(&str, &Arc<Node>)> {
         let z = &self.zones[zone];
         let index = z.ring.index_for(key)?;
         Some((&z.name, z.nodes.get(index)?))
+    }
+}
+
+/// [`State::owners`]. A named type rather than a `filter_map` closure, so a read future
+/// holding it across an await stays `Send` for any lifetime (closures there trip the
+/// compiler's higher-ranked lifetime inference).
+pub(super) struct Owners<'s> {
+    state: &'s State,
+    key: &'s [u8],
+    /// The next position in `state.order`.
+    next: usize,
+}
+
+impl<'s> Iterator for Owners<'s> {
+    type Item = (&'s str, &'s Arc<Node>);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        while let Some(&zone) = self.state.order.get(self.next) {
+            self.next += 1;
+            if let Some(owner) = self.state.owner(zone, self.key) {
+                return Some(owner);
+            }
+        }
+        None
     }
 }
 
