@@ -16,11 +16,13 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use bytes::Bytes;
 use riven_memcache::binary::{ArithExtras, Status};
+use tracing::Instrument;
 
 use crate::error::NodeError;
 use crate::node::{Node, NodeConfig};
 use crate::op::{Arith, Concat, Op, Resp, Store};
 use crate::policy::{ClientConfig, HedgeConfig, Ttl, WritePolicy};
+use crate::telemetry::{Labels, Metrics};
 use crate::topology::Topology;
 
 #[cfg(feature = "json")]
@@ -70,7 +72,11 @@ pub struct Attempt {
 
 impl fmt::Display for Attempt {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "zone {} node {}: {}", self.zone, self.node, self.failure)
+        match &self.failure {
+            // A node error starts with the node's address already.
+            Failure::Node(e) => write!(f, "zone {}: {e}", self.zone),
+            Failure::Status { .. } => write!(f, "zone {} node {}: {}", self.zone, self.node, self.failure),
+        }
     }
 }
 
@@ -281,6 +287,9 @@ pub struct Client {
     hedge: Option<HedgeConfig>,
     /// Counters of reads, hedges and failovers; they also hold the hedge budget.
     stats: Stats,
+    /// OpenTelemetry instruments, once [`Client::with_meter`] installs a meter. Shared with
+    /// the tasks that carry an all-zones write on after the call returns.
+    metrics: Arc<Metrics>,
 }
 
 impl Client {
@@ -296,7 +305,18 @@ impl Client {
             write_policy: config.write_policy,
             hedge: config.hedge,
             stats: Stats::default(),
+            metrics: Arc::default(),
         })
+    }
+
+    /// Records OpenTelemetry metrics through `meter` from now on (see the `telemetry` module
+    /// for the instruments), for example `opentelemetry::global::meter("riven-client")`.
+    /// Without this call no metric is recorded and none costs anything.
+    #[cfg(feature = "otel")]
+    pub fn with_meter(mut self, meter: &opentelemetry::metrics::Meter) -> Client {
+        let state = self.state();
+        self.metrics = Arc::new(Metrics::new(meter, state.nodes()));
+        self
     }
 
     /// The zones reads try, in order, in the topology now.
@@ -402,35 +422,42 @@ impl Client {
     }
 
     async fn write(&self, w: Write<&[u8]>) -> Result<Answer, ClientError> {
+        let span = tracing::debug_span!("riven.write", op = ?w.kind, key_len = w.key.len());
+        self.write_in_span(w).instrument(span).await
+    }
+
+    async fn write_in_span(&self, w: Write<&[u8]>) -> Result<Answer, ClientError> {
         check(w.key)?;
         // One snapshot for the whole write, so it lands on the zones of one topology.
         let state = self.state();
         match self.write_policy {
             WritePolicy::AllZones { wait } if w.kind != Kind::Cas => {
                 let needed = wait.needed(state.zones.len());
-                write_all(&state, w.to_owned(), needed).await
+                write_all(&self.metrics, &state, w.to_owned(), needed).await
             }
-            _ => write_first(&state, &w).await,
+            _ => write_first(&self.metrics, &state, &w).await,
         }
     }
 }
 
 /// A write to the first zone of the order only.
-async fn write_first(state: &State, w: &Write<&[u8]>) -> Result<Answer, ClientError> {
-    let Some((zone, node)) = state.order.first().and_then(|&z| state.owner(z, w.key)) else {
+async fn write_first(metrics: &Metrics, state: &State, w: &Write<&[u8]>) -> Result<Answer, ClientError> {
+    let Some(owner) = state.order.first().and_then(|&z| state.owner(z, w.key)) else {
         return Err(ClientError::WriteFailed {
             succeeded: Vec::new(),
             failed: Vec::new(),
         });
     };
-    call_write(node, w).await.map_err(|failure| ClientError::WriteFailed {
-        succeeded: Vec::new(),
-        failed: vec![Attempt {
-            zone: zone.to_string(),
-            node: node.addr().to_string(),
-            failure,
-        }],
-    })
+    call_write(metrics, owner.node, owner.labels, w)
+        .await
+        .map_err(|failure| ClientError::WriteFailed {
+            succeeded: Vec::new(),
+            failed: vec![Attempt {
+                zone: owner.zone.to_string(),
+                node: owner.node.addr().to_string(),
+                failure,
+            }],
+        })
 }
 
 /// A write sent to every zone's owner at once, returning once `needed` zones answered.
@@ -440,17 +467,23 @@ async fn write_first(state: &State, w: &Write<&[u8]>) -> Result<Answer, ClientEr
 /// towards `needed`: a zone that failed never does. An answer such as `NotStored` counts,
 /// because the zone did carry out the command; the outcome returned is that of the
 /// earliest zone in the order among those that had answered when the wait was met.
-async fn write_all(state: &State, w: Write<Bytes>, needed: usize) -> Result<Answer, ClientError> {
+async fn write_all(
+    metrics: &Arc<Metrics>,
+    state: &State,
+    w: Write<Bytes>,
+    needed: usize,
+) -> Result<Answer, ClientError> {
     let w = Arc::new(w);
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let mut failed = Vec::new();
     for (rank, z) in state.all_zones().enumerate() {
-        let Some((zone, node)) = state.owner(z, &w.key) else {
+        let Some(owner) = state.owner(z, &w.key) else {
             continue;
         };
-        let (zone, node, w, tx) = (zone.to_string(), node.clone(), w.clone(), tx.clone());
+        let (zone, node, labels) = (owner.zone.to_string(), owner.node.clone(), owner.labels.clone());
+        let (metrics, w, tx) = (metrics.clone(), w.clone(), tx.clone());
         tokio::spawn(async move {
-            let result = call_write(&node, &w).await;
+            let result = call_write(&metrics, &node, &labels, &w).await;
             // The caller may have returned already; the write was done all the same.
             let _ = tx.send((rank, zone, node.addr().to_string(), result));
         });
@@ -497,7 +530,15 @@ fn status_failure(resp: &Resp) -> Failure {
     }
 }
 
-async fn call_write<B: AsRef<[u8]>>(node: &Node, w: &Write<B>) -> Result<Answer, Failure> {
-    let resp = node.call(&w.op()).await.map_err(Failure::Node)?;
+async fn call_write<B: AsRef<[u8]>>(
+    metrics: &Metrics,
+    node: &Node,
+    labels: &Labels,
+    w: &Write<B>,
+) -> Result<Answer, Failure> {
+    let started = metrics.start();
+    let result = node.call(&w.op()).await;
+    metrics.call(labels, started, &result);
+    let resp = result.map_err(Failure::Node)?;
     w.answer(&resp).ok_or_else(|| status_failure(&resp))
 }

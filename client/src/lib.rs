@@ -35,6 +35,7 @@ pub mod node;
 pub mod op;
 pub mod policy;
 pub mod ring;
+pub mod telemetry;
 pub mod topology;
 
 pub use breaker::{Breaker, BreakerConfig, BreakerState, Rejected, Ticket};

@@ -7,16 +7,15 @@ use std::iter::Peekable;
 use std::ops::ControlFlow;
 use std::pin::pin;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
 
 use bytes::Bytes;
 use futures_util::future::join_all;
 use riven_memcache::binary::Status;
+use tracing::Instrument;
 
-use super::state::Owners;
+use super::state::{Owner, Owners};
 use super::{check, status_failure, Attempt, Client, ClientError, Failure, Item};
 use crate::error::NodeError;
-use crate::node::Node;
 use crate::op::{Op, Resp};
 use crate::policy::{HedgeConfig, Ttl};
 
@@ -79,7 +78,7 @@ struct Walk {
 
 impl Walk {
     /// Takes the answer of the zone of rank `rank`: the read's result if it is final.
-    fn take(&mut self, rank: usize, (zone, node): Owner<'_>, outcome: Outcome) -> Option<Option<Item>> {
+    fn take(&mut self, rank: usize, owner: Owner<'_>, outcome: Outcome) -> Option<Option<Item>> {
         match outcome {
             Outcome::Hit(item) => Some(Some(item)),
             // Without fallback a miss is the answer; with it, the next zone may have the key
@@ -91,8 +90,8 @@ impl Walk {
             }
             Outcome::Failed(failure) => {
                 let attempt = Attempt {
-                    zone: zone.to_string(),
-                    node: node.addr().to_string(),
+                    zone: owner.zone.to_string(),
+                    node: owner.node.addr().to_string(),
                     failure,
                 };
                 self.tried.push((rank, attempt));
@@ -113,9 +112,6 @@ impl Walk {
         Err(ClientError::Unavailable { tried })
     }
 }
-
-/// A zone's name and the node in it that owns a key.
-type Owner<'a> = (&'a str, &'a Arc<Node>);
 
 impl Client {
     /// The value and flags under `key`, or `None` on a miss. Hedged when
@@ -158,6 +154,11 @@ impl Client {
     /// ([`ConnConfig::max_in_flight`](crate::ConnConfig::max_in_flight)); the keys refused
     /// then fail over like any other failure.
     pub async fn get_many(&self, keys: &[&[u8]]) -> Result<HashMap<Vec<u8>, (Bytes, u32)>, ClientError> {
+        let span = tracing::debug_span!("riven.get_many", keys = keys.len());
+        self.get_many_in_span(keys).instrument(span).await
+    }
+
+    async fn get_many_in_span(&self, keys: &[&[u8]]) -> Result<HashMap<Vec<u8>, (Bytes, u32)>, ClientError> {
         for key in keys {
             check(key)?;
         }
@@ -174,10 +175,14 @@ impl Client {
             if pending.is_empty() {
                 break;
             }
+            let zone = &state.zones[z];
             if rank > 0 {
                 Stats::add(&self.stats.failovers, pending.len());
+                if let Some(labels) = zone.labels.first() {
+                    self.metrics.failover(labels, pending.len());
+                }
+                tracing::debug!(zone = %zone.name, keys = pending.len(), "get_many: keys fail over");
             }
-            let zone = &state.zones[z];
             let mut shares: Vec<Vec<&[u8]>> = vec![Vec::new(); zone.nodes.len()];
             let mut next = Vec::new();
             for &key in &pending {
@@ -193,18 +198,16 @@ impl Client {
                 .iter()
                 .enumerate()
                 .filter(|(_, share)| !share.is_empty())
-                .map(|(i, share)| {
-                    let node = &zone.nodes[i];
-                    async move {
-                        let calls = share
-                            .iter()
-                            .map(|&key| async move { node.call(&Op::Get { key }).await });
-                        (i, join_all(calls).await)
-                    }
+                .filter_map(|(i, share)| Some((i, zone.owner(i)?, share)))
+                .map(|(i, owner, share)| async move {
+                    let calls = share
+                        .iter()
+                        .map(|&key| async move { self.ask(owner, &Op::Get { key }).await });
+                    (i, join_all(calls).await)
                 });
-            for (i, results) in join_all(asks).await {
-                for (&key, result) in shares[i].iter().zip(results) {
-                    match judge(result) {
+            for (i, outcomes) in join_all(asks).await {
+                for (&key, outcome) in shares[i].iter().zip(outcomes) {
+                    match outcome {
                         Outcome::Hit(item) => {
                             found.insert(key.to_vec(), (item.value, item.flags));
                         }
@@ -262,10 +265,16 @@ impl Client {
     /// Asks the key's owner zone by zone (see the module docs), hedging the first zone if
     /// `hedged` and the config has a [`HedgeConfig`].
     async fn read(&self, op: Op<'_>, hedged: bool) -> Result<Option<Item>, ClientError> {
-        let key = match op {
-            Op::Get { key } | Op::Gat { key, .. } => key,
+        let (name, key) = match op {
+            Op::Get { key } => ("get", key),
+            Op::Gat { key, .. } => ("gat", key),
             _ => unreachable!("reads are GET and GAT"),
         };
+        let span = tracing::debug_span!("riven.read", op = name, key_len = key.len());
+        self.read_in_span(op, key, hedged).instrument(span).await
+    }
+
+    async fn read_in_span(&self, op: Op<'_>, key: &[u8], hedged: bool) -> Result<Option<Item>, ClientError> {
         check(key)?;
         Stats::add(&self.stats.reads, 1);
         // One snapshot for the whole read, hedge and failovers included, so a read under way
@@ -291,8 +300,10 @@ impl Client {
         for owner in owners {
             if rank > 0 {
                 Stats::add(&self.stats.failovers, 1);
+                self.metrics.failover(owner.labels, 1);
+                tracing::debug!(zone = owner.zone, node = owner.node.addr(), "read fails over");
             }
-            if let Some(done) = walk.take(rank, owner, judge(owner.1.call(&op).await)) {
+            if let Some(done) = walk.take(rank, owner, self.ask(owner, &op).await) {
                 return Ok(done);
             }
             rank += 1;
@@ -317,32 +328,34 @@ impl Client {
     ) -> ControlFlow<Option<Item>, usize> {
         let final_or =
             |done: Option<Option<Item>>, asked| done.map_or(ControlFlow::Continue(asked), ControlFlow::Break);
-        let mut one = pin!(first.1.call(op));
-        if let Ok(result) = tokio::time::timeout(hedge.delay(), one.as_mut()).await {
-            return final_or(walk.take(0, first, judge(result)), 1);
+        let mut one = pin!(self.ask(first, op));
+        if let Ok(outcome) = tokio::time::timeout(hedge.delay(), one.as_mut()).await {
+            return final_or(walk.take(0, first, outcome), 1);
         }
         let second = match rest.peek() {
             Some(&second) if self.take_hedge(hedge) => second,
             // No zone to hedge to, or no hedge left in the budget.
             _ => {
-                let result = one.await;
-                return final_or(walk.take(0, first, judge(result)), 1);
+                let outcome = one.await;
+                return final_or(walk.take(0, first, outcome), 1);
             }
         };
         rest.next();
-        let mut two = pin!(second.1.call(op));
+        self.metrics.hedge(second.labels);
+        tracing::debug!(zone = second.zone, node = second.node.addr(), "read hedged");
+        let mut two = pin!(self.ask(second, op));
         let (mut one_done, mut two_done) = (false, false);
         // The guards keep a finished call from being polled again; the loop ends before both
         // are disabled, so `select!` always has a branch.
         while !(one_done && two_done) {
             let done = tokio::select! {
-                result = one.as_mut(), if !one_done => {
+                outcome = one.as_mut(), if !one_done => {
                     one_done = true;
-                    walk.take(0, first, judge(result))
+                    walk.take(0, first, outcome)
                 }
-                result = two.as_mut(), if !two_done => {
+                outcome = two.as_mut(), if !two_done => {
                     two_done = true;
-                    walk.take(1, second, judge(result))
+                    walk.take(1, second, outcome)
                 }
             };
             if let Some(done) = done {
@@ -350,6 +363,20 @@ impl Client {
             }
         }
         ControlFlow::Continue(2)
+    }
+
+    /// Asks `owner` and judges its answer, recording the call in the metrics.
+    async fn ask(&self, owner: Owner<'_>, op: &Op<'_>) -> Outcome {
+        let started = self.metrics.start();
+        let result = owner.node.call(op).await;
+        self.metrics.call(owner.labels, started, &result);
+        let outcome = judge(result);
+        match &outcome {
+            Outcome::Hit(_) => self.metrics.answer(owner.labels, true),
+            Outcome::Miss => self.metrics.answer(owner.labels, false),
+            Outcome::Failed(_) => {}
+        }
+        outcome
     }
 
     /// Takes a hedge from the budget, if it has one left.

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use super::{Client, ConfigError};
 use crate::node::{Node, NodeConfig};
 use crate::ring::{Ring, Rings};
+use crate::telemetry::Labels;
 use crate::topology::Topology;
 
 /// One zone: its name, its ring and a handle per node, in the order of the ring's nodes.
@@ -16,6 +17,27 @@ pub(super) struct Zone {
     pub(super) name: String,
     pub(super) ring: Ring,
     pub(super) nodes: Vec<Arc<Node>>,
+    /// Each node's metric attributes, in the order of `nodes`.
+    pub(super) labels: Vec<Labels>,
+}
+
+impl Zone {
+    /// The zone's node of index `index`.
+    pub(super) fn owner(&self, index: usize) -> Option<Owner<'_>> {
+        Some(Owner {
+            zone: &self.name,
+            node: self.nodes.get(index)?,
+            labels: self.labels.get(index)?,
+        })
+    }
+}
+
+/// A zone's name and the node in it that owns a key, with its metric attributes.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Owner<'s> {
+    pub(super) zone: &'s str,
+    pub(super) node: &'s Arc<Node>,
+    pub(super) labels: &'s Labels,
 }
 
 /// One topology's routing: what every operation reads once, at its start.
@@ -56,6 +78,7 @@ impl State {
                         None => Arc::new(Node::new(addr.as_str(), node.clone())),
                     })
                     .collect(),
+                labels: ring.nodes().iter().map(|addr| Labels::new(name, addr)).collect(),
             })
             .collect();
         let index = |name: &str| zones.iter().position(|z| z.name == name);
@@ -101,11 +124,15 @@ impl State {
         }
     }
 
-    /// The zone's name and the node that owns `key` in it.
-    pub(super) fn owner(&self, zone: usize, key: &[u8]) -> Option<(&str, &Arc<Node>)> {
+    /// The node that owns `key` in the zone of index `zone`.
+    pub(super) fn owner(&self, zone: usize, key: &[u8]) -> Option<Owner<'_>> {
         let z = &self.zones[zone];
-        let index = z.ring.index_for(key)?;
-        Some((&z.name, z.nodes.get(index)?))
+        z.owner(z.ring.index_for(key)?)
+    }
+
+    /// Every node of every zone, with its metric attributes.
+    pub(super) fn nodes(&self) -> impl Iterator<Item = (&Arc<Node>, &Labels)> {
+        self.zones.iter().flat_map(|z| z.nodes.iter().zip(&z.labels))
     }
 }
 
@@ -120,7 +147,7 @@ pub(super) struct Owners<'s> {
 }
 
 impl<'s> Iterator for Owners<'s> {
-    type Item = (&'s str, &'s Arc<Node>);
+    type Item = Owner<'s>;
 
     fn next(&mut self) -> Option<Self::Item> {
         while let Some(&zone) = self.state.order.get(self.next) {
@@ -166,6 +193,7 @@ impl Client {
             &self.node,
             Some(&old),
         )?);
+        self.metrics.set_nodes(next.nodes());
         *self.state.write().unwrap_or_else(|e| e.into_inner()) = next;
         Ok(())
     }
