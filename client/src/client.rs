@@ -27,6 +27,7 @@ use crate::topology::Topology;
 
 #[cfg(feature = "json")]
 mod json;
+mod latency;
 mod read;
 mod state;
 
@@ -290,6 +291,8 @@ pub struct Client {
     /// OpenTelemetry instruments, once [`Client::with_meter`] installs a meter. Shared with
     /// the tasks that carry an all-zones write on after the call returns.
     metrics: Arc<Metrics>,
+    /// The first zone's recent read latency, for an adaptive hedge delay.
+    latency: latency::Latency,
 }
 
 impl Client {
@@ -306,6 +309,7 @@ impl Client {
             hedge: config.hedge,
             stats: Stats::default(),
             metrics: Arc::default(),
+            latency: latency::Latency::default(),
         })
     }
 

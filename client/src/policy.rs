@@ -104,8 +104,12 @@ impl Wait {
 }
 
 /// Hedged reads: when the first zone of the order has not answered a
-/// [`get`](crate::Client::get) or [`gets`](crate::Client::gets) within `delay_ms`, the same read
-/// is also sent to the next zone, and the first answer that is not an error wins.
+/// [`get`](crate::Client::get) or [`gets`](crate::Client::gets) within the hedge delay, the same
+/// read is also sent to the next zone, and the first answer that is not an error wins.
+///
+/// The delay is fixed (`delay_ms`), or adaptive: with `percentile` set, it is that percentile
+/// of the first zone's recent read latency, so a hedge goes out only for the reads slower than
+/// (say) 95 % of their recent peers, whatever the zone's normal latency is.
 ///
 /// A hedge turns one slow node into an extra read elsewhere, so it is budgeted: at most
 /// `max_share` of all reads (plus `burst`) are hedged, so a zone that is slow for everyone
@@ -115,8 +119,13 @@ impl Wait {
 #[serde(default, deny_unknown_fields)]
 pub struct HedgeConfig {
     /// How long the first zone has before the next one is asked too, in milliseconds. A fixed
-    /// delay: set it near the first zone's 95th–99th percentile latency. Default 10.
+    /// delay: set it near the first zone's 95th–99th percentile latency. With `percentile` set,
+    /// the delay used until enough reads (256) have been timed. Default 10.
     pub delay_ms: u64,
+    /// An adaptive delay: the given percentile (0.0 to 1.0, for example 0.95) of the first
+    /// zone's recent read latency, recomputed every 256 reads with older reads counting half
+    /// as much at each step. Default `None` (the fixed `delay_ms`).
+    pub percentile: Option<f64>,
     /// The largest share of reads that may be hedged, 0.0 to 1.0. 0.0 (or less) sends no hedge
     /// at all, whatever `burst` says. Default 0.05.
     pub max_share: f64,
@@ -129,6 +138,7 @@ impl Default for HedgeConfig {
     fn default() -> HedgeConfig {
         HedgeConfig {
             delay_ms: 10,
+            percentile: None,
             max_share: 0.05,
             burst: 10,
         }
@@ -291,12 +301,16 @@ mod tests {
         };
         assert_eq!(hedge.hedge, Some(expect));
         assert!(serde_json::from_str::<ClientConfig>(r#"{"hedge": {"delay": 1}}"#).is_err());
+        let adaptive: ClientConfig =
+            serde_json::from_str(r#"{"hedge": {"percentile": 0.95}}"#).expect("adaptive hedge");
+        assert_eq!(adaptive.hedge.and_then(|h| h.percentile), Some(0.95));
     }
 
     #[test]
     fn hedge_budget() {
         let h = |max_share, burst| HedgeConfig {
             delay_ms: 1,
+            percentile: None,
             max_share,
             burst,
         };

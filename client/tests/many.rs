@@ -207,6 +207,7 @@ fn hedged(max_share: f64) -> ClientConfig {
     ClientConfig {
         hedge: Some(HedgeConfig {
             delay_ms: 20,
+            percentile: None,
             max_share,
             ..HedgeConfig::default()
         }),
@@ -301,4 +302,42 @@ async fn hedges_spend_their_burst_and_a_failed_race_names_both_zones_in_order() 
     let named: Vec<(&str, &str)> = tried.iter().map(|t| (t.zone.as_str(), t.node.as_str())).collect();
     assert_eq!(named, [("a", &*a_addr), ("b", &*b_addr)], "{e}");
     cluster.a[owner].resume();
+}
+
+#[tokio::test]
+async fn an_adaptive_hedge_delay_learns_the_first_zones_latency() {
+    let cluster = Cluster::start();
+    let writer_a = cluster.client("a", config(Duration::from_secs(5)));
+    let writer_b = cluster.client("b", config(Duration::from_secs(5)));
+    set(&writer_a, b"k", b"from-a").await;
+    set(&writer_b, b"k", b"from-b").await;
+
+    // A fallback delay of 3 s, used only until 256 reads have been timed; then the 90th
+    // percentile of a healthy local memcached, well under a millisecond on loopback.
+    let adaptive = ClientConfig {
+        hedge: Some(HedgeConfig {
+            delay_ms: 3000,
+            percentile: Some(0.9),
+            max_share: 1.0,
+            burst: 10,
+        }),
+        ..config(Duration::from_secs(5))
+    };
+    let client = cluster.client("a", adaptive);
+    for _ in 0..600 {
+        let (v, _) = client.get(b"k").await.expect("get").expect("hit");
+        assert_eq!(&v[..], b"from-a");
+    }
+    let hedges_before = client.stats().hedges;
+
+    let owner = cluster.owner_in_a(b"k");
+    owner.pause();
+    let started = Instant::now();
+    let (v, _) = client.get(b"k").await.expect("get").expect("hit");
+    let took = started.elapsed();
+    owner.resume();
+    assert_eq!(&v[..], b"from-b");
+    // Far below both the 3 s fallback delay and the 5 s timeout: the learned delay was used.
+    assert!(took < Duration::from_millis(300), "hedged read took {took:?}");
+    assert_eq!(client.stats().hedges, hedges_before + 1);
 }

@@ -180,6 +180,7 @@ async fn hedges_are_counted_by_the_zone_they_go_to() {
     let config = ClientConfig {
         hedge: Some(HedgeConfig {
             delay_ms: 5,
+            percentile: None,
             max_share: 1.0,
             burst: 100,
         }),

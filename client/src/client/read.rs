@@ -7,12 +7,14 @@ use std::iter::Peekable;
 use std::ops::ControlFlow;
 use std::pin::pin;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
 
 use bytes::Bytes;
 use futures_util::future::join_all;
 use riven_memcache::binary::Status;
 use tracing::Instrument;
 
+use super::latency::Latency;
 use super::state::{Owner, Owners};
 use super::{check, status_failure, Attempt, Client, ClientError, Failure, Item};
 use crate::error::NodeError;
@@ -328,8 +330,21 @@ impl Client {
     ) -> ControlFlow<Option<Item>, usize> {
         let final_or =
             |done: Option<Option<Item>>, asked| done.map_or(ControlFlow::Continue(asked), ControlFlow::Break);
-        let mut one = pin!(self.ask(first, op));
-        if let Ok(outcome) = tokio::time::timeout(hedge.delay(), one.as_mut()).await {
+        let delay = match hedge.percentile {
+            Some(_) => self.latency.delay().unwrap_or_else(|| hedge.delay()),
+            None => hedge.delay(),
+        };
+        let mut one = pin!(async {
+            // Times the first zone for the adaptive delay, also when this call is abandoned
+            // (the hedge won): then the time so far is a lower bound of its latency.
+            let _timed = hedge.percentile.map(|p| Timed {
+                latency: &self.latency,
+                percentile: p,
+                start: Instant::now(),
+            });
+            self.ask(first, op).await
+        });
+        if let Ok(outcome) = tokio::time::timeout(delay, one.as_mut()).await {
             return final_or(walk.take(0, first, outcome), 1);
         }
         let second = match rest.peek() {
@@ -386,6 +401,19 @@ impl Client {
             .hedges
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |h| (h < allowed).then_some(h + 1))
             .is_ok()
+    }
+}
+
+/// Records the time from its making to its drop in the first zone's latency.
+struct Timed<'a> {
+    latency: &'a Latency,
+    percentile: f64,
+    start: Instant,
+}
+
+impl Drop for Timed<'_> {
+    fn drop(&mut self) {
+        self.latency.record(self.start.elapsed(), self.percentile);
     }
 }
 

@@ -79,6 +79,16 @@ pub fn variants(delay: Duration) -> Vec<Variant> {
             name: format!("hedged after 1 ms (zone slowed by {ms} ms), budget 100 %"),
             hedge: Some(HedgeConfig {
                 delay_ms: 1,
+                percentile: None,
+                max_share: 1.0,
+                ..HedgeConfig::default()
+            }),
+        },
+        Variant {
+            name: "hedged at the p90 of recent latency (adaptive), budget 100 %".into(),
+            hedge: Some(HedgeConfig {
+                delay_ms: 1,
+                percentile: Some(0.9),
                 max_share: 1.0,
                 ..HedgeConfig::default()
             }),
@@ -87,6 +97,7 @@ pub fn variants(delay: Duration) -> Vec<Variant> {
             name: "hedged after 1 ms, default budget (5 % + 10)".into(),
             hedge: Some(HedgeConfig {
                 delay_ms: 1,
+                percentile: None,
                 ..HedgeConfig::default()
             }),
         },
