@@ -60,7 +60,7 @@ impl Latency {
         let us = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
         self.buckets[bucket(us)].fetch_add(1, Ordering::Relaxed);
         let n = self.samples.fetch_add(1, Ordering::Relaxed) + 1;
-        if n % RECOMPUTE_EVERY == 0 {
+        if n.is_multiple_of(RECOMPUTE_EVERY) {
             self.recompute(percentile);
         }
     }
