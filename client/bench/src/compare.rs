@@ -12,7 +12,7 @@ mod report;
 mod runner;
 mod targets;
 
-pub use markdown::render_markdown;
+pub use markdown::{render_markdown, write_keeping_sections};
 pub use report::{CompareReport, IdleResult, RunSample, ServerInfo, SettingResult, Skipped, TargetResult};
 pub use runner::run;
 pub use targets::{memcached, riven_node, riven_node_l1_l2, riven_node_over_memcached, ServerSettings, Target};

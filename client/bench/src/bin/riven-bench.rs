@@ -63,11 +63,12 @@ struct ClientArgs {
     /// Threads of the load generator (both the raw engine and the client).
     #[arg(long, default_value_t = 1)]
     client_threads: usize,
-    /// Throughput settings, CONNECTIONSxPIPELINE: the raw engine's connections and depth; the
-    /// client runs as many callers as requests in flight.
-    #[arg(long, value_delimiter = ',', default_value = "50x1,4x16")]
+    /// Throughput settings, CONNECTIONSxPIPELINE[/CLIENT_CONNECTIONS]: the raw engine's
+    /// connections and depth; the client runs as many callers as requests in flight, on
+    /// CLIENT_CONNECTIONS connections (default --client-connections).
+    #[arg(long, value_delimiter = ',', default_value = "50x1,4x16,4x16/4")]
     settings: Vec<String>,
-    /// The client's connections to the node.
+    /// The client's connections to the node, where a setting does not say.
     #[arg(long, default_value_t = 2)]
     client_connections: usize,
     #[arg(long, default_value_t = 9)]
@@ -639,7 +640,7 @@ fn compare_cmd(a: CompareArgs) -> bool {
     }
     let md = compare::render_markdown(&report, link.as_deref());
     if let Some(path) = &a.markdown {
-        if let Err(e) = std::fs::write(path, &md) {
+        if let Err(e) = compare::write_keeping_sections(path, &md) {
             eprintln!("riven-bench compare: cannot write {}: {e}", path.display());
             ok = false;
         }
@@ -659,14 +660,21 @@ fn client_cmd(a: ClientArgs) -> bool {
     }
     let mut settings = Vec::new();
     for s in &a.settings {
-        let parsed = s
+        let (raw, own) = match s.split_once('/') {
+            Some((raw, own)) => (raw, own.parse::<usize>().ok()),
+            None => (s.as_str(), Some(a.client_connections)),
+        };
+        let parsed = raw
             .split_once('x')
-            .and_then(|(c, p)| Some((c.parse::<usize>().ok()?, p.parse::<usize>().ok()?)))
-            .filter(|&(c, p)| c > 0 && p > 0);
+            .and_then(|(c, p)| Some((c.parse::<usize>().ok()?, p.parse::<usize>().ok()?, own?)))
+            .filter(|&(c, p, own)| c > 0 && p > 0 && own > 0);
         match parsed {
             Some(setting) => settings.push(setting),
             None => {
-                eprintln!("riven-bench client: bad setting {s:?} (expected CONNECTIONSxPIPELINE, e.g. 50x1)");
+                eprintln!(
+                    "riven-bench client: bad setting {s:?} (expected CONNECTIONSxPIPELINE[/CLIENT_CONNECTIONS], \
+                     e.g. 50x1 or 4x16/4)"
+                );
                 return false;
             }
         }
@@ -676,7 +684,6 @@ fn client_cmd(a: ClientArgs) -> bool {
         node_threads: a.node_threads,
         client_threads: a.client_threads,
         settings,
-        client_connections: a.client_connections,
         rounds: if a.quick { 1 } else { a.rounds },
         duration: if a.quick { Duration::from_secs(1) } else { a.duration },
         keys: a.keys,

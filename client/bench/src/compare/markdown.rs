@@ -20,6 +20,24 @@ fn threads(r: &CompareReport) -> String {
     }
 }
 
+/// Writes the comparison `md` (which has no `## ` heading of its own) to the Markdown file at
+/// `path`, in place of what an earlier comparison wrote: the file's text before its first `## `
+/// heading. Every `## ` section (the hand-kept design measurements, the smart client's section
+/// written by `riven-bench client`) is kept as it was.
+pub fn write_keeping_sections(path: &std::path::Path, md: &str) -> std::io::Result<()> {
+    let old = std::fs::read_to_string(path).unwrap_or_default();
+    let kept = if old.starts_with("## ") {
+        Some(0)
+    } else {
+        old.find("\n## ").map(|i| i + 1)
+    };
+    let out = match kept {
+        Some(start) => format!("{}\n\n{}", md.trim_end_matches('\n'), &old[start..]),
+        None => md.to_string(),
+    };
+    std::fs::write(path, out)
+}
+
 pub fn render_markdown(r: &CompareReport, chart: Option<&str>) -> String {
     let base = r.servers.first().map(|s| s.name.as_str()).unwrap_or("baseline");
     let mut out = String::new();
@@ -229,6 +247,23 @@ mod tests {
     use super::super::tests::setting;
     use super::*;
     use crate::proc::Machine;
+
+    #[test]
+    fn a_new_comparison_keeps_the_files_sections() {
+        let dir = std::env::temp_dir().join(format!("riven-bench-keep-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("B.md");
+        write_keeping_sections(&path, "# Benchmarks\n\nfirst\n").unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "# Benchmarks\n\nfirst\n");
+        let kept = "## Design measurements\n\nd\n\n## Smart client (riven-client)\n\nc\n";
+        std::fs::write(&path, format!("# Benchmarks\n\nold\ntable\n\n{kept}")).unwrap();
+        write_keeping_sections(&path, "# Benchmarks\n\nnew\n").unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            format!("# Benchmarks\n\nnew\n\n{kept}")
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn markdown_table() {

@@ -23,10 +23,8 @@ pub struct SuiteConfig {
     pub node_threads: usize,
     /// The generator's runtime threads (recorded for the report).
     pub client_threads: usize,
-    /// (raw connections, pipeline) settings of the throughput comparison.
-    pub settings: Vec<(usize, usize)>,
-    /// The client's connections to the node.
-    pub client_connections: usize,
+    /// (raw connections, pipeline, client connections) settings of the throughput comparison.
+    pub settings: Vec<(usize, usize, usize)>,
     pub rounds: usize,
     pub duration: Duration,
     pub keys: u64,
@@ -111,12 +109,12 @@ pub async fn run(cfg: &SuiteConfig) -> Result<SuiteReport, String> {
     let mut errors = Vec::new();
     let mut reports = Vec::new();
     let node = Server::start("riven-node", &spec, ready)?;
-    for &(connections, pipeline) in &cfg.settings {
+    for &(connections, pipeline, client_connections) in &cfg.settings {
         let t = ThroughputConfig {
             addr: node.addr(),
             connections,
             pipeline,
-            client_connections: cfg.client_connections,
+            client_connections,
             keys: cfg.keys,
             value_len: cfg.value_len,
             get_ratio: 0.9,
