@@ -325,8 +325,10 @@ async fn an_adaptive_hedge_delay_learns_the_first_zones_latency() {
     };
     let client = cluster.client("a", adaptive);
     for _ in 0..600 {
+        // About one healthy read in ten is slower than the 90th percentile and hedged, and
+        // zone b may win that race: either answer is right here.
         let (v, _) = client.get(b"k").await.expect("get").expect("hit");
-        assert_eq!(&v[..], b"from-a");
+        assert!(&v[..] == b"from-a" || &v[..] == b"from-b", "{v:?}");
     }
     let hedges_before = client.stats().hedges;
 
