@@ -413,7 +413,7 @@ impl Client {
         ttl: Ttl,
         num: u64,
     ) -> Result<Stored, ClientError> {
-        check(key)?;
+        // `write` checks the key, before anything is sent.
         let mut w = Write::new(kind, key);
         w.value = value;
         w.flags = flags;
